@@ -1,0 +1,7 @@
+"""Magic141 for ComfyUI: image-to-video with Magic 1-For-1 (ComfyUI loads this folder from custom_nodes/)."""
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+WEB_DIRECTORY = None
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,29 @@
+"""Magic141 (Magic 1-For-1) image-to-video in plain PyTorch: the DiT, its sampler and safe checkpoint loading.
+
+This package never imports ComfyUI; the ComfyUI nodes in `../nodes` are thin wrappers around it.
+"""
+
+from .conditioning import Conditioning, TextConditioning
+from .config import DiTConfig, full_13b, tiny
+from .dit import Magic141DiT
+from .dit.loading import load_dit, save_dit
+from .pipeline import latent_frames, latent_shape, sample_latent
+from .sampling import flow_sigmas, make_noise
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Conditioning",
+    "DiTConfig",
+    "Magic141DiT",
+    "TextConditioning",
+    "flow_sigmas",
+    "full_13b",
+    "latent_frames",
+    "latent_shape",
+    "load_dit",
+    "make_noise",
+    "sample_latent",
+    "save_dit",
+    "tiny",
+]

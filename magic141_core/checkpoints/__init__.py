@@ -1,0 +1,19 @@
+"""Checkpoint files: safe reading, atomic writing, identification of wrong files, the diffusers key map."""
+
+from .diffusers_keys import from_diffusers, is_diffusers_dit, to_diffusers
+from .files import CheckpointError, iter_state_dict, read_metadata, read_state_dict, save_safetensors, unwrap
+from .identify import describe, wrong_model_message
+
+__all__ = [
+    "CheckpointError",
+    "describe",
+    "from_diffusers",
+    "is_diffusers_dit",
+    "iter_state_dict",
+    "read_metadata",
+    "read_state_dict",
+    "save_safetensors",
+    "to_diffusers",
+    "unwrap",
+    "wrong_model_message",
+]

@@ -1,0 +1,153 @@
+"""Key map between the official HunyuanVideo / Magic141 DiT names and diffusers' `HunyuanVideoTransformer3DModel`.
+
+diffusers renames every module, splits each fused qkv (and the single blocks' qkv + MLP-in linear) into separate
+linears, and stores the final layer's adaLN halves as (scale, shift) where the checkpoint has (shift, scale).
+Each rule below names one official tensor and the diffusers tensors it becomes, in concatenation order.
+Magic141's `text_guidance_in` has no diffusers counterpart; it passes through under its own name.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+_TOP = [
+    ("img_in.proj", ["x_embedder.proj"]),
+    ("time_in.mlp.0", ["time_text_embed.timestep_embedder.linear_1"]),
+    ("time_in.mlp.2", ["time_text_embed.timestep_embedder.linear_2"]),
+    ("guidance_in.mlp.0", ["time_text_embed.guidance_embedder.linear_1"]),
+    ("guidance_in.mlp.2", ["time_text_embed.guidance_embedder.linear_2"]),
+    ("vector_in.in_layer", ["time_text_embed.text_embedder.linear_1"]),
+    ("vector_in.out_layer", ["time_text_embed.text_embedder.linear_2"]),
+    ("txt_in.input_embedder", ["context_embedder.proj_in"]),
+    ("txt_in.t_embedder.mlp.0", ["context_embedder.time_text_embed.timestep_embedder.linear_1"]),
+    ("txt_in.t_embedder.mlp.2", ["context_embedder.time_text_embed.timestep_embedder.linear_2"]),
+    ("txt_in.c_embedder.linear_1", ["context_embedder.time_text_embed.text_embedder.linear_1"]),
+    ("txt_in.c_embedder.linear_2", ["context_embedder.time_text_embed.text_embedder.linear_2"]),
+    ("final_layer.linear", ["proj_out"]),
+    ("final_layer.adaLN_modulation.1", ["norm_out.linear"]),  # halves swapped, see _SWAPPED
+]
+_QKV = ["attn.to_q", "attn.to_k", "attn.to_v"]
+_BLOCKS = {  # official prefix -> (diffusers prefix, rules inside one block)
+    "txt_in.individual_token_refiner.blocks": ("context_embedder.token_refiner.refiner_blocks", [
+        ("norm1", ["norm1"]),
+        ("self_attn_qkv", _QKV),
+        ("self_attn_proj", ["attn.to_out.0"]),
+        ("norm2", ["norm2"]),
+        ("mlp.fc1", ["ff.net.0.proj"]),
+        ("mlp.fc2", ["ff.net.2"]),
+        ("adaLN_modulation.1", ["norm_out.linear"]),
+    ]),
+    "double_blocks": ("transformer_blocks", [
+        ("img_mod.linear", ["norm1.linear"]),
+        ("img_attn_qkv", _QKV),
+        ("img_attn_q_norm", ["attn.norm_q"]),
+        ("img_attn_k_norm", ["attn.norm_k"]),
+        ("img_attn_proj", ["attn.to_out.0"]),
+        ("img_mlp.fc1", ["ff.net.0.proj"]),
+        ("img_mlp.fc2", ["ff.net.2"]),
+        ("txt_mod.linear", ["norm1_context.linear"]),
+        ("txt_attn_qkv", ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"]),
+        ("txt_attn_q_norm", ["attn.norm_added_q"]),
+        ("txt_attn_k_norm", ["attn.norm_added_k"]),
+        ("txt_attn_proj", ["attn.to_add_out"]),
+        ("txt_mlp.fc1", ["ff_context.net.0.proj"]),
+        ("txt_mlp.fc2", ["ff_context.net.2"]),
+    ]),
+    "single_blocks": ("single_transformer_blocks", [
+        ("linear1", _QKV + ["proj_mlp"]),  # q, k, v (hidden each), then the MLP input (the rest)
+        ("linear2", ["proj_out"]),
+        ("q_norm", ["attn.norm_q"]),
+        ("k_norm", ["attn.norm_k"]),
+        ("modulation.linear", ["norm.linear"]),
+    ]),
+}
+_SWAPPED = "final_layer.adaLN_modulation.1"
+_PARAM = re.compile(r"^(?P<module>.+)\.(?P<param>weight|bias)$")
+_BLOCK = re.compile(r"^(?P<prefix>.+?)\.(?P<index>\d+)\.(?P<rest>.+)$")
+
+
+def _official_rules(sd_keys) -> dict[str, list[str]]:
+    """official module name -> diffusers module names, for every module present in `sd_keys` (official)."""
+    top = dict(_TOP)
+    rules = {}
+    for key in sd_keys:
+        module = _PARAM.match(key)["module"]
+        if module in top:
+            rules[module] = top[module]
+        elif (m := _BLOCK.match(module)) and m["prefix"] in _BLOCKS:
+            target_prefix, inner = _BLOCKS[m["prefix"]]
+            targets = dict(inner).get(m["rest"])
+            if targets is not None:
+                rules[module] = [f"{target_prefix}.{m['index']}.{t}" for t in targets]
+    return rules
+
+
+def _split_sizes(total: int, parts: int, hidden: int) -> list[int]:
+    if parts == 4:  # single block linear1: q, k, v, mlp
+        return [hidden, hidden, hidden, total - 3 * hidden]
+    return [total // parts] * parts
+
+
+def _swap_halves(t: torch.Tensor) -> torch.Tensor:
+    a, b = t.chunk(2, dim=0)
+    return torch.cat([b, a], dim=0)
+
+
+def to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official-named DiT state dict -> diffusers names (tensors split, final adaLN halves swapped)."""
+    hidden = sd["img_in.proj.weight"].shape[0]
+    rules = _official_rules(sd)
+    out = {}
+    for key, tensor in sd.items():
+        m = _PARAM.match(key)
+        module, param = m["module"], m["param"]
+        targets = rules.get(module)
+        if targets is None:  # e.g. text_guidance_in, which diffusers lacks
+            out[key] = tensor
+            continue
+        if module == _SWAPPED:
+            tensor = _swap_halves(tensor)
+        pieces = tensor.split(_split_sizes(tensor.shape[0], len(targets), hidden)) if len(targets) > 1 else [tensor]
+        for target, piece in zip(targets, pieces):
+            out[f"{target}.{param}"] = piece.contiguous()
+    return out
+
+
+def from_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers-named DiT state dict -> official names (split tensors concatenated back)."""
+    official_keys = _candidate_official_keys(sd)
+    rules = _official_rules(official_keys)
+    out, used = {}, set()
+    for key in official_keys:
+        m = _PARAM.match(key)
+        sources = [f"{target}.{m['param']}" for target in rules[m["module"]]]
+        if not all(s in sd for s in sources):
+            continue
+        tensor = torch.cat([sd[s] for s in sources], dim=0) if len(sources) > 1 else sd[sources[0]]
+        out[key] = _swap_halves(tensor) if m["module"] == _SWAPPED else tensor
+        used.update(sources)
+    out.update({k: v for k, v in sd.items() if k not in used and k.startswith("text_guidance_in.")})
+    unknown = sorted(k for k in sd if k not in used and k not in out)
+    if unknown:
+        raise ValueError(f"unrecognised diffusers HunyuanVideo transformer keys, e.g. {unknown[:5]}")
+    return out
+
+
+def _candidate_official_keys(sd: dict[str, torch.Tensor]) -> list[str]:
+    """Every official key that a diffusers state dict could hold, given the block indices it has."""
+    indices: dict[str, set[str]] = {}
+    for key in sd:
+        for official, (target, _) in _BLOCKS.items():
+            if key.startswith(target + "."):
+                indices.setdefault(official, set()).add(key[len(target) + 1 :].split(".", 1)[0])
+    keys = [f"{module}.{p}" for module, _ in _TOP for p in ("weight", "bias")]
+    for official, (_, inner) in _BLOCKS.items():
+        for i in sorted(indices.get(official, ()), key=int):
+            keys += [f"{official}.{i}.{rule}.{p}" for rule, _ in inner for p in ("weight", "bias")]
+    return keys
+
+
+def is_diffusers_dit(sd: dict[str, torch.Tensor]) -> bool:
+    return "x_embedder.proj.weight" in sd and any(k.startswith("transformer_blocks.") for k in sd)

@@ -1,0 +1,126 @@
+"""Safe reading and atomic writing of weight files.
+
+Reading: `.safetensors` through safetensors (memory-mapped, tensor by tensor, no code can run); `.pt` / `.pth` /
+`.bin` / `.ckpt` only through `torch.load(weights_only=True)`, which refuses any pickled object that is not a
+tensor or a plain container. Containers seen in the wild are unwrapped: `{"state_dict": ...}` (the Magic141 `.pth`),
+`{"module": ...}` (HunyuanVideo's `mp_rank_00_model_states.pt`), `{"model": ...}`, and the `model.diffusion_model.`
+prefix of ComfyUI-saved checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..atomic import atomic_path
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+WRAPPER_KEYS = ("state_dict", "module", "model")
+PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.")
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be used, with what is wrong and what to do."""
+
+
+def read_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a weight file, unwrapped; converted to `dtype` one tensor at a time when given."""
+    return dict(iter_state_dict(path, dtype))
+
+
+def iter_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (key, tensor) pairs; safetensors are read lazily so only one tensor is materialised at a time."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path.name} is empty (0 bytes); the download or copy did not finish")
+    if path.suffix == ".safetensors":
+        with _open_safetensors(path) as f:
+            yield from _select(path, f.keys(), lambda key: _read_safetensor(path, f, key), dtype)
+    elif path.suffix in PICKLE_SUFFIXES:
+        sd = _torch_load(path)
+        yield from _select(path, sd.keys(), sd.get, dtype)
+    else:
+        raise CheckpointError(
+            f"{path.name}: unsupported file type '{path.suffix}'; use .safetensors (or .pt/.pth with plain tensors)"
+        )
+
+
+def _select(path: Path, keys, get, dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """Strip a wrapper prefix; a full ComfyUI checkpoint prefixes the diffusion model and its other parts are skipped."""
+    keys = list(keys)
+    prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in keys)), "")
+    for key in keys:
+        if key.startswith(prefix):
+            tensor = get(key)
+            if isinstance(tensor, torch.Tensor):
+                convert = dtype is not None and tensor.is_floating_point()
+                yield key.removeprefix(prefix), tensor.to(dtype) if convert else tensor
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `__metadata__` strings of a safetensors file ({} for other files)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    with _open_safetensors(path) as f:
+        return f.metadata() or {}
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None):
+    """Write tensors to `path` atomically (temporary file, then rename): a failure leaves any old file intact."""
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _open_safetensors(path: Path):
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path.name} is not a readable safetensors file ({e}); it may be truncated or corrupt — "
+            "download or copy it again"
+        ) from None
+
+
+def _read_safetensor(path: Path, f, key: str) -> torch.Tensor:
+    try:
+        return f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path.name}: tensor '{key}' cannot be read ({e}); the file is corrupt") from None
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refused to load {path.name}: it contains pickled Python objects other than tensors, which could run "
+            f"code ({str(e).splitlines()[0]}). Use a .safetensors file, or re-save the weights as plain tensors."
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path.name} cannot be read ({e}); it may be truncated or corrupt") from None
+    return unwrap(obj, path.name)
+
+
+def unwrap(obj, name: str = "checkpoint") -> dict:
+    """Descend through {"state_dict" | "module" | "model": ...} wrappers to the dict of tensors."""
+    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{name} holds no tensors (top-level type {type(obj).__name__}); it is not a weight file")
+    return obj

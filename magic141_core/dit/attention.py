@@ -1,0 +1,65 @@
+"""Attention, 3-D rotary position embedding, and the text-padding key mask.
+
+One attention function serves every block. It calls PyTorch's fused scaled-dot-product attention, which picks
+its kernel per device and dtype (flash / memory-efficient on CUDA, the flash CPU kernel on CPU). On a CPU without
+native half-precision units the model already computes in fp32 (see `device.py`); there the fused fp32 kernel is
+also the fastest we measured (`benchmarks/dit_forward.py`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """q, k, v: [B, H, L, Dh]; key_mask: [B, 1, 1, L] bool (True = attend) or None -> [B, L, H*Dh]."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    return rearrange(out, "b h l d -> b l (h d)")
+
+
+def text_key_mask(num_valid: torch.Tensor, img_len: int, txt_len: int) -> torch.Tensor | None:
+    """Key mask [B, 1, 1, img_len + txt_len] that hides text padding; None when no sample has padding.
+
+    `num_valid` [B] counts each sample's valid (leading) text tokens, as diffusers and the official flash-attention
+    `cu_seqlens` do. Padding tokens never become keys, so they cannot change a video token.
+    """
+    if bool((num_valid >= txt_len).all()):
+        return None
+    positions = torch.arange(img_len + txt_len, device=num_valid.device)
+    return (positions[None] < img_len + num_valid[:, None])[:, None, None, :]
+
+
+@lru_cache(maxsize=8)
+def rope_table(
+    grid: tuple[int, int, int], txt_len: int, axes: tuple[int, int, int], theta: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T*H*W + txt_len, head_dim] (fp32) for the joint sequence [video ; text].
+
+    Video tokens, in (t, h, w) raster order, rotate interleaved pairs of each axis' slice of the head dim by
+    position * theta^(-2i/d). Text tokens get the identity rotation (cos 1, sin 0): HunyuanVideo applies RoPE to
+    video tokens only, and this lets one elementwise op cover the whole joint sequence. Cached per shape.
+    """
+    positions = torch.stack(
+        torch.meshgrid(*(torch.arange(n, dtype=torch.float32, device=device) for n in grid), indexing="ij"),
+        dim=-1,
+    ).reshape(-1, 3)  # [T*H*W, 3]
+    angles = []
+    for axis, dim in enumerate(axes):
+        freqs = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim)  # [dim/2]
+        angles.append(torch.outer(positions[:, axis], freqs).repeat_interleave(2, dim=1))  # [N, dim]
+    angles = torch.cat(angles, dim=1)  # [N, head_dim]
+    text = torch.zeros(txt_len, angles.shape[1], device=device)
+    angles = torch.cat([angles, text])
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) in fp32. x: [B, H, L, Dh]."""
+    xf = x.float()
+    x0, x1 = xf.unflatten(-1, (-1, 2)).unbind(-1)
+    rotated = torch.stack([-x1, x0], dim=-1).flatten(-2)
+    return (xf * cos + rotated * sin).to(x.dtype)

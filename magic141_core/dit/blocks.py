@@ -1,0 +1,94 @@
+"""Dual-stream ("double") and single-stream blocks and the final layer of the HunyuanVideo / Magic141 DiT.
+
+Shapes: video tokens img [B, Li, D], text tokens txt [B, Lt, D], conditioning vec [B, D]; (cos, sin) is the RoPE
+table of the joint sequence [video ; text] ([Li + Lt, Dh], identity on text); key_mask [B, 1, 1, Li + Lt] or None.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .attention import apply_rope, attention
+from .layers import MLP, Linear, Modulation, RMSNorm, gelu_tanh, layer_norm, modulate
+
+
+def _heads(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
+    return rearrange(qkv, "b l (k h d) -> k b h l d", k=3, h=num_heads)  # [3, B, H, L, Dh]
+
+
+class DoubleStreamBlock(nn.Module):
+    """Separate weights for video and text, one joint attention over [video ; text] (SD3 / Flux MM-DiT)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim, mlp_hidden = hidden_size // num_heads, int(hidden_size * mlp_ratio)
+        for stream in ("img", "txt"):
+            setattr(self, f"{stream}_mod", Modulation(hidden_size, 6))
+            setattr(self, f"{stream}_attn_qkv", Linear(hidden_size, 3 * hidden_size))
+            setattr(self, f"{stream}_attn_q_norm", RMSNorm(head_dim))
+            setattr(self, f"{stream}_attn_k_norm", RMSNorm(head_dim))
+            setattr(self, f"{stream}_attn_proj", Linear(hidden_size, hidden_size))
+            setattr(self, f"{stream}_mlp", MLP(hidden_size, mlp_hidden, gelu_tanh))
+
+    def _qkv(self, stream: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
+        q, k, v = _heads(getattr(self, f"{stream}_attn_qkv")(modulate(layer_norm(x), shift, scale)), self.num_heads)
+        return getattr(self, f"{stream}_attn_q_norm")(q), getattr(self, f"{stream}_attn_k_norm")(k), v
+
+    def _residual(self, stream, x, attn, mods):
+        _, _, gate1, shift2, scale2, gate2 = mods
+        x = x + gate1 * getattr(self, f"{stream}_attn_proj")(attn)
+        return x + gate2 * getattr(self, f"{stream}_mlp")(modulate(layer_norm(x), shift2, scale2))
+
+    def forward(self, img, txt, vec, rope, key_mask):
+        img_mods, txt_mods = self.img_mod(vec), self.txt_mod(vec)  # 6 x [B, 1, D] each
+        img_q, img_k, img_v = self._qkv("img", img, *img_mods[:2])
+        txt_q, txt_k, txt_v = self._qkv("txt", txt, *txt_mods[:2])
+        q = apply_rope(torch.cat([img_q, txt_q], dim=2), *rope)  # [B, H, Li + Lt, Dh]
+        k = apply_rope(torch.cat([img_k, txt_k], dim=2), *rope)
+        v = torch.cat([img_v, txt_v], dim=2)
+        attn = attention(q, k, v, key_mask)  # [B, Li + Lt, D]
+        img_len = img.shape[1]
+        img = self._residual("img", img, attn[:, :img_len], img_mods)
+        txt = self._residual("txt", txt, attn[:, img_len:], txt_mods)
+        return img, txt
+
+
+class SingleStreamBlock(nn.Module):
+    """Shared weights over [video ; text]: one fused linear for qkv + MLP-in, one for attention-out + MLP-out."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.hidden_size = hidden_size
+        head_dim, self.mlp_hidden = hidden_size // num_heads, int(hidden_size * mlp_ratio)
+        self.linear1 = Linear(hidden_size, 3 * hidden_size + self.mlp_hidden)
+        self.linear2 = Linear(hidden_size + self.mlp_hidden, hidden_size)
+        self.q_norm = RMSNorm(head_dim)
+        self.k_norm = RMSNorm(head_dim)
+        self.modulation = Modulation(hidden_size, 3)
+
+    def forward(self, x, vec, rope, key_mask):
+        shift, scale, gate = self.modulation(vec)
+        qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale)).split(
+            [3 * self.hidden_size, self.mlp_hidden], dim=-1
+        )
+        q, k, v = _heads(qkv, self.num_heads)
+        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        attn = attention(q, k, v, key_mask)  # [B, L, D]
+        return x + gate * self.linear2(torch.cat([attn, gelu_tanh(mlp)], dim=-1))
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm + adaLN (shift, then scale: the checkpoint's order; diffusers stores scale first) + linear."""
+
+    def __init__(self, hidden_size: int, patch_numel: int, out_channels: int):
+        super().__init__()
+        self.linear = Linear(hidden_size, patch_numel * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(vec).unsqueeze(1).chunk(2, dim=-1)
+        return self.linear(modulate(layer_norm(x), shift, scale))

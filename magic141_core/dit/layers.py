@@ -1,0 +1,137 @@
+"""Small building blocks of the HunyuanVideo / Magic141 DiT: casting layers, embedders, norms, modulation.
+
+Every layer runs in the dtype of its input (the model's *compute* dtype) and casts its weights to it on the fly.
+That is what lets a bf16 checkpoint compute in fp32 on a CPU without native bf16 matmuls (see `device.py`), the
+way ComfyUI's `manual_cast` ops do. When weight and input dtypes match, the cast is a no-op.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def cast(param: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if param is None else param.to(device=like.device, dtype=like.dtype)
+
+
+class Linear(nn.Linear):
+    """nn.Linear that computes in its input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, cast(self.weight, x), cast(self.bias, x))
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim, normalised in fp32 (HunyuanVideo's q/k norm, eps 1e-6)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        return normed * cast(self.weight, x)
+
+
+def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm without affine parameters, as every adaLN-modulated norm of the DiT."""
+    return F.layer_norm(x, (x.shape[-1],), eps=eps)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x [B, L, D] * (1 + scale [B, 1, D]) + shift [B, 1, D]."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+class Modulation(nn.Module):
+    """vec [B, D] -> `factor` modulation vectors, each [B, 1, D] (order as the checkpoint: shift, scale, gate ...)."""
+
+    def __init__(self, hidden_size: int, factor: int):
+        super().__init__()
+        self.factor = factor
+        self.linear = Linear(hidden_size, factor * hidden_size)
+
+    def forward(self, vec: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.linear(F.silu(vec)).unsqueeze(1).chunk(self.factor, dim=-1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding [B, dim] of (fractional) timesteps [B], cos half first, computed in fp32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """t [B] -> [B, D]: sinusoid(256) -> Linear -> SiLU -> Linear (`mlp.0`, `mlp.2`)."""
+
+    def __init__(self, hidden_size: int, frequency_dim: int = 256):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(Linear(frequency_dim, hidden_size), nn.SiLU(), Linear(hidden_size, hidden_size))
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.frequency_dim).to(dtype))
+
+
+class MLPEmbedder(nn.Module):
+    """CLIP pooled vector [B, 768] -> [B, D] (`vector_in.in_layer`, `vector_in.out_layer`)."""
+
+    def __init__(self, in_dim: int, hidden_size: int):
+        super().__init__()
+        self.in_layer = Linear(in_dim, hidden_size)
+        self.out_layer = Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(F.silu(self.in_layer(x)))
+
+
+class TextProjection(nn.Module):
+    """Mean-pooled text [B, C] -> [B, D] (`linear_1`, `linear_2`, SiLU between)."""
+
+    def __init__(self, in_dim: int, hidden_size: int):
+        super().__init__()
+        self.linear_1 = Linear(in_dim, hidden_size)
+        self.linear_2 = Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class MLP(nn.Module):
+    """fc1 -> activation -> fc2."""
+
+    def __init__(self, dim: int, hidden: int, activation):
+        super().__init__()
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation(self.fc1(x)))
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+class PatchEmbed(nn.Module):
+    """Video latent [B, C, T, H, W] -> tokens [B, T*H/2*W/2, D] through a Conv3d with kernel = stride = patch."""
+
+    def __init__(self, patch_size: tuple[int, int, int], in_channels: int, hidden_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv3d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A kernel = stride convolution is a linear map of non-overlapping patches; as one matmul it is faster on CPU.
+        pt, ph, pw = self.patch_size
+        patches = rearrange(x, "b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw)", pt=pt, ph=ph, pw=pw)
+        return F.linear(patches, cast(self.proj.weight, x).flatten(1), cast(self.proj.bias, x))

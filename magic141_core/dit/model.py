@@ -1,0 +1,157 @@
+"""The Magic141 image-to-video DiT (HunyuanVideo-13B architecture with 33 input channels).
+
+Attribute names are the official checkpoint keys (`img_in`, `txt_in`, `time_in`, `vector_in`, `guidance_in`,
+`text_guidance_in`, `double_blocks`, `single_blocks`, `final_layer`), so an official state dict loads with
+`strict=True` and no rename table. References: Magic 1-For-1 (arXiv 2502.07701), HunyuanVideo (arXiv 2412.03603),
+diffusers' `HunyuanVideoTransformer3DModel(image_condition_type="latent_concat")`, which this matches numerically.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..config import LATENT_CHANNELS, DiTConfig
+from ..device import compute_dtype_for
+from .attention import rope_table, text_key_mask
+from .blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock
+from .layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
+from .refiner import TokenRefiner
+
+
+class Magic141DiT(nn.Module):
+    """Velocity model v(x_t, t | reference latent, [VLM image tokens ; LLM tokens], CLIP pooled).
+
+    `apply_text_guidance`: Magic141's `text_guidance_in` exists in its checkpoint but the official forward never
+    uses it (model.md); set this to True only for a checkpoint trained to use it. HunyuanVideo's `guidance_in` is
+    always applied. `compute_dtype`: None picks the dtype per device (`device.compute_dtype_for`).
+    """
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        self.apply_text_guidance = False
+        self.compute_dtype: torch.dtype | None = None
+        d = config.hidden_size
+        self.img_in = PatchEmbed(config.patch_size, config.in_channels, d)
+        self.txt_in = TokenRefiner(config.text_dim, d, config.num_heads, config.refiner_blocks, config.mlp_ratio)
+        self.time_in = TimestepEmbedder(d)
+        self.vector_in = MLPEmbedder(config.pooled_dim, d)
+        self.guidance_in = TimestepEmbedder(d) if config.guidance_embed else None
+        self.text_guidance_in = TimestepEmbedder(d) if config.text_guidance_embed else None
+        self.double_blocks = nn.ModuleList(
+            DoubleStreamBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.double_blocks)
+        )
+        self.single_blocks = nn.ModuleList(
+            SingleStreamBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.single_blocks)
+        )
+        self.final_layer = FinalLayer(d, math.prod(config.patch_size), config.out_channels)
+
+    @property
+    def guidance_embedder(self) -> TimestepEmbedder | None:
+        """The embedder that receives the guidance scale, or None (then guidance > 1 means real CFG)."""
+        if self.guidance_in is not None:
+            return self.guidance_in
+        return self.text_guidance_in if self.apply_text_guidance else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        txt: torch.Tensor,
+        txt_mask: torch.Tensor,
+        pooled: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow velocity.
+
+        Args:
+            x: [B, 16, T, H, W] noisy latent (VAE latent x scaling factor).
+            t: [B] timesteps in [0, 1000] (sigma x 1000).
+            txt: [B, L, text_dim] text sequence, [VLM image tokens ; LLM tokens], right-padded.
+            txt_mask: [B, L] 1 for tokens, 0 for padding.
+            pooled: [B, pooled_dim] CLIP-L pooled text embedding.
+            reference: [B, 16, T_ref, H, W] reference latent (T_ref = 1: the prior image); image-to-video only.
+            guidance: [B] guidance scale, embedded as scale x 1000 when the model has a guidance embedder.
+        Returns:
+            velocity [B, 16, T, H, W] in the compute dtype.
+        """
+        cfg = self.config
+        dtype = self.compute_dtype or compute_dtype_for(self.img_in.proj.weight.device, self.img_in.proj.weight.dtype)
+        x = self._input(x, reference).to(dtype)
+        _, _, T, H, W = x.shape
+        grid = (T // cfg.patch_size[0], H // cfg.patch_size[1], W // cfg.patch_size[2])
+
+        # 1. Text: drop the padding tail no sample uses (exact: padding is masked out of every attention)
+        num_valid = txt_mask.sum(dim=1)  # [B]
+        if bool((num_valid == 0).any()):
+            raise ValueError("a text mask has no tokens; every sample needs at least one text or image token")
+        txt_len = int(num_valid.max())
+        txt, txt_mask = txt[:, :txt_len].to(dtype), txt_mask[:, :txt_len]
+
+        # 2. One conditioning vector drives every modulation
+        t = t.to(x.device)
+        vec = self.time_in(t, dtype) + self.vector_in(pooled.to(dtype))  # [B, D]
+        if self.guidance_embedder is not None:
+            if guidance is None:
+                raise ValueError("this checkpoint embeds the guidance scale; pass guidance (e.g. 1.0)")
+            vec = vec + self.guidance_embedder(guidance.to(x.device) * 1000.0, dtype)
+
+        # 3. Tokens: video patches [B, Li, D]; text refined to D [B, Lt, D]
+        img = self.img_in(x)
+        txt = self.txt_in(txt, t, txt_mask, text_key_mask(num_valid, 0, txt_len))
+        img_len = img.shape[1]
+        key_mask = text_key_mask(num_valid, img_len, txt_len)  # [B, 1, 1, Li + Lt] or None
+        rope = rope_table(grid, txt_len, cfg.rope_axes, cfg.rope_theta, x.device)
+
+        # 4. Dual-stream blocks, then single-stream blocks on the joint sequence
+        for block in self.double_blocks:
+            img, txt = block(img, txt, vec, rope, key_mask)
+        joint = torch.cat([img, txt], dim=1)  # [B, Li + Lt, D]
+        for block in self.single_blocks:
+            joint = block(joint, vec, rope, key_mask)
+
+        # 5. Output projection and unpatchify
+        out = self.final_layer(joint[:, :img_len], vec)  # [B, Li, pt*ph*pw*16]
+        pt, ph, pw = cfg.patch_size
+        return rearrange(
+            out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)", t=grid[0], h=grid[1], pt=pt, ph=ph, pw=pw
+        )
+
+    def _input(self, x: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """Build the model input: [noisy 16 ; reference zero-padded in time 16 ; mask 1 on reference frames]."""
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != LATENT_CHANNELS:
+            raise ValueError(f"x must be a latent [B, {LATENT_CHANNELS}, T, H, W], got shape {tuple(x.shape)}")
+        B, _, T, H, W = x.shape
+        if T % cfg.patch_size[0] or H % cfg.patch_size[1] or W % cfg.patch_size[2]:
+            raise ValueError(
+                f"latent size (T, H, W) = {(T, H, W)} must be divisible by the patch size {cfg.patch_size}; "
+                "use a video height and width that are multiples of 16"
+            )
+        if not cfg.is_i2v:
+            if reference is not None:
+                raise ValueError("this is a text-to-video checkpoint (16 input channels); it takes no reference")
+            return x
+        if reference is None:
+            raise ValueError("this image-to-video checkpoint needs the reference latent of the start image")
+        if reference.ndim != 5 or reference.shape[1] != LATENT_CHANNELS or reference.shape[3:] != x.shape[3:]:
+            raise ValueError(
+                f"reference latent must be [B, {LATENT_CHANNELS}, 1, {H}, {W}] like the video latent, "
+                f"got {tuple(reference.shape)}"
+            )
+        ref_frames = reference.shape[2]
+        if reference.shape[0] not in (1, B):
+            raise ValueError(f"reference batch {reference.shape[0]} does not match the latent batch {B}")
+        if ref_frames > T:
+            raise ValueError(f"reference has {ref_frames} latent frames, more than the video's {T}")
+        reference = reference.to(x).expand(B, -1, -1, -1, -1)
+        padded = F.pad(reference, (0, 0, 0, 0, 0, T - ref_frames))  # zeros after the reference frames
+        mask = torch.zeros(B, 1, T, H, W, dtype=x.dtype, device=x.device)
+        mask[:, :, :ref_frames] = 1.0
+        return torch.cat([x, padded, mask], dim=1)  # [B, 33, T, H, W]

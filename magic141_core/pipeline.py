@@ -1,0 +1,119 @@
+"""One clip: conditioning + reference latent + seed -> denoised latent, with the model's guidance handled once.
+
+Guidance, following model.md:
+- a checkpoint with an applied guidance embedder (HunyuanVideo `guidance_in`, or Magic141 `text_guidance_in` when
+  `model.apply_text_guidance` is set) receives the scale as an input: one forward per step;
+- otherwise guidance 1.0 (Magic141's distilled default) is one plain forward per step;
+- otherwise real classifier-free guidance: unconditional and conditional in ONE batched forward per step,
+  v = v_uncond + g (v_cond - v_uncond), as the official sampler computes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .conditioning import Conditioning, TextConditioning
+from .config import LATENT_CHANNELS
+from .sampling import NUM_TRAIN_TIMESTEPS, Step, euler_sample, flow_sigmas, make_noise
+
+SPATIAL_COMPRESSION = 8  # VAE: pixels per latent pixel
+TEMPORAL_COMPRESSION = 4  # VAE: frames per latent frame (after the first)
+SIZE_MULTIPLE = 16  # VAE x2 patch
+
+
+def latent_frames(frames: int) -> int:
+    """Latent frames for a clip of `frames` pixel frames, which must be 4k+1 (frame 0 is encoded alone)."""
+    if not isinstance(frames, int) or frames < 1 or (frames - 1) % TEMPORAL_COMPRESSION:
+        k = max((int(frames) - 1) // TEMPORAL_COMPRESSION, 0) if isinstance(frames, (int, float)) else 0
+        options = sorted({TEMPORAL_COMPRESSION * k + 1, TEMPORAL_COMPRESSION * (k + 1) + 1})
+        raise ValueError(f"length must be 4k+1 frames, got {frames}; use {' or '.join(map(str, options))}")
+    return (frames - 1) // TEMPORAL_COMPRESSION + 1
+
+
+def latent_shape(frames: int, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int, int]:
+    """[B, 16, T, H/8, W/8] for a clip; height and width must be positive multiples of 16."""
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
+            near = max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE) if value > 0 else SIZE_MULTIPLE
+            raise ValueError(f"{name} must be a positive multiple of 16, got {value}; use {near}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    return (batch, LATENT_CHANNELS, latent_frames(frames), height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
+
+
+class GuidedVelocity:
+    """velocity(x, sigma) for the sampler: the DiT under one of the three guidance modes above."""
+
+    def __init__(self, model, cond: Conditioning, reference: torch.Tensor | None, guidance: float):
+        if not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}; Magic141 is distilled at 1.0")
+        self.model, self.guidance, self.device = model, float(guidance), _device_of(model)
+        self.embedded = model.guidance_embedder is not None
+        self.cfg = not self.embedded and self.guidance != 1.0
+        if self.cfg and cond.negative is None:
+            raise ValueError(
+                f"guidance {guidance} on a model without a guidance embedder runs classifier-free guidance, "
+                "which needs the negative prompt's conditioning; encode it, or use guidance 1.0"
+            )
+        self.parts = [cond.negative, cond.positive] if self.cfg else [cond.positive]
+        self.reference = None if reference is None else reference.to(self.device)
+        self._inputs = None  # text and reference for one batch size, built on the first step
+
+    def _batched(self, batch: int):
+        if self._inputs is None or self._inputs[0] != batch:
+            text = TextConditioning.cat([p.repeat_to(batch) for p in self.parts]).to(self.device)
+            reference = self.reference
+            if reference is not None and self.cfg and reference.shape[0] > 1:
+                reference = torch.cat([reference, reference])
+            self._inputs = (batch, text, reference)
+        return self._inputs[1:]
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        text, reference = self._batched(x.shape[0])
+        batch = text.batch_size
+        t = (sigma * NUM_TRAIN_TIMESTEPS).expand(batch).to(self.device)
+        guidance = torch.full((batch,), self.guidance, device=self.device) if self.embedded else None
+        x_in = (torch.cat([x, x]) if self.cfg else x).to(self.device)
+        v = self.model(
+            x_in, t, text.tokens, text.mask, text.pooled, reference=reference, guidance=guidance
+        ).float()
+        if self.cfg:
+            v_uncond, v_cond = v.chunk(2)
+            v = v_uncond + self.guidance * (v_cond - v_uncond)
+        return v.to(x.device)
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def sample_latent(
+    model,
+    cond: Conditioning,
+    shape: tuple[int, ...],
+    reference: torch.Tensor | None = None,
+    *,
+    steps: int = 4,
+    shift: float = 5.0,
+    guidance: float = 1.0,
+    seed: int = 39,
+    callback: Callable[[Step], None] | None = None,
+) -> torch.Tensor:
+    """Denoise seeded noise of `shape` ([B, 16, T, h, w], scaled latent space) in `steps` Euler steps.
+
+    `reference` is the prior image's scaled latent [B or 1, 16, 1, h, w]; it is passed unchanged at every step and
+    frame 0 of the result is denoised like every other frame (never overwritten), as in the official sampler.
+    Returns the fp32 latent on the model's device.
+    """
+    if reference is not None and tuple(reference.shape[-2:]) != tuple(shape[-2:]):
+        raise ValueError(
+            f"the start image's latent is {tuple(reference.shape[-2:])} but the video latent is {tuple(shape[-2:])}; "
+            "encode the start image at the video's width and height"
+        )
+    velocity = GuidedVelocity(model, cond, reference, guidance)
+    noise = make_noise(shape, seed).to(_device_of(model))
+    with torch.inference_mode():
+        return euler_sample(velocity, noise, flow_sigmas(steps, shift).to(noise.device), callback)

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny random models (the diffusers tester-config idea), seeded inputs, and reference builders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from magic141_core import Conditioning, TextConditioning, tiny
+from magic141_core.demo import random_dit
+
+
+def make_text(batch: int = 1, length: int = 10, valid=None, dim: int = 32, pooled_dim: int = 16, seed: int = 0):
+    """Random text conditioning; `valid` lists each sample's number of real tokens (the rest is padding)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(batch, length, dtype=torch.long)
+    for i, n in enumerate(valid or [length] * batch):
+        mask[i, :n] = 1
+    return TextConditioning(
+        torch.randn(batch, length, dim, generator=g), mask, torch.randn(batch, pooled_dim, generator=g)
+    )
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny()
+
+
+@pytest.fixture
+def tiny_dit(tiny_config):
+    return random_dit(tiny_config, seed=1)
+
+
+@pytest.fixture
+def tiny_cond():
+    return Conditioning(positive=make_text(valid=[7], seed=2), negative=make_text(valid=[4], seed=3))
+
+
+@pytest.fixture
+def count_forwards():
+    """Wrap a model's forward to count calls and record the batch size of each."""
+
+    def wrap(model):
+        calls = []
+        original = model.forward
+
+        def counted(x, *args, **kwargs):
+            calls.append(x.shape[0])
+            return original(x, *args, **kwargs)
+
+        model.forward = counted
+        return calls
+
+    return wrap
