@@ -1,5 +1,5 @@
 """What the sampler consumes: the text sequence, its mask and the CLIP pooled vector, for the prompt and (for
-classifier-free guidance) the negative prompt.
+classifier-free guidance) the negative prompt; and the start image's latent for image-to-video.
 
 The text sequence of Magic141 is [VLM image tokens ; LLM text tokens], right-padded, with mask [ones ; text mask].
 """
@@ -56,3 +56,4 @@ class TextConditioning:
 class Conditioning:
     positive: TextConditioning
     negative: TextConditioning | None = None  # only needed for real classifier-free guidance
+    reference: torch.Tensor | None = None  # [B or 1, 16, 1, h, w] start image latent, scaled (model space)

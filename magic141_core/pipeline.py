@@ -47,7 +47,7 @@ def latent_shape(frames: int, height: int, width: int, batch: int = 1) -> tuple[
 class GuidedVelocity:
     """velocity(x, sigma) for the sampler: the DiT under one of the three guidance modes above."""
 
-    def __init__(self, model, cond: Conditioning, reference: torch.Tensor | None, guidance: float):
+    def __init__(self, model, cond: Conditioning, guidance: float):
         if not math.isfinite(guidance) or guidance < 0:
             raise ValueError(f"guidance must be a finite number >= 0, got {guidance}; Magic141 is distilled at 1.0")
         self.model, self.guidance, self.device = model, float(guidance), _device_of(model)
@@ -59,7 +59,7 @@ class GuidedVelocity:
                 "which needs the negative prompt's conditioning; encode it, or use guidance 1.0"
             )
         self.parts = [cond.negative, cond.positive] if self.cfg else [cond.positive]
-        self.reference = None if reference is None else reference.to(self.device)
+        self.reference = None if cond.reference is None else cond.reference.to(self.device)
         self._inputs = None  # text and reference for one batch size, built on the first step
 
     def _batched(self, batch: int):
@@ -94,7 +94,6 @@ def sample_latent(
     model,
     cond: Conditioning,
     shape: tuple[int, ...],
-    reference: torch.Tensor | None = None,
     *,
     steps: int = 4,
     shift: float = 5.0,
@@ -104,16 +103,16 @@ def sample_latent(
 ) -> torch.Tensor:
     """Denoise seeded noise of `shape` ([B, 16, T, h, w], scaled latent space) in `steps` Euler steps.
 
-    `reference` is the prior image's scaled latent [B or 1, 16, 1, h, w]; it is passed unchanged at every step and
-    frame 0 of the result is denoised like every other frame (never overwritten), as in the official sampler.
+    `cond.reference` is the start image's scaled latent [B or 1, 16, 1, h, w]; it is passed unchanged at every step
+    and frame 0 of the result is denoised like every other frame (never overwritten), as in the official sampler.
     Returns the fp32 latent on the model's device.
     """
-    if reference is not None and tuple(reference.shape[-2:]) != tuple(shape[-2:]):
+    if cond.reference is not None and tuple(cond.reference.shape[-2:]) != tuple(shape[-2:]):
         raise ValueError(
-            f"the start image's latent is {tuple(reference.shape[-2:])} but the video latent is {tuple(shape[-2:])}; "
-            "encode the start image at the video's width and height"
+            f"the start image's latent is {tuple(cond.reference.shape[-2:])} but the video latent is "
+            f"{tuple(shape[-2:])}; encode the start image at the video's width and height"
         )
-    velocity = GuidedVelocity(model, cond, reference, guidance)
+    velocity = GuidedVelocity(model, cond, guidance)
     noise = make_noise(shape, seed).to(_device_of(model))
     with torch.inference_mode():
         return euler_sample(velocity, noise, flow_sigmas(steps, shift).to(noise.device), callback)

@@ -32,7 +32,8 @@ def tiny_dit(tiny_config):
 
 @pytest.fixture
 def tiny_cond():
-    return Conditioning(positive=make_text(valid=[7], seed=2), negative=make_text(valid=[4], seed=3))
+    reference = torch.randn(1, 16, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    return Conditioning(positive=make_text(valid=[7], seed=2), negative=make_text(valid=[4], seed=3), reference=reference)
 
 
 @pytest.fixture

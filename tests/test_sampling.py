@@ -47,14 +47,14 @@ def test_noise_is_seeded_on_cpu():
 
 def test_guidance_one_is_one_forward_per_step(tiny_dit, tiny_cond, count_forwards):
     calls = count_forwards(tiny_dit)
-    sample_latent(tiny_dit, tiny_cond, (1, 16, 2, 4, 4), torch.randn(1, 16, 1, 4, 4), steps=4, guidance=1.0)
+    sample_latent(tiny_dit, tiny_cond, (1, 16, 2, 4, 4), steps=4, guidance=1.0)
     assert calls == [1, 1, 1, 1]
 
 
 def test_cfg_is_one_batched_forward_per_step_and_matches_two_forwards(tiny_dit, tiny_cond, count_forwards):
-    reference = torch.randn(1, 16, 1, 4, 4)
+    reference = tiny_cond.reference
     calls = count_forwards(tiny_dit)
-    got = sample_latent(tiny_dit, tiny_cond, (1, 16, 2, 4, 4), reference, steps=4, guidance=3.0, seed=1)
+    got = sample_latent(tiny_dit, tiny_cond, (1, 16, 2, 4, 4), steps=4, guidance=3.0, seed=1)
     assert calls == [2, 2, 2, 2]  # four forwards, each with [uncond ; cond]
 
     def two_forwards(x, sigma):  # the official sampler's unbatched CFG
@@ -71,14 +71,14 @@ def test_cfg_is_one_batched_forward_per_step_and_matches_two_forwards(tiny_dit, 
 
 def test_cfg_without_a_negative_prompt_is_refused(tiny_dit, tiny_cond):
     with pytest.raises(ValueError, match="negative prompt"):
-        sample_latent(tiny_dit, Conditioning(tiny_cond.positive), (1, 16, 1, 4, 4), torch.randn(1, 16, 1, 4, 4),
+        sample_latent(tiny_dit, Conditioning(tiny_cond.positive, reference=tiny_cond.reference), (1, 16, 1, 4, 4),
                       guidance=2.0)
 
 
 @pytest.mark.parametrize("guidance", [float("nan"), float("inf"), -1.0])
 def test_bad_guidance_is_refused(tiny_dit, tiny_cond, guidance):
     with pytest.raises(ValueError, match="guidance"):
-        sample_latent(tiny_dit, tiny_cond, (1, 16, 1, 4, 4), torch.randn(1, 16, 1, 4, 4), guidance=guidance)
+        sample_latent(tiny_dit, tiny_cond, (1, 16, 1, 4, 4), guidance=guidance)
 
 
 def _velocity_at(model, guidance, cond):
@@ -92,7 +92,7 @@ def test_guidance_in_receives_the_scale(tiny_cond, count_forwards):
     model = random_dit(tiny(guidance_embed=True), seed=3)
     assert not torch.allclose(_velocity_at(model, 1.0, tiny_cond), _velocity_at(model, 6.0, tiny_cond))
     calls = count_forwards(model)
-    sample_latent(model, Conditioning(tiny_cond.positive), (1, 16, 1, 4, 4), torch.randn(1, 16, 1, 4, 4),
+    sample_latent(model, Conditioning(tiny_cond.positive, reference=tiny_cond.reference), (1, 16, 1, 4, 4),
                   guidance=6.0)
     assert calls == [1, 1, 1, 1]  # embedded guidance: no CFG batch, no negative prompt needed
 
@@ -108,10 +108,10 @@ def test_text_guidance_in_is_loaded_but_applied_only_on_request(tiny_cond):
 def test_tiny_end_to_end_is_seeded_and_shaped(tiny_dit, tiny_cond):
     shape = latent_shape(frames=9, height=32, width=48)
     assert shape == (1, 16, 3, 4, 6)
-    reference = torch.randn(1, 16, 1, 4, 6)
-    a = sample_latent(tiny_dit, tiny_cond, shape, reference, seed=39)
-    b = sample_latent(tiny_dit, tiny_cond, shape, reference, seed=39)
-    c = sample_latent(tiny_dit, tiny_cond, shape, reference, seed=40)
+    cond = Conditioning(tiny_cond.positive, tiny_cond.negative, reference=torch.randn(1, 16, 1, 4, 6))
+    a = sample_latent(tiny_dit, cond, shape, seed=39)
+    b = sample_latent(tiny_dit, cond, shape, seed=39)
+    c = sample_latent(tiny_dit, cond, shape, seed=40)
     assert a.shape == shape and a.dtype == torch.float32 and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.equal(a, c)
 
@@ -124,12 +124,12 @@ def test_interrupt_from_the_callback_stops_between_steps(tiny_dit, tiny_cond, co
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sample_latent(tiny_dit, tiny_cond, (1, 16, 1, 4, 4), torch.randn(1, 16, 1, 4, 4), callback=stop_after_two)
+        sample_latent(tiny_dit, tiny_cond, (1, 16, 1, 4, 4), callback=stop_after_two)
     assert len(calls) == 2
 
 
 def test_batch_of_latents_shares_one_prompt(tiny_dit, tiny_cond):
-    out = sample_latent(tiny_dit, tiny_cond, (2, 16, 1, 4, 4), torch.randn(1, 16, 1, 4, 4), guidance=2.0)
+    out = sample_latent(tiny_dit, tiny_cond, (2, 16, 1, 4, 4), guidance=2.0)
     assert out.shape == (2, 16, 1, 4, 4)
     assert not torch.equal(out[0], out[1])  # different noise per sample
 
@@ -146,7 +146,7 @@ def test_latent_shape_validates(frames, height, width, message):
 
 def test_reference_size_must_match(tiny_dit, tiny_cond):
     with pytest.raises(ValueError, match="start image"):
-        sample_latent(tiny_dit, tiny_cond, (1, 16, 1, 4, 4), torch.randn(1, 16, 1, 4, 6))
+        sample_latent(tiny_dit, tiny_cond, (1, 16, 1, 4, 6))
 
 
 def test_text_tokens_stay_aligned_in_cfg_batch():

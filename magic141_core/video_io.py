@@ -1,0 +1,200 @@
+"""MP4 writing and reading with the ffmpeg binary that imageio-ffmpeg ships.
+
+`Mp4Writer` streams frames into ffmpeg as they come (long videos never sit in memory) and writes to a temporary
+file that is renamed into place only when the video is complete; an aborted write leaves no file, or, when asked,
+a playable `*_partial.mp4` of the frames written so far. H.264 in yuv420p (plays everywhere); odd sizes are padded
+to even. Metadata goes in as MP4 tags with `use_metadata_tags`, the way ComfyUI's own SaveVideo stores `prompt`
+and `workflow`, so dropping the file onto ComfyUI restores the workflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def _ffmetadata(metadata: dict) -> str:
+    """FFMETADATA1 text; values that are not strings are stored as JSON (as ComfyUI does)."""
+    lines = [";FFMETADATA1"]
+    for key, value in metadata.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        escaped = re.sub(r"([=;#\\\n])", r"\\\1", text)
+        lines.append(f"{key}={escaped}")
+    return "\n".join(lines) + "\n"
+
+
+def to_uint8_frames(frames) -> np.ndarray:
+    """[F, H, W, 3] float 0..1 (tensor or array) or uint8 -> contiguous uint8 [F, H, W, 3]."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach()
+        if frames.is_floating_point():
+            frames = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        frames = frames.cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
+        raise ValueError(f"frames must be [F, H, W, 3] (RGB), got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(frames[..., :3])
+
+
+class Mp4Writer:
+    """Stream RGB frames to an H.264 MP4. Use as a context manager; an exception inside aborts the file.
+
+    `crf`: x264 constant rate factor (0 lossless ... 51 worst; 17-23 is visually good).
+    `keep_partial`: on abort, keep the frames written so far as `<stem>_partial.mp4` instead of deleting them.
+    """
+
+    def __init__(self, path, fps: float, crf: int = 19, metadata: dict | None = None, keep_partial: bool = False):
+        if not (0 < fps <= 240):
+            raise ValueError(f"fps must be in (0, 240], got {fps}")
+        if not (0 <= crf <= 51):
+            raise ValueError(f"crf (quality) must be 0..51, got {crf}")
+        self.path, self.fps, self.crf = Path(path), fps, int(crf)
+        self.metadata, self.keep_partial = metadata or {}, keep_partial
+        self.frames_written = 0
+        self._proc = None
+        self._size = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial.mp4", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._meta_file = None
+
+    def _start(self, width: int, height: int):
+        fd, meta = tempfile.mkstemp(suffix=".ffmeta")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_ffmetadata(self.metadata))
+        self._meta_file = Path(meta)
+        cmd = [
+            imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{self.fps}", "-i", "-",
+            "-f", "ffmetadata", "-i", str(self._meta_file), "-map", "0:v", "-map_metadata", "1",
+            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+            "-c:v", "libx264", "-crf", str(self.crf), "-preset", "medium", "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart+use_metadata_tags", "-f", "mp4", str(self._tmp),
+        ]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._size = (height, width)
+
+    def write(self, frames) -> None:
+        """Append frames [F, H, W, 3] (float 0..1 or uint8); every call must use the same size."""
+        frames = to_uint8_frames(frames)
+        if self._proc is None:
+            self._start(frames.shape[2], frames.shape[1])
+        elif frames.shape[1:3] != self._size:
+            raise ValueError(f"frame size changed from {self._size} to {frames.shape[1:3]} within one video")
+        try:
+            self._proc.stdin.write(frames.tobytes())
+        except BrokenPipeError:
+            raise RuntimeError(f"ffmpeg stopped while writing {self.path.name}: {self._ffmpeg_error()}") from None
+        self.frames_written += len(frames)
+
+    def _ffmpeg_error(self) -> str:
+        self._proc.wait()
+        return self._proc.stderr.read().decode(errors="replace").strip()[-500:]
+
+    def _finish_ffmpeg(self) -> bool:
+        if self._proc is None:
+            return False
+        self._proc.stdin.close()
+        ok = self._proc.wait() == 0
+        if not ok:
+            log.error("ffmpeg failed: %s", self._proc.stderr.read().decode(errors="replace")[-500:])
+        self._proc.stderr.close()
+        return ok
+
+    def close(self) -> Path:
+        """Finish the video and move it into place; returns the final path."""
+        try:
+            if self.frames_written == 0:
+                raise ValueError(f"no frames were written to {self.path.name}")
+            if not self._finish_ffmpeg():
+                raise RuntimeError(f"ffmpeg could not finish {self.path.name}")
+            os.replace(self._tmp, self.path)
+            return self.path
+        finally:
+            self._cleanup()
+
+    def abort(self) -> Path | None:
+        """Stop writing. Returns the kept partial video's path, or None when nothing is kept."""
+        try:
+            finished = self._finish_ffmpeg()
+            if self.keep_partial and finished and self.frames_written > 0:
+                partial = self.path.with_name(f"{self.path.stem}_partial{self.path.suffix}")
+                os.replace(self._tmp, partial)
+                return partial
+            return None
+        finally:
+            self._cleanup()
+
+    def _cleanup(self):
+        self._tmp.unlink(missing_ok=True)
+        if self._meta_file is not None:
+            self._meta_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+def write_mp4(path, frames, fps: float, crf: int = 19, metadata: dict | None = None) -> Path:
+    """Write all `frames` [F, H, W, 3] at once (atomically)."""
+    with Mp4Writer(path, fps, crf, metadata) as writer:
+        writer.write(frames)
+    return Path(path)
+
+
+def read_mp4(path) -> tuple[np.ndarray, float]:
+    """Decode a video to uint8 frames [F, H, W, 3] and its frame rate."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    info = next(reader)
+    width, height = info["size"]
+    frames = [np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3) for f in reader]
+    return np.stack(frames), float(info["fps"])
+
+
+def read_mp4_metadata(path) -> dict[str, str]:
+    """The container's metadata tags (e.g. `prompt`, `workflow`) as strings."""
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-f", "ffmetadata", "-"]
+    text = subprocess.run(cmd, capture_output=True, check=True).stdout.decode("utf-8")
+    out, key = {}, None
+    for line in _unescaped_lines(text):
+        if line.startswith(";") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        out[key] = value
+    return out
+
+
+def _unescaped_lines(text: str) -> Iterator[str]:
+    """Split FFMETADATA text into logical lines, undoing backslash escapes."""
+    line, chars = [], iter(text)
+    for ch in chars:
+        if ch == "\\":
+            line.append(next(chars, ""))
+        elif ch == "\n":
+            yield "".join(line)
+            line = []
+        else:
+            line.append(ch)
+    if line:
+        yield "".join(line)
