@@ -4,5 +4,6 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
+bash "$ROOT/scripts/setup_comfyui.sh"   # upstream ComfyUI for the node and server tests (cached in .host/)
 cd "$ROOT"
 exec "${MAGIC141_VENV:-$ROOT/.venv}/bin/python" -m pytest -c tests/pytest.ini tests "$@"

@@ -52,3 +52,26 @@ def count_forwards():
         return calls
 
     return wrap
+
+
+@pytest.fixture(scope="session")
+def comfy_base(tmp_path_factory):
+    """ComfyUI imported in-process with its folders in a temporary base; returns that base."""
+    from comfyui_env import import_comfy
+
+    base = tmp_path_factory.mktemp("comfy_base")
+    import_comfy(base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def pack(comfy_base):
+    """The pack loaded as ComfyUI loads it (root __init__.py, relative imports)."""
+    from comfyui_env import load_pack
+
+    return load_pack()
+
+
+def run_node(node_class, **inputs):
+    """Run a V1 node the way ComfyUI's executor does: instantiate, call FUNCTION with keyword inputs."""
+    return getattr(node_class(), node_class.FUNCTION)(**inputs)

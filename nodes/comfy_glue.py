@@ -1,0 +1,96 @@
+"""Every ComfyUI touch point of the pack in one place: model folders, output paths, progress and previews,
+interrupts, and model management. Node modules import ComfyUI only through this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+import latent_preview
+
+CATEGORY = "Magic141"
+LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()  # scale 0.476986 and the latent -> RGB preview factors
+
+
+def filenames(folder: str) -> list[str]:
+    return folder_paths.get_filename_list(folder)
+
+
+def model_file(folder: str, name: str) -> Path:
+    """Full path of a file chosen from one of ComfyUI's model folders (never outside them)."""
+    return Path(folder_paths.get_full_path_or_raise(folder, name))
+
+
+def compute_device():
+    return mm.get_torch_device()
+
+
+def intermediate_device():
+    return mm.intermediate_device()
+
+
+def managed(module, size: int | None = None) -> comfy.model_patcher.ModelPatcher:
+    """Hand a model to ComfyUI's memory management: it loads to the compute device on use and offloads on demand."""
+    size = size or sum(p.numel() * p.element_size() for p in module.parameters())
+    return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device(), size=size)
+
+
+def load(patcher: comfy.model_patcher.ModelPatcher):
+    """Make room (offloading other models if needed) and move the whole model to the compute device."""
+    mm.load_models_gpu([patcher], force_full_load=True)
+    return patcher.model
+
+
+def check_interrupt():
+    mm.throw_exception_if_processing_interrupted()
+
+
+def step_callback(total: int, preview: bool = True):
+    """A sampler callback: advances ComfyUI's progress bar per step with a latent preview, honours interrupts."""
+    bar = comfy.utils.ProgressBar(total)
+    previewer = latent_preview.get_previewer(mm.get_torch_device(), LATENT_FORMAT) if preview else None
+
+    def callback(step):
+        check_interrupt()
+        image = previewer.decode_latent_to_preview_image("JPEG", step.denoised) if previewer else None
+        bar.update_absolute(step.index + 1, step.total, image)
+
+    return callback
+
+
+def chunk_callback(total: int):
+    """A plain per-chunk progress callback (VAE chunks, windows) that honours interrupts."""
+    bar = comfy.utils.ProgressBar(total)
+
+    def callback(done: int):
+        check_interrupt()
+        bar.update_absolute(done, total)
+
+    return callback
+
+
+def output_file(filename_prefix: str, extension: str, width: int = 0, height: int = 0) -> tuple[Path, dict]:
+    """Next free `<prefix>_00001_.<ext>` in ComfyUI's output folder, and its UI record (filename, subfolder, type)."""
+    out_dir = folder_paths.get_output_directory()
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, width, height)
+    while True:
+        filename = f"{name}_{counter:05}_.{extension}"
+        path = Path(folder) / filename
+        if not path.exists():
+            break
+        counter += 1
+    os.makedirs(folder, exist_ok=True)
+    return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
+
+
+def metadata_enabled() -> bool:
+    from comfy.cli_args import args
+
+    return not args.disable_metadata

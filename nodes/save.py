@@ -1,0 +1,50 @@
+"""Save MP4: H.264 video into ComfyUI's output folder, written atomically, with the workflow in its metadata."""
+
+from __future__ import annotations
+
+from ..magic141_core.video_io import write_mp4
+from . import comfy_glue as glue
+
+
+class Magic141SaveMP4:
+    DESCRIPTION = (
+        "Writes the frames as an H.264 MP4 (yuv420p, plays everywhere) to the output folder, shows it in the UI and "
+        "embeds the prompt and workflow so dropping the file onto ComfyUI restores the graph. The file appears only "
+        "when complete. Also passes the frames on as IMAGE."
+    )
+    CATEGORY = glue.CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The same frames, for native video or image nodes.",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Video frames [frames, height, width, 3], e.g. from VAE Decode."}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                                  "tooltip": "Frames per second. Magic141 is trained at 24."}),
+                "quality": ("INT", {"default": 19, "min": 0, "max": 51,
+                                    "tooltip": "x264 CRF: lower is better and larger; 17-23 is visually good."}),
+                "filename_prefix": ("STRING", {"default": "Magic141/clip",
+                                               "tooltip": "Name (and subfolder) inside the output folder."}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def save(self, images, fps, quality, filename_prefix, prompt=None, extra_pnginfo=None):
+        if images.ndim != 4 or images.shape[0] < 1:
+            raise ValueError(f"Save MP4 needs a batch of frames [frames, height, width, 3], got {tuple(images.shape)}")
+        metadata = {}
+        if glue.metadata_enabled():
+            metadata.update(extra_pnginfo or {})
+            if prompt is not None:
+                metadata["prompt"] = prompt
+        path, record = glue.output_file(filename_prefix, "mp4", images.shape[2], images.shape[1])
+        write_mp4(path, images, fps=fps, crf=quality, metadata=metadata)
+        return {"ui": {"images": [record], "animated": (True,)}, "result": (images,)}
+
+
+NODE_CLASS_MAPPINGS = {"Magic141SaveMP4": Magic141SaveMP4}
+NODE_DISPLAY_NAME_MAPPINGS = {"Magic141SaveMP4": "Magic141 Save MP4"}
