@@ -1,11 +1,25 @@
 """Checkpoint files: safe reading, atomic writing, identification of wrong files, the diffusers key map."""
 
-from .diffusers_keys import from_diffusers, is_diffusers_dit, to_diffusers
-from .files import CheckpointError, iter_state_dict, read_metadata, read_state_dict, save_safetensors, unwrap
+from .diffusers_keys import OfficialView, from_diffusers, is_diffusers_dit, to_diffusers
+from .files import (
+    CheckpointError,
+    LazyStateDict,
+    converted,
+    iter_state_dict,
+    open_state_dict,
+    read_metadata,
+    read_state_dict,
+    save_safetensors,
+    unwrap,
+)
 from .identify import describe, wrong_model_message
 
 __all__ = [
     "CheckpointError",
+    "LazyStateDict",
+    "OfficialView",
+    "converted",
+    "open_state_dict",
     "describe",
     "from_diffusers",
     "is_diffusers_dit",

@@ -9,6 +9,7 @@ Magic141's `text_guidance_in` has no diffusers counterpart; it passes through un
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import torch
 
@@ -115,24 +116,44 @@ def to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def from_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+class OfficialView(Mapping):
+    """Official-named view of a diffusers-named state dict; each tensor is assembled (concatenated, halves swapped)
+    only when accessed, so a lazily read file stays lazy."""
+
+    def __init__(self, sd: Mapping[str, torch.Tensor]):
+        self._sd = sd
+        official_keys = _candidate_official_keys(sd)
+        rules = _official_rules(official_keys)
+        self._sources: dict[str, list[str]] = {}
+        for key in official_keys:
+            m = _PARAM.match(key)
+            sources = [f"{target}.{m['param']}" for target in rules[m["module"]]]
+            if all(s in sd for s in sources):
+                self._sources[key] = sources
+        used = {s for sources in self._sources.values() for s in sources}
+        for key in sd:  # text_guidance_in passes through under its own name
+            if key not in used and key.startswith("text_guidance_in."):
+                self._sources[key] = [key]
+                used.add(key)
+        unknown = sorted(k for k in sd if k not in used)
+        if unknown:
+            raise ValueError(f"unrecognised diffusers HunyuanVideo transformer keys, e.g. {unknown[:5]}")
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        sources = self._sources[key]
+        tensor = torch.cat([self._sd[s] for s in sources], dim=0) if len(sources) > 1 else self._sd[sources[0]]
+        return _swap_halves(tensor) if key.startswith(_SWAPPED + ".") else tensor
+
+    def __iter__(self):
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+
+def from_diffusers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers-named DiT state dict -> official names (split tensors concatenated back)."""
-    official_keys = _candidate_official_keys(sd)
-    rules = _official_rules(official_keys)
-    out, used = {}, set()
-    for key in official_keys:
-        m = _PARAM.match(key)
-        sources = [f"{target}.{m['param']}" for target in rules[m["module"]]]
-        if not all(s in sd for s in sources):
-            continue
-        tensor = torch.cat([sd[s] for s in sources], dim=0) if len(sources) > 1 else sd[sources[0]]
-        out[key] = _swap_halves(tensor) if m["module"] == _SWAPPED else tensor
-        used.update(sources)
-    out.update({k: v for k, v in sd.items() if k not in used and k.startswith("text_guidance_in.")})
-    unknown = sorted(k for k in sd if k not in used and k not in out)
-    if unknown:
-        raise ValueError(f"unrecognised diffusers HunyuanVideo transformer keys, e.g. {unknown[:5]}")
-    return out
+    return dict(OfficialView(sd))
 
 
 def _candidate_official_keys(sd: dict[str, torch.Tensor]) -> list[str]:

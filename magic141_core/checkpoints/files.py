@@ -13,7 +13,8 @@ import json
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,13 +32,36 @@ class CheckpointError(ValueError):
     """A weight file that cannot be used, with what is wrong and what to do."""
 
 
-def read_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """All tensors of a weight file, unwrapped; converted to `dtype` one tensor at a time when given."""
-    return dict(iter_state_dict(path, dtype))
+class LazyStateDict(Mapping):
+    """A read-only mapping of a weight file's tensors (wrapper prefix stripped) that reads each tensor on access.
+
+    Safetensors are memory-mapped, so only the tensors a caller touches are read; `.pt` files are loaded with
+    `mmap=True` where their format allows. Values come back in the file's dtype.
+    """
+
+    def __init__(self, keys, get, name: str, metadata: dict | None = None):
+        self._get, self.name, self.metadata = get, name, metadata or {}
+        keys = list(keys)
+        self.prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in keys)), "")
+        # a full ComfyUI checkpoint prefixes the diffusion model; its other parts (VAE, text encoders) are skipped
+        self._keys = {k.removeprefix(self.prefix): k for k in keys if k.startswith(self.prefix)}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._get(self._keys[key])
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key) -> bool:
+        return key in self._keys
 
 
-def iter_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (key, tensor) pairs; safetensors are read lazily so only one tensor is materialised at a time."""
+@contextmanager
+def open_state_dict(path: str | os.PathLike) -> Iterator[LazyStateDict]:
+    """Open a weight file as a `LazyStateDict` (valid inside the `with` block)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
@@ -45,26 +69,31 @@ def iter_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -
         raise CheckpointError(f"{path.name} is empty (0 bytes); the download or copy did not finish")
     if path.suffix == ".safetensors":
         with _open_safetensors(path) as f:
-            yield from _select(path, f.keys(), lambda key: _read_safetensor(path, f, key), dtype)
+            yield LazyStateDict(f.keys(), lambda key: _read_safetensor(path, f, key), path.name, f.metadata())
     elif path.suffix in PICKLE_SUFFIXES:
-        sd = _torch_load(path)
-        yield from _select(path, sd.keys(), sd.get, dtype)
+        sd = {k: v for k, v in _torch_load(path).items() if isinstance(v, torch.Tensor)}
+        yield LazyStateDict(sd, sd.__getitem__, path.name)
     else:
         raise CheckpointError(
             f"{path.name}: unsupported file type '{path.suffix}'; use .safetensors (or .pt/.pth with plain tensors)"
         )
 
 
-def _select(path: Path, keys, get, dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """Strip a wrapper prefix; a full ComfyUI checkpoint prefixes the diffusion model and its other parts are skipped."""
-    keys = list(keys)
-    prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in keys)), "")
-    for key in keys:
-        if key.startswith(prefix):
-            tensor = get(key)
-            if isinstance(tensor, torch.Tensor):
-                convert = dtype is not None and tensor.is_floating_point()
-                yield key.removeprefix(prefix), tensor.to(dtype) if convert else tensor
+def converted(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """`tensor` in `dtype` when it is floating point (fp8 included); integer tensors are left alone."""
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+
+def read_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a weight file, unwrapped; converted to `dtype` one tensor at a time when given."""
+    return dict(iter_state_dict(path, dtype))
+
+
+def iter_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (key, tensor) pairs, reading (and converting) one tensor at a time."""
+    with open_state_dict(path) as sd:
+        for key in sd:
+            yield key, converted(sd[key], dtype)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -1,58 +1,88 @@
-"""Load and save the DiT: any supported file -> a `Magic141DiT` built on the meta device, weights assigned in place.
+"""Load and save the DiT: any supported file -> a `Magic141DiT` built on the meta device, filled unit by unit.
 
-Tensors are read one at a time (memory-mapped for safetensors) and converted to the requested dtype as they come,
-then handed to the model with `load_state_dict(assign=True)`: no randomly initialised copy and no second copy of
-the weights is ever made.
+A unit is one transformer block, or one of the small top-level modules. Each unit's tensors are read (memory-mapped
+for safetensors), converted to the requested dtype, handed over with `load_state_dict(assign=True)`, and, with
+`int8=True`, quantized right away. So no randomly initialised copy is ever made, the float model is never held
+twice, and quantize-on-load peaks at the int8 model plus one float block. Pre-quantized files (see `quant.py`) are
+recognised from their metadata and load their int8 tensors directly.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..checkpoints import (
     CheckpointError,
-    from_diffusers,
+    OfficialView,
+    converted,
     is_diffusers_dit,
-    read_metadata,
-    read_state_dict,
+    open_state_dict,
     save_safetensors,
     wrong_model_message,
 )
 from ..config import DiTConfig
+from ..quant import prepare_quantized_, quantization_metadata, quantize_linears_, read_quantization_map
 from .model import Magic141DiT
 
 CONFIG_METADATA_KEY = "magic141_dit_config"
 _REQUIRED = ("img_in.proj.weight", "double_blocks.0.img_attn_qkv.weight", "final_layer.linear.weight")
 
 
-def build_dit(config: DiTConfig, sd: dict[str, torch.Tensor], name: str = "state dict") -> Magic141DiT:
-    """A model holding exactly the tensors of `sd` (official names), checked strictly."""
-    with torch.device("meta"):
-        model = Magic141DiT(config)
-    try:
-        model.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as e:
-        detail = str(e).split("\n", 1)[-1].strip().splitlines()
-        raise CheckpointError(
-            f"{name} does not fit the transformer its shapes describe ({config.double_blocks} double / "
-            f"{config.single_blocks} single blocks, hidden {config.hidden_size}): {' '.join(detail)[:600]}"
-        ) from None
+@contextmanager
+def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Tensor]]:
+    """The official-named tensors of a DiT file in any supported layout, read lazily (valid inside `with`)."""
+    path = Path(path)
+    with open_state_dict(path) as sd:
+        if is_diffusers_dit(sd):
+            sd = OfficialView(sd)
+        missing = [k for k in _REQUIRED if k not in sd and k + "._data" not in sd]
+        if missing:
+            raise CheckpointError(wrong_model_message(path.name, sd, "a Magic141 / HunyuanVideo transformer", missing))
+        yield sd
+
+
+def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    units = []
+    for name, child in model.named_children():
+        if isinstance(child, nn.ModuleList):
+            units += [(f"{name}.{i}", block) for i, block in enumerate(child)]
+        else:
+            units.append((name, child))
+    return units
+
+
+def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype, name: str, int8: bool = False) -> nn.Module:
+    """Assign every tensor of `sd` to `model` (built on meta) unit by unit, strictly; quantize units if `int8`."""
+    consumed = set()
+    for prefix, unit in _units(model):
+        keys = [k for k in sd if k.startswith(prefix + ".")]
+        part = {k[len(prefix) + 1:]: converted(sd[k], dtype) for k in keys}
+        try:
+            unit.load_state_dict(part, strict=True, assign=True)
+        except RuntimeError as e:
+            detail = " ".join(str(e).split("\n", 1)[-1].split())
+            raise CheckpointError(f"{name} does not fit the transformer its shapes describe, in {prefix}: "
+                                  f"{detail[:600]}") from None
+        consumed.update(keys)
+        if int8:
+            quantize_linears_(unit)
+    extra = sorted(set(sd) - consumed)
+    if extra:
+        raise CheckpointError(f"{name} has tensors this transformer does not use, e.g. {extra[:5]}")
     return model.eval().requires_grad_(False)
 
 
-def dit_state_dict_from_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Official-named tensors of a DiT file in any supported layout (official, ComfyUI, diffusers)."""
-    path = Path(path)
-    sd = read_state_dict(path, dtype)
-    if is_diffusers_dit(sd):
-        sd = from_diffusers(sd)
-    missing = [k for k in _REQUIRED if k not in sd]
-    if missing:
-        raise CheckpointError(wrong_model_message(path.name, sd, "a Magic141 / HunyuanVideo transformer", missing))
-    return sd
+def build_dit(config: DiTConfig, sd: Mapping[str, torch.Tensor], name: str = "state dict") -> Magic141DiT:
+    """A model holding exactly the tensors of `sd` (official names), checked strictly."""
+    with torch.device("meta"):
+        model = Magic141DiT(config)
+    return fill_(model, sd, None, name)
 
 
 def load_dit(
@@ -60,17 +90,32 @@ def load_dit(
     dtype: torch.dtype | None = torch.bfloat16,
     device: str | torch.device = "cpu",
     apply_text_guidance: bool = False,
+    int8: bool = False,
 ) -> Magic141DiT:
-    """Load a DiT checkpoint. `dtype` None keeps the file's dtype; `apply_text_guidance` see `Magic141DiT`."""
-    sd = dit_state_dict_from_file(path, dtype)
-    stored = read_metadata(path).get(CONFIG_METADATA_KEY)
-    config = DiTConfig.from_json(stored) if stored else DiTConfig.from_state_dict(sd)
-    model = build_dit(config, sd, Path(path).name).to(device)
+    """Load a DiT checkpoint.
+
+    dtype: storage dtype of float weights (None keeps the file's). int8: quantize on load (qint8 weights); ignored
+    for a pre-quantized file, which is always loaded as int8. apply_text_guidance: see `Magic141DiT`.
+    """
+    name = Path(path).name
+    with open_dit_weights(path) as sd:
+        metadata = getattr(sd, "metadata", {})
+        stored = metadata.get(CONFIG_METADATA_KEY)
+        qmap = read_quantization_map(metadata, name)
+        if qmap is not None and not stored:
+            raise CheckpointError(f"{name}: an int8 file must carry its model config; re-create it with this pack")
+        config = DiTConfig.from_json(stored) if stored else DiTConfig.from_state_dict(sd)
+        with torch.device("meta"):
+            model = Magic141DiT(config)
+        if qmap is not None:
+            prepare_quantized_(model, qmap, name)
+        fill_(model, sd, dtype, name, int8=int8 and qmap is None)
     model.apply_text_guidance = apply_text_guidance
-    return model
+    return model.to(device)
 
 
 def save_dit(model: Magic141DiT, path: str | os.PathLike, dtype: torch.dtype | None = None):
-    """Save official-named weights plus the config (in the safetensors metadata), atomically."""
-    sd = {k: v if dtype is None else v.to(dtype) for k, v in model.state_dict().items()}
-    save_safetensors(sd, path, {CONFIG_METADATA_KEY: model.config.to_json()})
+    """Save official-named weights plus the config (and, for an int8 model, the quantization map), atomically."""
+    metadata = {CONFIG_METADATA_KEY: model.config.to_json(), **quantization_metadata(model)}
+    sd = {k: converted(v, dtype) for k, v in model.state_dict().items()}
+    save_safetensors(sd, path, metadata)

@@ -1,0 +1,103 @@
+"""int8 weight-only quantization with optimum-quanto (paper §3.2): weights in int8 with a per-output-channel scale,
+activations in bf16, about half the weight memory.
+
+The model never knows it is quantized: `quantize_linears_` swaps its `nn.Linear` layers for `Int8Linear` (a quanto
+`QLinear`, frozen) after the weights are loaded, one block at a time during loading so the full bf16 model never
+sits in memory. A pre-quantized checkpoint stores quanto's serialised tensors (`weight._data` int8,
+`weight._scale`) plus the quantization map and the model config in its safetensors metadata, so it is recognised
+and loaded without ever materialising bf16 weights.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+from optimum.quanto import QLinear, qint8
+from optimum.quanto.nn import QModuleMixin
+from torch import nn
+
+from .checkpoints import CheckpointError
+from .device import compute_dtype_for
+
+QUANT_METADATA_KEY = "magic141_quantization"
+ACTIVATION_DTYPE = torch.bfloat16
+
+
+class Int8Linear(QLinear):
+    """quanto QLinear with qint8 weights. Casts its input to bf16 for the int8 kernel (paper §3.2) and returns the
+    input's dtype. On a CPU without bf16 units (see `device.py`) it dequantizes the weight and computes in fp32
+    instead: the weight stays int8 in memory either way."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = compute_dtype_for(x.device, ACTIVATION_DTYPE)
+        if dtype == ACTIVATION_DTYPE:
+            y = F.linear(x.to(dtype), self.qweight, self.bias)
+        else:
+            bias = None if self.bias is None else self.bias.to(dtype)
+            y = F.linear(x.to(dtype), self.qweight.dequantize().to(dtype), bias)
+        return y.to(x.dtype)
+
+
+def _linears(module: nn.Module) -> list[tuple[str, nn.Linear]]:
+    return [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, QModuleMixin)]
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module):
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+def quantize_linears_(module: nn.Module) -> nn.Module:
+    """Replace every float nn.Linear inside `module` with a frozen `Int8Linear` (in place); the float weights go."""
+    for name, linear in _linears(module):
+        qlinear = Int8Linear.from_module(linear, weights=qint8)
+        qlinear.freeze()
+        _replace(module, name, qlinear)
+    return module
+
+
+def quantization_map(model: nn.Module) -> dict[str, str]:
+    """{module name: weight qtype} of every quantized layer."""
+    return {n: m.weight_qtype.name for n, m in model.named_modules() if isinstance(m, QModuleMixin)}
+
+
+def quantization_metadata(model: nn.Module) -> dict[str, str]:
+    """Safetensors metadata describing the model's quantization ({} for a float model)."""
+    qmap = quantization_map(model)
+    return {QUANT_METADATA_KEY: json.dumps(qmap)} if qmap else {}
+
+
+def read_quantization_map(metadata: dict[str, str], name: str) -> dict[str, str] | None:
+    """The map stored in a file's metadata; None for a float checkpoint; a clear error when it is damaged."""
+    text = metadata.get(QUANT_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        qmap = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{name}: the int8 quantization map is corrupt ({e}); re-create the int8 file") from None
+    if not isinstance(qmap, dict) or any(v != qint8.name for v in qmap.values()):
+        raise CheckpointError(f"{name}: unsupported quantization map (only {qint8.name} weights are supported)")
+    return qmap
+
+
+def prepare_quantized_(model: nn.Module, qmap: dict[str, str], name: str) -> nn.Module:
+    """Swap the layers the map names for empty (meta) `Int8Linear`s, ready for `load_state_dict(assign=True)`."""
+    linears = dict(_linears(model))
+    unknown = sorted(set(qmap) - set(linears))
+    if unknown:
+        raise CheckpointError(
+            f"{name}: the quantization map names layers this model does not have or that are not linear, "
+            f"e.g. {unknown[:3]}; the map does not belong to these weights"
+        )
+    for layer_name in qmap:
+        linear = linears[layer_name]
+        _replace(model, layer_name, Int8Linear.qcreate(linear, weights=qint8, device="meta"))
+    return model
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers as stored (int8 data + scales for quantized layers)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
