@@ -8,6 +8,8 @@ choice is made by timing one small matmul per dtype, once per process.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 from functools import lru_cache
 
@@ -41,3 +43,21 @@ def cpu_half_is_fast(dtype: torch.dtype) -> bool:
         return min(times)
 
     return best_of(x.to(dtype), w.to(dtype)) <= 1.5 * best_of(x, w)
+
+
+@lru_cache(maxsize=1)
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def release_freed_memory() -> None:
+    """Return freed heap memory to the OS (glibc `malloc_trim`). Loading frees many block-sized temporaries; glibc
+    would otherwise keep them mapped, so the process's memory grows as if they were still in use. No-op elsewhere."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -49,12 +49,17 @@ def _replace(root: nn.Module, name: str, new: nn.Module):
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
+def quantize_layer_(root: nn.Module, name: str) -> None:
+    """Replace the float nn.Linear `name` inside `root` with a frozen `Int8Linear`; its float weight goes."""
+    qlinear = Int8Linear.from_module(root.get_submodule(name), weights=qint8)
+    qlinear.freeze()
+    _replace(root, name, qlinear)
+
+
 def quantize_linears_(module: nn.Module) -> nn.Module:
-    """Replace every float nn.Linear inside `module` with a frozen `Int8Linear` (in place); the float weights go."""
-    for name, linear in _linears(module):
-        qlinear = Int8Linear.from_module(linear, weights=qint8)
-        qlinear.freeze()
-        _replace(module, name, qlinear)
+    """Quantize every float nn.Linear inside `module` in place."""
+    for name, _ in _linears(module):
+        quantize_layer_(module, name)
     return module
 
 

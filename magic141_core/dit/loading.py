@@ -27,7 +27,8 @@ from ..checkpoints import (
     wrong_model_message,
 )
 from ..config import DiTConfig
-from ..quant import prepare_quantized_, quantization_metadata, quantize_linears_, read_quantization_map
+from ..device import release_freed_memory
+from ..quant import prepare_quantized_, quantization_metadata, quantize_layer_, read_quantization_map
 from .model import Magic141DiT
 
 CONFIG_METADATA_KEY = "magic141_dit_config"
@@ -47,35 +48,46 @@ def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Ten
         yield sd
 
 
-def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    units = []
-    for name, child in model.named_children():
-        if isinstance(child, nn.ModuleList):
-            units += [(f"{name}.{i}", block) for i, block in enumerate(child)]
-        else:
-            units.append((name, child))
-    return units
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules that hold tensors themselves (linears, norms, the patch conv): the loading granularity."""
+    return [(name, m) for name, m in model.named_modules()
+            if any(t is not None for t in (*m._parameters.values(), *m._buffers.values()))]
 
 
 def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype, name: str, int8: bool = False) -> nn.Module:
-    """Assign every tensor of `sd` to `model` (built on meta) unit by unit, strictly; quantize units if `int8`."""
+    """Assign every tensor of `sd` to `model` (built on meta) layer by layer, strictly; quantize linears if `int8`.
+
+    Going layer by layer keeps quantize-on-load at the int8 model plus one float layer and its temporaries."""
+    by_layer: dict[str, list[str]] = {}
+    for key in sd:
+        by_layer.setdefault(_layer_of(key), []).append(key)
     consumed = set()
-    for prefix, unit in _units(model):
-        keys = [k for k in sd if k.startswith(prefix + ".")]
+    for prefix, layer in _leaves(model):
+        keys = by_layer.get(prefix, [])
         part = {k[len(prefix) + 1:]: converted(sd[k], dtype) for k in keys}
         try:
-            unit.load_state_dict(part, strict=True, assign=True)
+            layer.load_state_dict(part, strict=True, assign=True)
         except RuntimeError as e:
             detail = " ".join(str(e).split("\n", 1)[-1].split())
             raise CheckpointError(f"{name} does not fit the transformer its shapes describe, in {prefix}: "
                                   f"{detail[:600]}") from None
         consumed.update(keys)
-        if int8:
-            quantize_linears_(unit)
+        if int8 and isinstance(layer, nn.Linear):
+            del part
+            quantize_layer_(model, prefix)
+            release_freed_memory()
     extra = sorted(set(sd) - consumed)
     if extra:
         raise CheckpointError(f"{name} has tensors this transformer does not use, e.g. {extra[:5]}")
     return model.eval().requires_grad_(False)
+
+
+def _layer_of(key: str) -> str:
+    """Module name of a state-dict key: drop the tensor name (and quanto's `weight._data` / `weight._scale`)."""
+    module, _, tensor = key.rpartition(".")
+    if tensor in ("_data", "_scale"):
+        module = module.rpartition(".")[0]
+    return module
 
 
 def build_dit(config: DiTConfig, sd: Mapping[str, torch.Tensor], name: str = "state dict") -> Magic141DiT:
