@@ -9,6 +9,7 @@ from .dit import Magic141DiT
 from .dit.loading import load_dit, save_dit
 from .pipeline import latent_frames, latent_shape, sample_latent
 from .sampling import flow_sigmas, make_noise
+from .text import Magic141Encoders
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "Conditioning",
     "DiTConfig",
     "Magic141DiT",
+    "Magic141Encoders",
     "TextConditioning",
     "flow_sigmas",
     "full_13b",

@@ -1,0 +1,73 @@
+"""Embedding cache: in memory (least recently used first out) and optionally on disk as safetensors.
+
+Keys are hashes of (encoder identity, kind, content): the prompt text for text embeddings, the pixel hash for image
+tokens. Disk entries are written atomically (temporary file, then rename) and checked on read; an unreadable or
+foreign entry is a miss, never an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import CheckpointError, read_metadata, read_state_dict, save_safetensors
+
+logger = logging.getLogger(__name__)
+
+
+def cache_key(identity: str, kind: str, content: str) -> str:
+    return hashlib.sha256(json.dumps([identity, kind, content]).encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """Dicts of CPU tensors by key, `max_items` in memory and, with `directory`, one safetensors file per key."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, max_items: int = 32):
+        self.directory = Path(directory) if directory is not None else None
+        self.max_items = max_items
+        self._memory: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.safetensors"
+
+    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return {k: v.clone() for k, v in self._memory[key].items()}
+        if self.directory is None or not self._path(key).is_file():
+            return None
+        path = self._path(key)
+        try:
+            if read_metadata(path).get("magic141_cache_key") != key:
+                return None
+            tensors = read_state_dict(path)
+        except (CheckpointError, OSError) as e:
+            logger.warning("ignoring unreadable cache entry %s (%s)", path.name, e)
+            return None
+        self._remember(key, tensors)
+        return {k: v.clone() for k, v in tensors.items()}
+
+    def put(self, key: str, tensors: dict[str, torch.Tensor], description: str = ""):
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        self._remember(key, tensors)
+        if self.directory is not None:
+            meta = {"magic141_cache_key": key, "description": description[:500]}
+            try:
+                save_safetensors(tensors, self._path(key), metadata=meta)
+            except OSError as e:
+                logger.warning("cannot write the embedding cache in %s (%s); going on without it", self.directory, e)
+
+    def _remember(self, key: str, tensors: dict[str, torch.Tensor]):
+        self._memory[key] = tensors
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.max_items:
+            self._memory.popitem(last=False)
+
+    def clear_memory(self):
+        self._memory.clear()

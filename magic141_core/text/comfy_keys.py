@@ -1,0 +1,152 @@
+"""ComfyUI's single-file text encoders mapped onto the transformers modules, and their configs read from the weights.
+
+Key names (from ComfyUI's `comfy/text_encoders/llama.py`, `comfy/clip_model.py`, `comfy/clip_vision.py`):
+- llava_llama3_{fp16,fp8_scaled}.safetensors: ComfyUI's `Llama2` keeps the Llama under `model.` with transformers'
+  own names (`model.embed_tokens`, `model.layers.N.self_attn.q_proj`, ..., `model.norm`); an `lm_head` may be
+  present and is not needed. -> LlavaModel `language_model.*`.
+- llava_llama3_vision.safetensors: `vision_model.*` (transformers CLIPVisionModel names, including its
+  `pre_layrnorm` spelling) and `multi_modal_projector.linear_{1,2}` -> LlavaModel `vision_tower.vision_model.*` and
+  `multi_modal_projector.*`; a `visual_projection` is not used by LLaVA.
+- clip_l.safetensors: transformers CLIPTextModel names (`text_model.*`); `text_projection`, `logit_scale` and an old
+  `position_ids` buffer are dropped.
+- fp8: "scaled fp8" files mark themselves with a `scaled_fp8` tensor and store `<layer>.scale_weight` (and maybe
+  `scale_input`); newer files store `<layer>.weight_scale` / `input_scale`. The weight is fp8 * scale; it is
+  converted to the requested dtype on load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+
+import torch
+
+LLAMA_HEAD_DIM = 128  # Llama-3-8B: 32 heads x 128 (8 key/value heads)
+CLIP_HEAD_DIM = 64  # CLIP ViT-L/14 text (12 x 64) and vision (16 x 64) towers
+_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+             if hasattr(torch, n))
+_SCALE_SUFFIXES = ("scale_weight", "weight_scale", "scale_input", "input_scale")
+_DROP = re.compile(r"^(lm_head\.|scaled_fp8$|visual_projection\.|text_projection\.|logit_scale$|"
+                   r"text_model\.embeddings\.position_ids$|vision_model\.embeddings\.position_ids$)|\.comfy_quant$")
+
+
+def llava_key(key: str) -> str | None:
+    """The LlavaModel parameter for a key of ComfyUI's llava text-encoder or vision file (None: not used)."""
+    if _DROP.search(key) or key.rsplit(".", 1)[-1] in _SCALE_SUFFIXES:
+        return None
+    if key.startswith("model."):
+        return "language_model." + key.removeprefix("model.")
+    if key.startswith("vision_model."):
+        return "vision_tower." + key
+    if key.startswith("multi_modal_projector."):
+        return key
+    raise KeyError(key)
+
+
+def clip_key(key: str) -> str | None:
+    """The CLIPTextModel parameter for a key of ComfyUI's clip_l file (None: not used)."""
+    if _DROP.search(key) or key.rsplit(".", 1)[-1] in _SCALE_SUFFIXES:
+        return None
+    if key.startswith("text_model."):
+        return key
+    raise KeyError(key)
+
+
+def dequantize(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) with every float tensor in `dtype`, read one at a time from a (lazy) state dict.
+
+    fp8 weights are multiplied by their scale in fp32 first; the scale tensors themselves are not yielded.
+    """
+    for key in sd:
+        if key.rsplit(".", 1)[-1] in _SCALE_SUFFIXES:
+            continue
+        tensor = sd[key]
+        if tensor.dtype in _FP8 and tensor.numel() > 0:
+            prefix = key.removesuffix("weight")
+            scale = next((sd[prefix + s] for s in ("scale_weight", "weight_scale") if prefix + s in sd), None)
+            tensor = tensor.float()
+            if scale is not None:
+                scale = scale.float()
+                tensor = tensor * (scale.view(-1, *[1] * (tensor.ndim - 1)) if scale.numel() > 1 else scale)
+        yield key, tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+
+def _layer_count(keys, pattern: str) -> int:
+    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
+    if not found:
+        raise KeyError(pattern)
+    return max(found) + 1
+
+
+def llama_config(sd: dict[str, torch.Tensor]):
+    """LlamaConfig of a `language_model.*` state dict (Llama-3 conventions for what weights cannot show)."""
+    from transformers import LlamaConfig
+
+    vocab, hidden = sd["language_model.embed_tokens.weight"].shape
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=sd["language_model.layers.0.mlp.gate_proj.weight"].shape[0],
+        num_hidden_layers=_layer_count(sd, r"language_model\.layers\.(\d+)\."),
+        num_attention_heads=sd["language_model.layers.0.self_attn.q_proj.weight"].shape[0] // LLAMA_HEAD_DIM,
+        num_key_value_heads=sd["language_model.layers.0.self_attn.k_proj.weight"].shape[0] // LLAMA_HEAD_DIM,
+        head_dim=LLAMA_HEAD_DIM,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+    )
+
+
+def clip_vision_config(sd: dict[str, torch.Tensor], prefix: str = "vision_tower.vision_model."):
+    """CLIPVisionConfig of LLaVA's vision tower (ViT-L/14-336 for llava-llama-3)."""
+    from transformers import CLIPVisionConfig
+
+    hidden, _, patch, _ = sd[prefix + "embeddings.patch_embedding.weight"].shape
+    positions = sd[prefix + "embeddings.position_embedding.weight"].shape[0]
+    return CLIPVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=sd[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=_layer_count(sd, re.escape(prefix) + r"encoder\.layers\.(\d+)\."),
+        num_attention_heads=hidden // CLIP_HEAD_DIM,
+        image_size=round((positions - 1) ** 0.5) * patch,
+        patch_size=patch,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+    )
+
+
+def llava_config(sd: dict[str, torch.Tensor], image_token_id: int, pad_token_id: int | None = None):
+    """LlavaConfig of a mapped LlavaModel state dict, as xtuner/llava-llama-3-8b-v1_1-transformers sets it."""
+    from transformers import LlavaConfig
+
+    return LlavaConfig(
+        text_config=llama_config(sd),
+        vision_config=clip_vision_config(sd),
+        image_token_index=image_token_id,
+        pad_token_id=pad_token_id,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+
+
+def clip_text_config(sd: dict[str, torch.Tensor], eos_token_id: int, bos_token_id: int, pad_token_id: int):
+    """CLIPTextConfig of a `text_model.*` state dict (openai CLIP-L: 12 layers x 768, 77 positions)."""
+    from transformers import CLIPTextConfig
+
+    vocab, hidden = sd["text_model.embeddings.token_embedding.weight"].shape
+    return CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=sd["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=_layer_count(sd, r"text_model\.encoder\.layers\.(\d+)\."),
+        num_attention_heads=hidden // CLIP_HEAD_DIM,
+        max_position_embeddings=sd["text_model.embeddings.position_embedding.weight"].shape[0],
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+        # pooled = hidden state at the first end-of-text token (the reference's argmax over ids finds the same one)
+        eos_token_id=eos_token_id,
+        bos_token_id=bos_token_id,
+        pad_token_id=pad_token_id,
+    )

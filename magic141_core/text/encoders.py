@@ -1,0 +1,196 @@
+"""`Magic141Encoders`: prompt + reference image -> the `Conditioning` the sampler consumes, with a cache.
+
+    enc = Magic141Encoders.from_comfyui_files(text_encoder=..., vision=..., clip_l=..., llama_tokenizer=...,
+                                              clip_tokenizer=..., cache_dir="cache/magic141")
+    cond = enc.encode("a cat walks on the grass", image)   # image: ComfyUI IMAGE [B, H, W, C] or PIL
+    # cond.positive.tokens [B, 146 + 256, 4096], .mask [B, 402], .pooled [B, 768]
+
+Models load lazily on the first cache miss, run on `device`, and go back to the CPU afterwards when
+`offload_after_encode` (the 8B LLaVA would otherwise hold the memory the transformer needs next). A re-run with
+the same prompt and image is answered from the cache without loading anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+
+from ..conditioning import Conditioning, TextConditioning
+from . import prompts as recipe
+from .cache import EmbeddingCache, cache_key
+from .encode import encode_clip, encode_llm, encode_vlm
+from .images import image_hash, to_rgb_images
+from .loading import ClipParts, LlavaParts, load_clip, load_llava
+from .sources import ClipSource, LlavaSource, check_sources, sources_identity
+
+logger = logging.getLogger(__name__)
+
+# Everything that changes the numbers besides the weights: a change here invalidates old cache entries.
+_RECIPE = hashlib.sha256(
+    repr((recipe.LLM_TEMPLATE, recipe.VLM_TEMPLATE, recipe.LLM_MAX_PROMPT_TOKENS, recipe.LLM_SKIP_LAYERS,
+          recipe.CLIP_MAX_LENGTH, recipe.VLM_IMAGE_STRIDE, "v1")).encode()
+).hexdigest()[:16]
+
+
+def _opt_path(p):
+    return None if p is None else os.fspath(p)
+
+
+class Magic141Encoders:
+    """The LLM, CLIP-L and VLM encoders of Magic141 with an embedding cache.
+
+    Args:
+        llava (LlavaSource): the LLaVA-Llama-3 weights (its Llama-3 is both the LLM and the VLM's language model).
+        clip (ClipSource): the CLIP-L text weights.
+        device: where the encoders run (default: CUDA if available, else CPU).
+        dtype: weight dtype (fp16 as in the reference; fp8 files are converted to it on load).
+        output_dtype: dtype of the returned embeddings (the DiT takes fp32 text inputs).
+        cache_dir: folder for the on-disk cache (None: memory only).
+        cache_items: entries kept in memory (a text entry is ~4 MB, an image entry ~2.4 MB in fp32).
+        offload_after_encode: move the encoders back to the CPU after each encode.
+    """
+
+    def __init__(self, llava: LlavaSource, clip: ClipSource, *, device=None, dtype: torch.dtype = torch.float16,
+                 output_dtype: torch.dtype = torch.float32, cache_dir=None, cache_items: int = 32,
+                 offload_after_encode: bool = True):
+        check_sources(llava, clip)  # every missing file of both, before anything loads
+        self.llava_source, self.clip_source = llava, clip
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype, self.output_dtype = dtype, output_dtype
+        self.offload_after_encode = offload_after_encode
+        self.identity = f"{sources_identity(llava, clip, dtype)}-{_RECIPE}-{str(output_dtype).removeprefix('torch.')}"
+        self.cache = EmbeddingCache(cache_dir, cache_items)
+        self.llava: LlavaParts | None = None
+        self.clip: ClipParts | None = None
+        self._depth = 0
+
+    @classmethod
+    def from_folders(cls, llava_folder, clip_folder, *, llava_tokenizer=None, clip_tokenizer=None, **kwargs):
+        """Hugging Face folders: xtuner/llava-llama-3-8b-v1_1-transformers and openai/clip-vit-large-patch14."""
+        return cls(LlavaSource(folder=_opt_path(llava_folder), tokenizer=_opt_path(llava_tokenizer)),
+                   ClipSource(folder=_opt_path(clip_folder), tokenizer=_opt_path(clip_tokenizer)), **kwargs)
+
+    @classmethod
+    def from_comfyui_files(cls, text_encoder, vision, clip_l, llama_tokenizer, clip_tokenizer, **kwargs):
+        """ComfyUI's HunyuanVideo files: llava_llama3_*.safetensors, llava_llama3_vision.safetensors, clip_l."""
+        return cls(LlavaSource(text_encoder=_opt_path(text_encoder), vision=_opt_path(vision),
+                               tokenizer=_opt_path(llama_tokenizer)),
+                   ClipSource(file=_opt_path(clip_l), tokenizer=_opt_path(clip_tokenizer)), **kwargs)
+
+    def __repr__(self):
+        state = "loaded" if self.loaded else "not loaded"
+        return f"Magic141Encoders({self.identity[:12]}, {self.dtype}, {self.device}, {state})"
+
+    # ---------------------------------------------------------------- models
+    @property
+    def loaded(self) -> bool:
+        return self.llava is not None and self.clip is not None
+
+    def load(self) -> "Magic141Encoders":
+        if self.llava is None:
+            logger.info("loading LLaVA-Llama-3 (%s)", self.dtype)
+            self.llava = load_llava(self.llava_source, self.dtype)
+        if self.clip is None:
+            logger.info("loading CLIP-L (%s)", self.dtype)
+            self.clip = load_clip(self.clip_source, self.dtype)
+        return self
+
+    def offload(self, device="cpu"):
+        """Move the encoders to `device` (CPU by default) to free the accelerator for the transformer."""
+        for parts in (self.llava, self.clip):
+            if parts is not None:
+                parts.model.to(device)
+
+    def unload(self):
+        """Forget the loaded models (the cache stays)."""
+        self.llava = self.clip = None
+
+    def _ready(self):
+        self.load()
+        self.offload(self.device)
+
+    @contextmanager
+    def _session(self):
+        """Models moved to the device inside stay there until the outermost session ends, then go to the CPU."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self.offload_after_encode and self.device.type != "cpu":
+                self.offload("cpu")
+
+    # ---------------------------------------------------------------- encoding
+    def encode_text(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """LLM tokens [B, 256, C], their mask [B, 256] and CLIP-L pooled [B, P], one row per prompt."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        keys = [cache_key(self.identity, "text", p) for p in prompts]
+        entries = {k: self.cache.get(k) for k in dict.fromkeys(keys)}
+        todo = [p for p, k in dict(zip(prompts, keys)).items() if entries[k] is None]
+        if todo:
+            with self._session():
+                self._ready()
+                tokens, mask = encode_llm(self.llava.model.language_model, self.llava.tokenizer, todo)
+                pooled = encode_clip(self.clip.model, self.clip.tokenizer, todo)
+            tokens, pooled = tokens.to("cpu", self.output_dtype), pooled.to("cpu", self.output_dtype)
+            mask = mask.to("cpu", torch.long)
+            for i, p in enumerate(todo):
+                key = cache_key(self.identity, "text", p)
+                entries[key] = {"tokens": tokens[i].clone(), "mask": mask[i].clone(), "pooled": pooled[i].clone()}
+                self.cache.put(key, entries[key], description=f"text: {p}")
+        return tuple(torch.stack([entries[k][name] for k in keys]) for name in ("tokens", "mask", "pooled"))
+
+    def encode_image(self, image) -> torch.Tensor:
+        """VLM image tokens [N, 146, C] of the reference image(s) (PIL, or float [H, W, C] / [N, H, W, C])."""
+        images = to_rgb_images(image)
+        keys = [cache_key(self.identity, "image", image_hash(im)) for im in images]
+        entries = {k: self.cache.get(k) for k in dict.fromkeys(keys)}
+        todo = {k: im for k, im in zip(keys, images) if entries[k] is None}
+        if todo:
+            with self._session():
+                self._ready()
+                tokens = encode_vlm(self.llava.model, self.llava.tokenizer, self.llava.image_processor,
+                                    list(todo.values()))
+            for key, t in zip(todo, tokens.to("cpu", self.output_dtype)):
+                entries[key] = {"tokens": t.clone()}
+                self.cache.put(key, entries[key], description="vlm image tokens")
+        return torch.stack([entries[k]["tokens"] for k in keys])
+
+    def encode(self, prompt: str | Sequence[str], image, negative: bool = False,
+               negative_prompt: str = recipe.NEGATIVE_PROMPT) -> Conditioning:
+        """The sampler's conditioning: text sequence [VLM image tokens ; LLM tokens], mask [ones ; text mask].
+
+        B prompts and N images give max(B, N) samples (one of them may be 1 and is repeated). With `negative`,
+        the negative prompt is encoded with the same image tokens, as the official code does for real CFG.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        with self._session():  # one trip to the device for all three encoders
+            image_tokens = self.encode_image(image)  # [N, 146, C]
+            tokens, mask, pooled = self.encode_text(prompts + ([negative_prompt] if negative else []))
+        b = len(prompts)
+        positive = _joint(image_tokens, tokens[:b], mask[:b], pooled[:b])
+        if not negative:
+            return Conditioning(positive=positive)
+        neg = _joint(image_tokens, tokens[b:], mask[b:], pooled[b:])
+        return Conditioning(positive=positive, negative=neg.repeat_to(positive.batch_size))
+
+
+def _joint(image_tokens: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor):
+    """[image tokens ; text tokens] with mask [ones ; text mask], a batch of one repeated to the other's size."""
+    n, b = image_tokens.shape[0], tokens.shape[0]
+    if n != b and 1 not in (n, b):
+        raise ValueError(f"{b} prompts and {n} images: give one of each, or as many prompts as images")
+    size = max(n, b)
+    image_tokens = image_tokens.expand(size, -1, -1)
+    tokens, mask, pooled = tokens.expand(size, -1, -1), mask.expand(size, -1), pooled.expand(size, -1)
+    image_mask = torch.ones(image_tokens.shape[:2], dtype=mask.dtype)
+    return TextConditioning(
+        torch.cat([image_tokens, tokens], dim=1),  # [B, 146 + 256, C]
+        torch.cat([image_mask, mask], dim=1),  # [B, 402]
+        pooled.contiguous(),  # [B, P]
+    )
