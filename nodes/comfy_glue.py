@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import comfy
 import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -22,6 +23,32 @@ def filenames(folder: str) -> list[str]:
     return folder_paths.get_filename_list(folder)
 
 
+def model_folders(folder: str) -> list[str]:
+    """Sub-folders of a model folder that hold a Hugging Face model (a config.json), listed with a trailing '/'."""
+    found = set()
+    for root in folder_paths.get_folder_paths(folder):
+        if os.path.isdir(root):
+            found.update(f"{d}/" for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    return sorted(found)
+
+
+def model_entry(folder: str, name: str) -> Path:
+    """A file, or a Hugging Face sub-folder ('name/'), chosen from one of ComfyUI's model folders."""
+    if not name.endswith("/"):
+        return model_file(folder, name)
+    for root in folder_paths.get_folder_paths(folder):
+        path = Path(root) / name.rstrip("/")
+        if (path / "config.json").is_file() and path.resolve().parent == Path(root).resolve():
+            return path
+    raise FileNotFoundError(f"model folder {name!r} not found in models/{folder}")
+
+
+def comfy_tokenizer(name: str) -> Path:
+    """A tokenizer folder shipped inside ComfyUI (comfy/text_encoders/llama_tokenizer, comfy/sd1_tokenizer)."""
+    base = Path(list(comfy.__path__)[0])  # a namespace package: no __file__
+    return base / "text_encoders" / name if (base / "text_encoders" / name).is_dir() else base / name
+
+
 def model_file(folder: str, name: str) -> Path:
     """Full path of a file chosen from one of ComfyUI's model folders (never outside them)."""
     return Path(folder_paths.get_full_path_or_raise(folder, name))
@@ -29,6 +56,17 @@ def model_file(folder: str, name: str) -> Path:
 
 def compute_device():
     return mm.get_torch_device()
+
+
+def make_room(num_bytes: int):
+    """Ask ComfyUI to offload other models until `num_bytes` are free on the compute device (no-op on CPU)."""
+    device = mm.get_torch_device()
+    if device.type != "cpu":
+        mm.free_memory(num_bytes, device)
+
+
+def temp_dir() -> Path:
+    return Path(folder_paths.get_temp_directory())
 
 
 def intermediate_device():

@@ -45,3 +45,62 @@ class Magic141ModelLoader:
 
 NODE_CLASS_MAPPINGS = {"Magic141ModelLoader": Magic141ModelLoader}
 NODE_DISPLAY_NAME_MAPPINGS = {"Magic141ModelLoader": "Magic141 Model Loader"}
+
+
+ENCODER_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+FOLDER_VISION = "(in the LLaVA folder)"
+
+
+class Magic141EncoderLoader:
+    DESCRIPTION = (
+        "Loads Magic141's encoders: the LLaVA-Llama-3 model (its Llama-3 encodes the prompt, its vision branch the "
+        "start image) and CLIP-L. Use the files HunyuanVideo workflows already use, or Hugging Face folders. Models "
+        "load on first use and leave the GPU after encoding; a repeated prompt and image are answered from a cache."
+    )
+    CATEGORY = glue.CATEGORY
+    RETURN_TYPES = ("MAGIC141_ENCODERS",)
+    OUTPUT_TOOLTIPS = ("The encoders, for Magic141 Encode.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        text_encoders = glue.filenames("text_encoders") + glue.model_folders("text_encoders")
+        return {
+            "required": {
+                "llava": (text_encoders, {"tooltip": "llava_llama3_fp16 / fp8_scaled .safetensors in "
+                                                     "models/text_encoders, or a llava-llama-3-8b-v1_1-transformers "
+                                                     "folder there."}),
+                "llava_vision": ([FOLDER_VISION] + glue.filenames("clip_vision"), {
+                    "tooltip": "llava_llama3_vision.safetensors in models/clip_vision (not needed for a folder)."}),
+                "clip_l": (text_encoders, {"tooltip": "clip_l.safetensors in models/text_encoders, or a "
+                                                      "clip-vit-large-patch14 folder there."}),
+                "dtype": (list(ENCODER_DTYPES), {"default": "auto", "tooltip": "Weight dtype. auto: fp16 on a GPU "
+                                                 "(the official one), fp32 on a CPU (faster there)."}),
+            },
+        }
+
+    def load(self, llava, llava_vision, clip_l, dtype):
+        from ..magic141_core.text import ClipSource, LlavaSource, Magic141Encoders
+
+        llava_path, clip_path = glue.model_entry("text_encoders", llava), glue.model_entry("text_encoders", clip_l)
+        if llava.endswith("/"):
+            llava_source = LlavaSource(folder=str(llava_path))
+        else:
+            if llava_vision == FOLDER_VISION:
+                raise ValueError("a single-file LLaVA text encoder needs its vision tower: choose "
+                                 "llava_llama3_vision.safetensors (models/clip_vision) as llava_vision")
+            llava_source = LlavaSource(text_encoder=str(llava_path), tokenizer=str(glue.comfy_tokenizer(
+                "llama_tokenizer")), vision=str(glue.model_file("clip_vision", llava_vision)))
+        if clip_l.endswith("/"):
+            clip_source = ClipSource(folder=str(clip_path))
+        else:
+            clip_source = ClipSource(file=str(clip_path), tokenizer=str(glue.comfy_tokenizer("sd1_tokenizer")))
+        device = glue.compute_device()
+        weight_dtype = ENCODER_DTYPES[dtype] or (torch.float32 if device.type == "cpu" else torch.float16)
+        encoders = Magic141Encoders(llava_source, clip_source, device=device, dtype=weight_dtype,
+                                    cache_dir=glue.temp_dir() / "magic141_embeddings")
+        return (encoders,)
+
+
+NODE_CLASS_MAPPINGS["Magic141EncoderLoader"] = Magic141EncoderLoader
+NODE_DISPLAY_NAME_MAPPINGS["Magic141EncoderLoader"] = "Magic141 Encoder Loader"

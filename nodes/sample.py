@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..magic141_core.pipeline import sample_latent
+from ..magic141_core.vae import unscale_latent
 from . import comfy_glue as glue
 
 
@@ -43,7 +44,7 @@ class Magic141Sampler:
         dit = glue.load(model)
         out = sample_latent(dit, conditioning, shape, steps=steps, shift=shift, guidance=guidance, seed=seed,
                             callback=glue.step_callback(steps))
-        samples = glue.LATENT_FORMAT.process_out(out).to(glue.intermediate_device())
+        samples = unscale_latent(out).to(glue.intermediate_device())
         return ({"samples": samples},)
 
 

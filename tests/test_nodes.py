@@ -95,3 +95,80 @@ def test_save_mp4_refuses_paths_outside_the_output_folder(pack):
     with pytest.raises(Exception, match="outside|Saving image outside"):
         run_node(pack.NODE_CLASS_MAPPINGS["Magic141SaveMP4"], images=torch.rand(2, 16, 16, 3), fps=8.0, quality=20,
                  filename_prefix="../../escape")
+
+
+# ------------------------------------------------------------------------------------ encoders and image-to-video
+@pytest.fixture(scope="module")
+def demo_files(comfy_base):
+    from comfyui_env import COMFYUI
+
+    from magic141_core.demo import write_demo_models
+
+    tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
+    return write_demo_models(comfy_base / "models", *tokenizers, include_vae=False)
+
+
+@pytest.fixture(scope="module")
+def encoders(pack, demo_files):
+    loader = pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"]
+    options = loader.INPUT_TYPES()["required"]
+    assert demo_files["llava"].name in options["llava"][0] and demo_files["vision"].name in options["llava_vision"][0]
+    (enc,) = run_node(loader, llava=demo_files["llava"].name, llava_vision=demo_files["vision"].name,
+                      clip_l=demo_files["clip_l"].name, dtype="auto")
+    return enc
+
+
+def test_encode_node_builds_image_and_text_tokens_with_a_negative(pack, encoders):
+    image = torch.rand(1, 90, 120, 4)  # alpha is dropped
+    (cond,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="a cat walks", image=image)
+    assert cond.positive.tokens.shape == (1, 146 + 256, 256) and cond.negative.tokens.shape == (1, 402, 256)
+    assert cond.positive.mask[0, :146].all() and cond.reference is None
+    (again,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="a cat walks",
+                        image=image)
+    assert torch.equal(again.positive.tokens, cond.positive.tokens)
+    with pytest.raises(ValueError, match="prompt is empty"):
+        run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="  ", image=image)
+
+
+def test_encoder_loader_names_a_missing_vision_file(pack, demo_files):
+    with pytest.raises(ValueError, match="vision tower"):
+        run_node(pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"], llava=demo_files["llava"].name,
+                 llava_vision="(in the LLaVA folder)", clip_l=demo_files["clip_l"].name, dtype="fp32")
+
+
+class StubVAE:
+    """Stands in for ComfyUI's VAE object: encode([1, H, W, 3]) -> [1, 16, 1, H/8, W/8] (records what it saw)."""
+
+    def __init__(self, channels=16):
+        self.channels, self.seen = channels, []
+
+    def encode(self, pixels):
+        self.seen.append(tuple(pixels.shape))
+        return torch.ones(pixels.shape[0], self.channels, 1, pixels.shape[1] // 8, pixels.shape[2] // 8)
+
+
+@pytest.mark.parametrize("size, expected", [((300, 400), (832, 624)), ((1080, 1920), (960, 544)),
+                                            ((500, 500), (720, 720))])
+def test_image_to_video_picks_the_official_bucket_and_scales_the_reference(pack, tiny_cond, size, expected):
+    vae = StubVAE()
+    image = torch.rand(1, *size, 3)
+    cond, latent, fitted = run_node(pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=tiny_cond, vae=vae,
+                                    start_image=image, resolution="540p", width=64, height=64, length=9)
+    width, height = expected
+    assert fitted.shape == (1, height, width, 3) and vae.seen == [(1, height, width, 3)]
+    assert latent["samples"].shape == (1, 16, 3, height // 8, width // 8)
+    assert torch.allclose(cond.reference, torch.full((1, 16, 1, height // 8, width // 8), 0.476986))
+    assert tiny_cond.reference is None or cond is not tiny_cond  # the input conditioning is not modified
+
+
+@pytest.mark.parametrize("length, width, message", [(80, 64, "4k\\+1"), (9, 72, "multiple of 16")])
+def test_image_to_video_rejects_bad_sizes(pack, tiny_cond, length, width, message):
+    with pytest.raises(ValueError, match=message):
+        run_node(pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=tiny_cond, vae=StubVAE(),
+                 start_image=torch.rand(1, 64, 64, 3), resolution="custom", width=width, height=64, length=length)
+
+
+def test_image_to_video_rejects_a_non_hunyuan_vae(pack, tiny_cond):
+    with pytest.raises(ValueError, match="HunyuanVideo VAE"):
+        run_node(pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=tiny_cond, vae=StubVAE(channels=4),
+                 start_image=torch.rand(1, 64, 64, 3), resolution="custom", width=64, height=64, length=9)

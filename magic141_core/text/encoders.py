@@ -100,6 +100,15 @@ class Magic141Encoders:
             self.clip = load_clip(self.clip_source, self.dtype)
         return self
 
+    def memory_bytes(self) -> int:
+        """Device memory the encoders need: their parameters once loaded, else the weight files' size in `dtype`."""
+        if self.loaded:
+            params = [p for parts in (self.llava, self.clip) for p in parts.model.parameters()]
+            return sum(p.numel() * p.element_size() for p in params)
+        files = [f for source in (self.llava_source, self.clip_source) for p in source.paths()
+                 for f in ([p] if p.is_file() else p.glob("*.safetensors"))]
+        return sum(f.stat().st_size for f in files) * self.dtype.itemsize // 2  # files are 16-bit (fp8 undercounts)
+
     def offload(self, device="cpu"):
         """Move the encoders to `device` (CPU by default) to free the accelerator for the transformer."""
         for parts in (self.llava, self.clip):

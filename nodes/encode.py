@@ -1,0 +1,101 @@
+"""Conditioning nodes: prompt + prior image -> Magic141 conditioning; start image + VAE -> reference latent."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..magic141_core.image import nearest_bucket, resize_center_crop, rgb
+from ..magic141_core.pipeline import latent_shape
+from ..magic141_core.text import NEGATIVE_PROMPT
+from ..magic141_core.vae import scale_latent
+from . import comfy_glue as glue
+
+
+class Magic141Encode:
+    DESCRIPTION = (
+        "Encodes the prompt (LLaVA's Llama-3 and CLIP-L) and the prior image (LLaVA's vision branch) into Magic141 "
+        "conditioning: [image tokens ; text tokens]. The prompt never goes to the vision model. The negative prompt "
+        "is only used when the sampler runs classifier-free guidance."
+    )
+    CATEGORY = glue.CATEGORY
+    RETURN_TYPES = ("MAGIC141_CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("Text and image tokens; add the start image's latent with Magic141 Image To Video.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader."}),
+                "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                                      "tooltip": "What happens in the clip (motion, camera). Up to 256 tokens."}),
+                "image": ("IMAGE", {"tooltip": "The prior image, as loaded (the vision model sees it uncropped)."}),
+            },
+            "optional": {
+                "negative_prompt": ("STRING", {"multiline": True, "default": NEGATIVE_PROMPT, "advanced": True,
+                                               "tooltip": "Used only for guidance > 1 without a guidance embedder."}),
+            },
+        }
+
+    def encode(self, encoders, prompt, image, negative_prompt=NEGATIVE_PROMPT):
+        if not prompt.strip():
+            raise ValueError("the prompt is empty; describe the motion you want (e.g. 'the camera slowly pans left')")
+        glue.make_room(encoders.memory_bytes())
+        conditioning = encoders.encode(prompt, rgb(image), negative=True, negative_prompt=negative_prompt)
+        return (conditioning,)
+
+
+RESOLUTIONS = ["540p", "720p", "custom"]
+
+
+class Magic141ImageToVideo:
+    DESCRIPTION = (
+        "Prepares an image-to-video clip: fits the start image to the video size (an official 540p/720p bucket "
+        "nearest its aspect ratio, or a custom size; resize and centre crop), encodes it with the VAE as the "
+        "reference latent of frame 0, and makes the empty video latent for the sampler."
+    )
+    CATEGORY = glue.CATEGORY
+    RETURN_TYPES = ("MAGIC141_CONDITIONING", "LATENT", "IMAGE")
+    RETURN_NAMES = ("conditioning", "latent", "start_image")
+    OUTPUT_TOOLTIPS = ("The conditioning with the start image's latent.", "Empty video latent (sets size and length).",
+                       "The start image as fitted to the video size.")
+    FUNCTION = "prepare"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "conditioning": ("MAGIC141_CONDITIONING", {"tooltip": "From Magic141 Encode."}),
+                "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE, models/vae)."}),
+                "start_image": ("IMAGE", {"tooltip": "Frame 0 of the video."}),
+                "resolution": (RESOLUTIONS, {"default": "540p", "tooltip": "540p/720p: the official bucket nearest "
+                                             "the image's aspect ratio. custom: width and height below."}),
+                "width": ("INT", {"default": 960, "min": 16, "max": 4096, "step": 16,
+                                  "tooltip": "Video width (custom only); a multiple of 16."}),
+                "height": ("INT", {"default": 544, "min": 16, "max": 4096, "step": 16,
+                                   "tooltip": "Video height (custom only); a multiple of 16."}),
+                "length": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
+                                   "tooltip": "Frames, 4k+1 (81 = the official 3.4 s at 24 fps)."}),
+            },
+        }
+
+    def prepare(self, conditioning, vae, start_image, resolution, width, height, length):
+        image = rgb(start_image)
+        if resolution != "custom":
+            width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
+        shape = latent_shape(length, height, width, batch=image.shape[0])
+        fitted = resize_center_crop(image, width, height)
+        latents = [vae.encode(fitted[i:i + 1]) for i in range(fitted.shape[0])]  # one still per sample
+        reference = scale_latent(torch.cat(latents)[:, :, :1].float())
+        if tuple(reference.shape[1:]) != (16, 1, *shape[3:]):
+            raise ValueError(f"the VAE gave a latent of shape {tuple(reference.shape)}; Magic141 needs the "
+                             "HunyuanVideo VAE (16 channels, 8x spatial): choose hunyuan_video_vae in Load VAE")
+        conditioning = dataclasses.replace(conditioning, reference=reference)
+        latent = torch.zeros(shape, device=glue.intermediate_device())
+        return (conditioning, {"samples": latent}, fitted)
+
+
+NODE_CLASS_MAPPINGS = {"Magic141Encode": Magic141Encode, "Magic141ImageToVideo": Magic141ImageToVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"Magic141Encode": "Magic141 Encode", "Magic141ImageToVideo": "Magic141 Image To Video"}
