@@ -1,0 +1,89 @@
+"""Build, load and save the VAE: any supported file -> a `HunyuanVideoVAE` built on the meta device, weights assigned.
+
+Tensors are read one at a time (memory-mapped for safetensors), converted to the requested dtype as they come, and
+handed to the model with `load_state_dict(strict=True, assign=True)`: no random initialisation, no second copy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import CheckpointError, read_metadata, read_state_dict, save_safetensors, wrong_model_message
+from ..demo import randomize_
+from .config import VAEConfig
+from .keys import normalize_keys
+from .model import HunyuanVideoVAE
+
+CONFIG_METADATA_KEY = "magic141_vae_config"
+EXPECTED = "a HunyuanVideo VAE (e.g. hunyuan_video_vae_bf16.safetensors from ComfyUI's models/vae)"
+_REQUIRED = (
+    "encoder.conv_in.conv.weight",
+    "encoder.down_blocks.0.resnets.0.conv2.conv.weight",
+    "decoder.conv_in.conv.weight",
+    "decoder.conv_out.conv.weight",
+    "quant_conv.weight",
+    "post_quant_conv.weight",
+)
+
+
+def build_vae(config: VAEConfig, sd: dict[str, torch.Tensor], name: str = "state dict") -> HunyuanVideoVAE:
+    """A model holding exactly the tensors of `sd` (official names), checked strictly."""
+    with torch.device("meta"):
+        model = HunyuanVideoVAE(config)
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split("\n", 1)[-1].split())
+        raise CheckpointError(
+            f"{name} does not fit the VAE its shapes describe (levels {config.block_out_channels}, "
+            f"{config.layers_per_block} resnets per level, {config.latent_channels} latent channels): {detail[:600]}"
+        ) from None
+    return model.eval().requires_grad_(False)
+
+
+def vae_state_dict_from_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Official-named VAE tensors of a file in any supported layout (see `keys.py`)."""
+    path = Path(path)
+    sd = normalize_keys(read_state_dict(path, dtype))
+    missing = [k for k in _REQUIRED if k not in sd]
+    if missing:
+        raise CheckpointError(wrong_model_message(path.name, sd, EXPECTED, missing))
+    if sd["encoder.conv_in.conv.weight"].ndim != 5:
+        raise CheckpointError(
+            f"{path.name} is a 2-D image VAE (its convolutions have no time axis), not {EXPECTED}. "
+            "Choose the HunyuanVideo VAE file."
+        )
+    return sd
+
+
+def load_vae(
+    path: str | os.PathLike, dtype: torch.dtype | None = torch.bfloat16, device: str | torch.device = "cpu"
+) -> HunyuanVideoVAE:
+    """Load a VAE file (official, ComfyUI or diffusers names); `dtype` None keeps the file's dtype.
+
+    Weights stay in `dtype`; on a CPU without fast half precision the model computes in fp32 (see `device.py`).
+    """
+    sd = vae_state_dict_from_file(path, dtype)
+    stored = read_metadata(path).get(CONFIG_METADATA_KEY)
+    try:
+        config = VAEConfig.from_json(stored) if stored else VAEConfig.from_state_dict(sd)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"{Path(path).name}: cannot infer the VAE's configuration from its tensors ({e}); a file saved with "
+            "magic141_core.vae.save_vae stores it"
+        ) from None
+    return build_vae(config, sd, Path(path).name).to(device)
+
+
+def save_vae(model: HunyuanVideoVAE, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+    """Save official-named weights plus the config (in the safetensors metadata), atomically."""
+    sd = {k: v if dtype is None else v.to(dtype) for k, v in model.state_dict().items()}
+    save_safetensors(sd, path, {CONFIG_METADATA_KEY: model.config.to_json()})
+
+
+def random_vae(config: VAEConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> HunyuanVideoVAE:
+    """A VAE of `config` with deterministic random weights (`demo.randomize_`): for tests and benchmarks only."""
+    return randomize_(HunyuanVideoVAE(config), seed).to(dtype).eval().requires_grad_(False)
