@@ -46,6 +46,7 @@ DEMO_FILES = {  # role -> (ComfyUI model folder, file name)
     "vision": ("clip_vision", "magic141_DEMO_untrained_llava_vision.safetensors"),
     "clip_l": ("text_encoders", "magic141_DEMO_untrained_clip_l.safetensors"),
     "vae": ("vae", "magic141_DEMO_untrained_hunyuan_video_vae.safetensors"),
+    "retrieval_clip": ("clip_vision", "magic141_DEMO_untrained_clip"),  # a Hugging Face CLIPModel folder
 }
 DEMO_LLM_DIM, DEMO_CLIP_DIM = 256, 64
 
@@ -85,6 +86,30 @@ def _demo_clip_text(clip_tokenizer: Path, seed: int):
     return randomize_(CLIPTextModel(config), seed).eval()
 
 
+def _write_demo_retrieval_clip(folder: Path, clip_tokenizer: Path, seed: int):
+    """A small CLIPModel (text + vision + projections) in Hugging Face layout, with the real CLIP tokenizer."""
+    import shutil
+
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(clip_tokenizer), local_files_only=True)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=1, max_position_embeddings=77, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+                           image_size=224, patch_size=32),
+        projection_dim=64,
+    )
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    randomize_(CLIPModel(config), seed).save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)  # the folder appears complete or not at all
+
+
 def comfy_llava_files(llava) -> tuple[dict, dict]:
     """A transformers LLaVA as ComfyUI's two files: the Llama-3 text encoder and the vision tower + projector."""
     text = {f"model.{k}": v for k, v in llava.model.language_model.state_dict().items()}
@@ -114,6 +139,8 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
     if not paths["clip_l"].is_file():
         clip = _demo_clip_text(Path(clip_tokenizer), seed + 2)
         save_safetensors({k: v.to(torch.bfloat16) for k, v in clip.state_dict().items()}, paths["clip_l"])
+    if not (paths["retrieval_clip"] / "config.json").is_file():
+        _write_demo_retrieval_clip(paths["retrieval_clip"], Path(clip_tokenizer), seed + 4)
     if include_vae and not paths["vae"].is_file():
         from .vae import hunyuan_video_vae, random_vae, save_vae
 

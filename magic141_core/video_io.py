@@ -22,6 +22,8 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
+from .atomic import make_temp_beside
+
 log = logging.getLogger(__name__)
 
 
@@ -35,13 +37,18 @@ def _ffmetadata(metadata: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """float 0..1 -> uint8 on the CPU, rounded (as the video file stores it); uint8 passes through."""
+    frames = frames.detach()
+    if frames.is_floating_point():
+        frames = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return frames.cpu()
+
+
 def to_uint8_frames(frames) -> np.ndarray:
     """[F, H, W, 3] float 0..1 (tensor or array) or uint8 -> contiguous uint8 [F, H, W, 3]."""
     if isinstance(frames, torch.Tensor):
-        frames = frames.detach()
-        if frames.is_floating_point():
-            frames = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
-        frames = frames.cpu().numpy()
+        frames = to_uint8(frames).numpy()
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
         raise ValueError(f"frames must be [F, H, W, 3] (RGB), got shape {frames.shape}")
@@ -67,10 +74,7 @@ class Mp4Writer:
         self.frames_written = 0
         self._proc = None
         self._size = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial.mp4", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = make_temp_beside(self.path, ".partial.mp4")
         self._meta_file = None
 
     def _start(self, width: int, height: int):
@@ -163,13 +167,18 @@ def write_mp4(path, frames, fps: float, crf: int = 19, metadata: dict | None = N
     return Path(path)
 
 
-def read_mp4(path) -> tuple[np.ndarray, float]:
-    """Decode a video to uint8 frames [F, H, W, 3] and its frame rate."""
+def iter_mp4(path) -> tuple[Iterator[np.ndarray], float]:
+    """Frames of a video one at a time (uint8 [H, W, 3]), and its frame rate: for long videos."""
     reader = imageio_ffmpeg.read_frames(str(path))
     info = next(reader)
     width, height = info["size"]
-    frames = [np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3) for f in reader]
-    return np.stack(frames), float(info["fps"])
+    return (np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3) for f in reader), float(info["fps"])
+
+
+def read_mp4(path) -> tuple[np.ndarray, float]:
+    """Decode a video to uint8 frames [F, H, W, 3] and its frame rate."""
+    frames, fps = iter_mp4(path)
+    return np.stack(list(frames)), fps
 
 
 def read_mp4_metadata(path) -> dict[str, str]:

@@ -1,0 +1,138 @@
+"""Long video by a test-time sliding window (Magic141 paper, §4): clips of the model's native length, chained.
+
+Window k+1 starts from the last frame of window k: that frame, colour-matched to the original prior (drift guard 1)
+and re-encoded by the VAE (+ a little noise, drift guard 2), is its reference latent. The VLM image tokens keep
+describing the original prior (the identity anchor), unless `anchor="frame"`. Window k+1's first frame duplicates
+window k's last, so it is dropped: N windows of F frames make N(F-1)+1 frames, with no stutter at the seams.
+
+Cost is linear in N and memory is flat: each window is sampled, decoded, and appended to the video file as soon as
+it is done; only the last frame is carried over. On an interrupt (raised from `callback`) the caller gets the file
+of the finished windows: see `Mp4Writer(keep_partial=True)`, which names it `*_partial.mp4`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .color import match_color
+from .pipeline import latent_shape, sample_latent
+from .sampling import Step
+from .vae import scale_latent, unscale_latent
+from .video_io import to_uint8
+
+
+def window_prompts(prompts: str | list[str], windows: int) -> list[str]:
+    """One prompt per window: a list, or a text with one prompt per line; the last one repeats when short."""
+    lines = [p.strip() for p in (prompts.splitlines() if isinstance(prompts, str) else prompts)]
+    lines = [p for p in lines if p]
+    if not lines:
+        raise ValueError("give at least one prompt (one per line directs the windows in order)")
+    return [lines[min(k, len(lines) - 1)] for k in range(windows)]
+
+
+def window_seeds(seed: int, windows: int) -> list[int]:
+    """Window k's noise seed: seed + k (reproducible, and each window differs)."""
+    return [(int(seed) + k) % 2**64 for k in range(windows)]
+
+
+def windows_for(seconds: float, fps: float, window_frames: int = 81) -> int:
+    """Windows needed for at least `seconds` of video (N windows give N(F-1)+1 frames)."""
+    if not (seconds > 0 and fps > 0):
+        raise ValueError(f"duration and fps must be positive, got {seconds} s at {fps} fps")
+    return max(1, math.ceil((seconds * fps - 1) / (window_frames - 1)))
+
+
+def total_frames(windows: int, window_frames: int) -> int:
+    return windows * (window_frames - 1) + 1
+
+
+@dataclass
+class LongVideoSettings:
+    steps: int = 4
+    shift: float = 5.0
+    guidance: float = 1.0
+    color_match: bool = True  # drift guard: match each new reference frame's L*a*b* mean/std to the prior's
+    noise_augmentation: float = 0.02  # drift guard: std of noise added to each re-encoded reference latent
+    anchor: str = "prior"  # VLM image tokens from the original "prior" or from each window's "frame"
+
+    def __post_init__(self):
+        if self.anchor not in ("prior", "frame"):
+            raise ValueError(f"anchor must be 'prior' or 'frame', got {self.anchor!r}")
+        if not (0 <= self.noise_augmentation <= 1):
+            raise ValueError(f"noise augmentation must be in [0, 1], got {self.noise_augmentation}")
+
+
+class FrameVAE(Protocol):
+    """What the runner needs from a VAE, with frames as [F, H, W, 3] float 0..1 (ComfyUI's IMAGE layout)."""
+
+    def encode_frame(self, image: torch.Tensor, seed: int) -> torch.Tensor:  # [1,H,W,3] -> unscaled [1,16,1,h,w]
+        ...
+
+    def decode_frames(self, latent: torch.Tensor) -> Iterator[torch.Tensor]:  # unscaled [1,16,T,h,w] -> chunks
+        ...
+
+
+class CoreFrameVAE:
+    """`FrameVAE` over our `HunyuanVideoVAE`: sampled encode (as the official pipeline), streaming tiled decode."""
+
+    def __init__(self, vae, memory_budget: int | None = None):
+        self.vae, self.memory_budget = vae, memory_budget
+
+    def encode_frame(self, image, seed):
+        pixels = image.movedim(-1, 1).to(self.vae.device) * 2 - 1  # [1, 3, H, W] in [-1, 1]
+        return self.vae.encode(pixels, memory_budget=self.memory_budget).sample(torch.Generator().manual_seed(seed))
+
+    def decode_frames(self, latent):
+        for chunk in self.vae.decode_stream(latent.to(self.vae.device), memory_budget=self.memory_budget,
+                                            output_device="cpu"):
+            yield chunk[0].movedim(0, -1)  # [f, H, W, 3]
+
+
+@dataclass
+class WindowDone:
+    index: int
+    total: int
+    frames_written: int
+    last_frame: torch.Tensor  # [H, W, 3]
+
+
+def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, prompts: list[str], seeds: list[int],
+                        window_frames: int, write: Callable[[torch.Tensor], None],
+                        settings: LongVideoSettings = LongVideoSettings(),
+                        on_step: Callable[[int, Step], None] | None = None,
+                        on_window: Callable[[WindowDone], None] | None = None) -> int:
+    """Render len(prompts) windows from `prior` ([1, H, W, 3] float 0..1, already at the video size) and pass each
+    window's new frames to `write` ([f, H, W, 3] uint8) as soon as the window is decoded. Returns the number of
+    frames written. `on_step(window, step)` runs after every denoising step (raise from it to stop)."""
+    if len(prompts) != len(seeds) or not prompts:
+        raise ValueError(f"need one seed per window prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
+    _, height, width, _ = prior.shape
+    shape = latent_shape(window_frames, height, width)
+    reference_image, written = prior, 0
+    for k, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        anchor = prior if settings.anchor == "prior" else reference_image
+        cond = encoders.encode(prompt, anchor, negative=settings.guidance != 1.0)
+        reference = scale_latent(vae.encode_frame(reference_image, seed).float())
+        if k > 0 and settings.noise_augmentation > 0:
+            noise = torch.randn(reference.shape, generator=torch.Generator().manual_seed(seed))
+            reference = reference + settings.noise_augmentation * noise.to(reference.device)
+        cond = dataclasses.replace(cond, reference=reference)
+        latent = sample_latent(model, cond, shape, steps=settings.steps, shift=settings.shift,
+                               guidance=settings.guidance, seed=seed,
+                               callback=None if on_step is None else (lambda step, k=k: on_step(k, step)))
+        # the whole window as uint8 (a quarter of float32), then written at once: a stop never splits a window
+        frames = torch.cat([to_uint8(chunk) for chunk in vae.decode_frames(unscale_latent(latent))])
+        frames = frames[0 if k == 0 else 1:]  # drop the seam frame duplicated from the last window
+        write(frames)
+        written += len(frames)
+        last = frames[-1:].float() / 255
+        reference_image = match_color(last, prior) if settings.color_match else last
+        if on_window is not None:
+            on_window(WindowDone(k, len(prompts), written, last[0]))
+    return written

@@ -1,0 +1,181 @@
+"""Sliding-window long video on tiny random models: frame count, prompts and seeds per window, the seam hand-over,
+drift guards, flat memory, and the interrupt behaviour (a playable *_partial.mp4 of the finished windows)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_text
+
+from magic141_core import Conditioning, tiny
+from magic141_core.color import match_color, rgb_to_lab
+from magic141_core.demo import random_dit
+from magic141_core.long_video import (
+    CoreFrameVAE,
+    LongVideoSettings,
+    generate_long_video,
+    total_frames,
+    window_prompts,
+    window_seeds,
+    windows_for,
+)
+from magic141_core.seams import measure_seams, seam_frames
+from magic141_core.vae import random_vae, tiny_vae
+from magic141_core.video_io import Mp4Writer, read_mp4
+
+WINDOW = 9  # frames per window (4k+1); the official one is 81
+SIZE = 32
+
+
+class FakeEncoders:
+    """Records what each window asks for; the tokens depend on the prompt, so prompts reach the model."""
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, prompt, image, negative=False):
+        self.calls.append((prompt, image.clone()))
+        seed = sum(map(ord, prompt))
+        return Conditioning(positive=make_text(valid=[6], seed=seed), negative=make_text(valid=[4], seed=seed + 1))
+
+
+class SpyVAE(CoreFrameVAE):
+    def __init__(self, vae):
+        super().__init__(vae)
+        self.encoded = []
+
+    def encode_frame(self, image, seed):
+        self.encoded.append(image.clone())
+        return super().encode_frame(image, seed)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return random_dit(tiny(), seed=1), random_vae(tiny_vae(), seed=2)
+
+
+def prior_image():
+    y, x = torch.meshgrid(torch.linspace(0, 1, SIZE), torch.linspace(0, 1, SIZE), indexing="ij")
+    return torch.stack([x, y, (x + y) / 2], -1)[None]  # [1, H, W, 3]
+
+
+def render(models, prompts, seed=7, settings=LongVideoSettings(), on_step=None, vae_cls=SpyVAE):
+    dit, vae = models
+    encoders, frame_vae, chunks = FakeEncoders(), vae_cls(vae), []
+    count = generate_long_video(dit, encoders, frame_vae, prior_image(), prompts, window_seeds(seed, len(prompts)),
+                                WINDOW, chunks.append, settings, on_step=on_step)
+    return count, torch.cat(chunks), encoders, frame_vae
+
+
+def test_three_windows_share_seams_and_get_their_own_prompts(models):
+    count, frames, encoders, vae = render(models, ["a cat sits", "the cat stands up", "the cat walks away"])
+    assert count == len(frames) == total_frames(3, WINDOW) == 3 * (WINDOW - 1) + 1
+    assert frames.dtype == torch.uint8 and frames.shape[1:] == (SIZE, SIZE, 3)
+    assert [p for p, _ in encoders.calls] == ["a cat sits", "the cat stands up", "the cat walks away"]
+    assert all(torch.equal(image, prior_image()) for _, image in encoders.calls)  # VLM anchor: the original prior
+    # the seam: window k+1's reference is window k's last frame, colour-matched to the prior, re-encoded
+    for k in (1, 2):
+        last = frames[k * (WINDOW - 1)].float()[None] / 255
+        assert torch.allclose(vae.encoded[k], match_color(last, prior_image()), atol=1e-6)
+
+
+def test_same_seed_same_video_other_seed_differs(models):
+    _, a, _, _ = render(models, ["waves roll in"], seed=3)
+    _, b, _, _ = render(models, ["waves roll in"], seed=3)
+    _, c, _, _ = render(models, ["waves roll in"], seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_anchor_frame_option_sends_the_new_frame_to_the_vlm(models):
+    _, frames, encoders, _ = render(models, ["x", "y"], settings=LongVideoSettings(anchor="frame"))
+    assert torch.equal(encoders.calls[0][1], prior_image()) and not torch.equal(encoders.calls[1][1], prior_image())
+
+
+def test_color_match_moves_lab_statistics_to_the_prior():
+    image, prior = torch.rand(1, 16, 16, 3) * 0.5, prior_image()
+    matched = match_color(image, prior)
+    lab, want = rgb_to_lab(matched), rgb_to_lab(prior)
+    # exact up to what clipping to the sRGB gamut takes away (a few % of the spread)
+    assert torch.allclose(lab.mean(dim=(1, 2)), want.mean(dim=(1, 2)), atol=1.0)
+    assert torch.allclose(lab.std(dim=(1, 2)), want.std(dim=(1, 2)), rtol=0.05)
+    before = (rgb_to_lab(image).std(dim=(1, 2)) - want.std(dim=(1, 2))).abs()
+    assert ((lab.std(dim=(1, 2)) - want.std(dim=(1, 2))).abs() < 0.2 * before).all()
+    assert torch.allclose(match_color(image, prior, strength=0.0), image, atol=1e-4)
+
+
+def test_plan_helpers():
+    assert window_prompts("first\n\n second \n", 4) == ["first", "second", "second", "second"]
+    assert window_seeds(10, 3) == [10, 11, 12]
+    assert windows_for(60, 24, 81) == 18 and total_frames(18, 81) >= 60 * 24
+    with pytest.raises(ValueError, match="at least one prompt"):
+        window_prompts(" \n ", 2)
+    with pytest.raises(ValueError, match="anchor"):
+        LongVideoSettings(anchor="both")
+
+
+def test_interrupt_keeps_a_playable_partial_video_of_the_finished_windows(models, tmp_path):
+    def stop_in_window_two(window, step):
+        if window == 1 and step.index == 1:
+            raise KeyboardInterrupt
+
+    writer = Mp4Writer(tmp_path / "long.mp4", fps=8, keep_partial=True)
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            render(models, ["a", "b", "c"], on_step=stop_in_window_two, vae_cls=lambda v: WritingVAE(v, writer))
+        finally:
+            partial = writer.abort()
+    assert partial == tmp_path / "long_partial.mp4" and not (tmp_path / "long.mp4").exists()
+    assert read_mp4(partial)[0].shape[0] == WINDOW  # exactly the first window
+
+
+class WritingVAE(SpyVAE):
+    """Also streams each decoded window into a writer, as the CLI and the node do."""
+
+    def __init__(self, vae, writer):
+        super().__init__(vae)
+        self.writer = writer
+
+    def decode_frames(self, latent):
+        chunks = list(super().decode_frames(latent))
+        self.writer.write(torch.cat(chunks)[0 if not self.encoded[1:] else 1:])
+        return iter(chunks)
+
+
+def test_seam_report_sees_a_jump():
+    smooth = [torch.full((4, 4, 3), i / 20.0) for i in range(17)]
+    assert measure_seams(smooth, seam_frames(9, 2)).seam_ratio == pytest.approx(1.0, abs=1e-3)
+    jumpy = [f.clone() for f in smooth]
+    for f in jumpy[9:]:
+        f += 0.3
+    report = measure_seams(jumpy, seam_frames(9, 2))
+    assert report.seam_ratio > 5 and report.max_color_drift > 0.5 and "seam jump" in report.summary()
+
+
+MEMORY_SCRIPT = """
+import json, resource, sys, torch
+sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
+import test_long_video as t
+from magic141_core.demo import random_dit
+from magic141_core import tiny
+from magic141_core.vae import random_vae, tiny_vae
+models = (random_dit(tiny(), seed=1), random_vae(tiny_vae(), seed=2))
+t.render(models, ["go"] * {windows}, vae_cls=t.CoreFrameVAE)
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def peak_rss_kb(windows: int) -> int:
+    tests = Path(__file__).parent
+    script = MEMORY_SCRIPT.format(repo=str(tests.parent), tests=str(tests), windows=windows)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_memory_is_flat_in_the_number_of_windows():
+    two, six = peak_rss_kb(2), peak_rss_kb(6)
+    assert abs(six - two) / two < 0.10, f"peak RSS 2 windows {two} kB vs 6 windows {six} kB"
