@@ -65,6 +65,20 @@ def make_room(num_bytes: int):
         mm.free_memory(num_bytes, device)
 
 
+def image_folders() -> dict[str, tuple[Path, str]]:
+    """Image folders a workflow may name: sub-folders of input/ ("input/<name>") and of any folder the user
+    registered as `magic141_priors` in extra_model_paths.yaml ("priors/<name>"). -> {entry: (root, relative)}."""
+    roots = [("input", Path(folder_paths.get_input_directory()))]
+    if "magic141_priors" in folder_paths.folder_names_and_paths:
+        roots += [("priors", Path(p)) for p in folder_paths.get_folder_paths("magic141_priors")]
+    entries = {}
+    for label, root in roots:
+        if root.is_dir():
+            for sub in sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+                entries.setdefault(f"{label}/{sub}", (root, sub))
+    return entries
+
+
 def temp_dir() -> Path:
     return Path(folder_paths.get_temp_directory())
 
@@ -103,12 +117,15 @@ def step_callback(total: int, preview: bool = True):
     return callback
 
 
-def chunk_callback(total: int):
-    """A plain per-chunk progress callback (VAE chunks, windows) that honours interrupts."""
-    bar = comfy.utils.ProgressBar(total)
+def progress_callback():
+    """A `progress(done, total)` callback (indexing batches, VAE chunks) that drives a progress bar and honours
+    interrupts; the bar is created on the first call, when the total is known."""
+    bar = None
 
-    def callback(done: int):
+    def callback(done: int, total: int):
+        nonlocal bar
         check_interrupt()
+        bar = bar or comfy.utils.ProgressBar(total)
         bar.update_absolute(done, total)
 
     return callback
@@ -132,3 +149,24 @@ def metadata_enabled() -> bool:
     from comfy.cli_args import args
 
     return not args.disable_metadata
+
+
+class NativeFrameVAE:
+    """ComfyUI's native VAE as the long-video runner's `FrameVAE`: encode one frame, decode one window tiled.
+
+    The native encode returns the posterior mean (the official code samples; for HunyuanVideo's VAE the posterior
+    std is tiny), so the seed is unused here."""
+
+    def __init__(self, vae, tile: int = 256, overlap: int = 64, temporal: int = 64, temporal_overlap: int = 8):
+        self.vae, self.tiles = vae, (tile, overlap, temporal, temporal_overlap)
+
+    def encode_frame(self, image, seed):
+        return self.vae.encode(image[..., :3])[:, :, :1]
+
+    def decode_frames(self, latent):
+        tile, overlap, temporal, temporal_overlap = self.tiles
+        spatial, t_comp = self.vae.spacial_compression_decode(), self.vae.temporal_compression_decode() or 1
+        frames = self.vae.decode_tiled(latent, tile_x=tile // spatial, tile_y=tile // spatial,
+                                       overlap=overlap // spatial, tile_t=max(2, temporal // t_comp),
+                                       overlap_t=max(1, temporal_overlap // t_comp))
+        yield frames.reshape(-1, *frames.shape[-3:])  # [F, H, W, 3]

@@ -6,11 +6,12 @@ import dataclasses
 
 import torch
 
-from ..magic141_core.image import nearest_bucket, resize_center_crop, rgb
+from ..magic141_core.image import rgb
 from ..magic141_core.pipeline import latent_shape
 from ..magic141_core.text import NEGATIVE_PROMPT
 from ..magic141_core.vae import scale_latent
 from . import comfy_glue as glue
+from .common import VIDEO_SIZE, fit_start_image
 
 
 class Magic141Encode:
@@ -47,9 +48,6 @@ class Magic141Encode:
         return (conditioning,)
 
 
-RESOLUTIONS = ["540p", "720p", "custom"]
-
-
 class Magic141ImageToVideo:
     DESCRIPTION = (
         "Prepares an image-to-video clip: fits the start image to the video size (an official 540p/720p bucket "
@@ -70,23 +68,15 @@ class Magic141ImageToVideo:
                 "conditioning": ("MAGIC141_CONDITIONING", {"tooltip": "From Magic141 Encode."}),
                 "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE, models/vae)."}),
                 "start_image": ("IMAGE", {"tooltip": "Frame 0 of the video."}),
-                "resolution": (RESOLUTIONS, {"default": "540p", "tooltip": "540p/720p: the official bucket nearest "
-                                             "the image's aspect ratio. custom: width and height below."}),
-                "width": ("INT", {"default": 960, "min": 16, "max": 4096, "step": 16,
-                                  "tooltip": "Video width (custom only); a multiple of 16."}),
-                "height": ("INT", {"default": 544, "min": 16, "max": 4096, "step": 16,
-                                   "tooltip": "Video height (custom only); a multiple of 16."}),
+                **VIDEO_SIZE,
                 "length": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
                                    "tooltip": "Frames, 4k+1 (81 = the official 3.4 s at 24 fps)."}),
             },
         }
 
     def prepare(self, conditioning, vae, start_image, resolution, width, height, length):
-        image = rgb(start_image)
-        if resolution != "custom":
-            width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
-        shape = latent_shape(length, height, width, batch=image.shape[0])
-        fitted = resize_center_crop(image, width, height)
+        fitted = fit_start_image(start_image, resolution, width, height)
+        shape = latent_shape(length, fitted.shape[1], fitted.shape[2], batch=fitted.shape[0])
         latents = [vae.encode(fitted[i:i + 1]) for i in range(fitted.shape[0])]  # one still per sample
         reference = scale_latent(torch.cat(latents)[:, :, :1].float())
         if tuple(reference.shape[1:]) != (16, 1, *shape[3:]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..magic141_core.pipeline import sample_latent
 from ..magic141_core.vae import unscale_latent
 from . import comfy_glue as glue
+from .common import SAMPLING
 
 
 class Magic141Sampler:
@@ -25,17 +26,7 @@ class Magic141Sampler:
                 "conditioning": ("MAGIC141_CONDITIONING", {
                     "tooltip": "From Magic141 Image To Video (prompt, image tokens and start-image latent)."}),
                 "latent": ("LATENT", {"tooltip": "The empty video latent from Magic141 Image To Video; sets the size."}),
-                "steps": ("INT", {"default": 4, "min": 1, "max": 100,
-                                  "tooltip": "Euler steps. 4 matches the DMD2 distillation."}),
-                "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.01,
-                                    "tooltip": "Flow-matching timestep shift. The official sampler uses 5."}),
-                "guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,
-                                       "tooltip": "1.0 is the distilled default (one forward per step). Above 1 on a "
-                                                  "model without a guidance embedder, classifier-free guidance runs "
-                                                  "with the negative prompt (twice the compute)."}),
-                "seed": ("INT", {"default": 39, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": "Noise seed; the noise is drawn on the CPU so a seed gives the same "
-                                            "video on any device."}),
+                **SAMPLING,
             },
         }
 

@@ -131,14 +131,21 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     frontend's graphToPrompt does: links become [node_id, slot]; widget values map onto the widget inputs in
     declaration order, skipping the extra values the frontend stores (seed control, image upload)."""
     links = {link[0]: link for link in workflow["links"]}
+    by_id = {node["id"]: node for node in workflow["nodes"]}
+
+    def source(link):  # follow frontend-only Reroute dots back to the real output
+        while by_id[link[1]]["type"] == "Reroute":
+            link = links[by_id[link[1]]["inputs"][0]["link"]]
+        return link
+
     prompt = {}
     for node in workflow["nodes"]:
-        if node.get("mode", 0) != 0:
+        if node.get("mode", 0) != 0 or node["type"] == "Reroute":
             continue
         info = object_info.get(node["type"])
         if info is None:
             raise KeyError(f"workflow uses node type {node['type']!r}, which the server does not have")
-        linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
+        linked = {i["name"]: source(links[i["link"]]) for i in node.get("inputs", []) if i.get("link") is not None}
         values = list(node.get("widgets_values", []))
         inputs = {}
         for group in ("required", "optional"):

@@ -1,0 +1,98 @@
+"""Magic141 Long Video: a minute-long shot from one image by chaining 4-step windows, written to MP4 as it goes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..magic141_core.long_video import (
+    LongVideoSettings,
+    generate_long_video,
+    window_prompts,
+    window_seeds,
+    windows_for,
+)
+from ..magic141_core.pipeline import latent_frames
+from ..magic141_core.video_io import Mp4Writer
+from . import comfy_glue as glue
+from .common import SAMPLING, VIDEO_SIZE, fit_start_image
+
+
+class Magic141LongVideo:
+    DESCRIPTION = (
+        "Renders a long shot as a chain of windows: each window starts from the previous window's last frame "
+        "(colour-matched to the prior, re-encoded), the prior's image tokens stay the identity anchor, and the "
+        "repeated seam frame is dropped. Each window is appended to the MP4 as soon as it is done, so memory stays "
+        "flat. One prompt per line directs the windows in order (the last line repeats). If you stop the run, the "
+        "finished windows are kept as <name>_partial.mp4."
+    )
+    CATEGORY = glue.CATEGORY
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("last_window", "filename")
+    OUTPUT_TOOLTIPS = ("The frames of the last window (a preview).", "The video file, relative to the output folder.")
+    FUNCTION = "render"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MAGIC141_MODEL", {"tooltip": "From Magic141 Model Loader."}),
+                "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader."}),
+                "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
+                "prior": ("IMAGE", {"tooltip": "The image the shot starts from."}),
+                "prompts": ("STRING", {"multiline": True, "tooltip": "One prompt per line, one line per window in "
+                                       "order; the last line repeats for the remaining windows."}),
+                "duration": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 3600.0, "step": 0.1,
+                                       "tooltip": "Length in seconds, or in windows (see unit)."}),
+                "unit": (["seconds", "windows"], {"default": "seconds", "tooltip": "What duration counts."}),
+                "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4, "advanced": True,
+                                          "tooltip": "Frames per window, 4k+1; 81 is the model's native length."}),
+                **VIDEO_SIZE,
+                **SAMPLING,
+                "color_match": ("BOOLEAN", {"default": True, "tooltip": "Match each new start frame's colours "
+                                            "(L*a*b* mean/std) to the prior, against colour drift."}),
+                "noise_augmentation": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.005,
+                                                 "advanced": True, "tooltip": "Noise added to each re-encoded start "
+                                                 "latent, against compounding artefacts."}),
+                "anchor": (["prior", "new frame"], {"default": "prior", "advanced": True,
+                                                    "tooltip": "Image tokens from the original prior (identity "
+                                                               "anchor) or from each window's start frame."}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frame rate."}),
+                "quality": ("INT", {"default": 19, "min": 0, "max": 51, "tooltip": "x264 CRF: lower is better."}),
+                "filename_prefix": ("STRING", {"default": "Magic141/long", "tooltip": "Name inside the output "
+                                                                                      "folder."}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def render(self, model, encoders, vae, prior, prompts, duration, unit, window_length, resolution, width, height,
+               steps, shift, guidance, seed, color_match, noise_augmentation, anchor, fps, quality, filename_prefix,
+               prompt=None, extra_pnginfo=None):
+        latent_frames(window_length)  # validates 4k+1
+        windows = max(1, round(duration)) if unit == "windows" else windows_for(duration, fps, window_length)
+        settings = LongVideoSettings(steps=steps, shift=shift, guidance=guidance, color_match=color_match,
+                                     noise_augmentation=noise_augmentation,
+                                     anchor="prior" if anchor == "prior" else "frame")
+        start = fit_start_image(prior[:1], resolution, width, height)
+        metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
+        path, record = glue.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
+        dit = glue.load(model)
+        progress, total_steps = glue.step_callback(windows * steps), windows * steps
+        last_window = []
+
+        def write(frames):
+            writer.write(frames)
+            last_window[:] = [frames]
+
+        def on_step(window, step):
+            progress(dataclasses.replace(step, index=window * steps + step.index, total=total_steps))
+
+        with Mp4Writer(path, fps, quality, metadata if glue.metadata_enabled() else {}, keep_partial=True) as writer:
+            generate_long_video(dit, encoders, glue.NativeFrameVAE(vae), start, window_prompts(prompts, windows),
+                                window_seeds(seed, windows), window_length, write, settings, on_step=on_step)
+        name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
+        return {"ui": {"images": [record], "animated": (True,)}, "result": (last_window[0].float() / 255, name)}
+
+
+NODE_CLASS_MAPPINGS = {"Magic141LongVideo": Magic141LongVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"Magic141LongVideo": "Magic141 Long Video"}

@@ -1,0 +1,104 @@
+"""Image priors: the retrieval prior (the image nearest the prompt by CLIP) and a switch between priors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..magic141_core.priors import ClipEmbedder, ImageIndex, resolve_inside
+from . import comfy_glue as glue
+
+_EMBEDDERS: dict[str, ClipEmbedder] = {}  # one loaded CLIP per model folder, reused across runs
+
+
+def _embedder(folder: str) -> ClipEmbedder:
+    path = glue.model_entry("clip_vision", folder)
+    key = f"{path}:{path.stat().st_mtime_ns}"
+    if key not in _EMBEDDERS:
+        _EMBEDDERS.clear()
+        _EMBEDDERS[key] = ClipEmbedder(path)
+    return _EMBEDDERS[key]
+
+
+class Magic141RetrievePrior:
+    DESCRIPTION = (
+        "Picks the start image by retrieval: the image in a folder whose CLIP embedding is nearest the prompt (the "
+        "Magic141 paper's retrieval prior). The folder is indexed once and re-indexed only where files changed. "
+        "Step through the candidates with 'pick'."
+    )
+    CATEGORY = glue.CATEGORY
+    RETURN_TYPES = ("IMAGE", "STRING", "FLOAT")
+    RETURN_NAMES = ("image", "filename", "score")
+    OUTPUT_TOOLTIPS = ("The retrieved image.", "Its path inside the folder.", "Cosine similarity to the prompt.")
+    FUNCTION = "retrieve"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip_model": (glue.model_folders("clip_vision"), {
+                    "tooltip": "A Hugging Face CLIP model folder (e.g. clip-vit-large-patch14) in models/clip_vision."}),
+                "prompt": ("STRING", {"multiline": True, "tooltip": "What the start image should show."}),
+                "folder": (list(glue.image_folders()), {
+                    "tooltip": "A sub-folder of ComfyUI's input folder (or of a magic141_priors folder set in "
+                               "extra_model_paths.yaml) holding the candidate images."}),
+                "k": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "How many best matches to rank."}),
+                "pick": ("INT", {"default": 0, "min": 0, "max": 255,
+                                 "tooltip": "Which of the ranked matches to use: 0 is the best."}),
+            },
+        }
+
+    def retrieve(self, clip_model, prompt, folder, k, pick):
+        if not prompt.strip():
+            raise ValueError("the prompt is empty; describe the image to retrieve")
+        if folder not in glue.image_folders():
+            raise ValueError(f"unknown image folder {folder!r}; put images in a sub-folder of ComfyUI's input folder")
+        root, relative = glue.image_folders()[folder]
+        images = resolve_inside(root, relative)
+        embedder = _embedder(clip_model)
+        index = ImageIndex(images)
+        index.update(embedder, progress=glue.progress_callback())
+        matches = index.query(embedder.embed_text([prompt])[0], k)
+        if pick >= len(matches):
+            raise ValueError(f"pick {pick} is past the {len(matches)} matches found; use 0..{len(matches) - 1}")
+        match = matches[pick]
+        with Image.open(match.path) as image:
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
+        return (pixels, match.path.relative_to(images).as_posix(), match.score)
+
+
+PRIORS = ("generated", "retrieved", "uploaded")
+
+
+class Magic141PriorSwitch:
+    DESCRIPTION = (
+        "Chooses the prior image from up to three sources with one click. Inputs are lazy: only the chosen branch "
+        "runs, and switching re-runs only the nodes after this one (the encoders' cache makes a repeated image free)."
+    )
+    CATEGORY = glue.CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The chosen prior image.",)
+    FUNCTION = "switch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        image = ("IMAGE", {"lazy": True, "tooltip": "A prior image source (optional)."})
+        return {
+            "required": {"use": (list(PRIORS), {"default": "generated", "tooltip": "Which input becomes the prior."})},
+            "optional": dict.fromkeys(PRIORS, image),
+        }
+
+    def check_lazy_status(self, use, **inputs):
+        return [use] if inputs.get(use) is None else []
+
+    def switch(self, use, **inputs):
+        if inputs.get(use) is None:
+            raise ValueError(f"the '{use}' input is not connected; connect an image to it or choose another prior")
+        return (inputs[use],)
+
+
+NODE_CLASS_MAPPINGS = {"Magic141RetrievePrior": Magic141RetrievePrior, "Magic141PriorSwitch": Magic141PriorSwitch}
+NODE_DISPLAY_NAME_MAPPINGS = {"Magic141RetrievePrior": "Magic141 Retrieve Prior",
+                              "Magic141PriorSwitch": "Magic141 Prior Switch"}

@@ -1,0 +1,180 @@
+"""Write example_workflows/*.json (ComfyUI UI format, shown as templates) from compact graph descriptions.
+
+Run after changing a node's inputs:  python scripts/build_workflows.py
+The server tests load these files, convert them to API prompts and run them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from magic141_core.demo import DEMO_FILES  # noqa: E402
+from magic141_core.text import NEGATIVE_PROMPT  # noqa: E402
+
+OUT = REPO / "example_workflows"
+DEMO = {role: name for role, (_, name) in DEMO_FILES.items()}
+
+# node type -> output (name, type) list, in slot order
+OUTPUTS = {
+    "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
+    "VAELoader": [("VAE", "VAE")],
+    "VAEDecodeTiled": [("IMAGE", "IMAGE")],
+    "CheckpointLoaderSimple": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+    "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
+    "EmptyLatentImage": [("LATENT", "LATENT")],
+    "KSampler": [("LATENT", "LATENT")],
+    "VAEDecode": [("IMAGE", "IMAGE")],
+    "Magic141ModelLoader": [("MAGIC141_MODEL", "MAGIC141_MODEL")],
+    "Magic141EncoderLoader": [("MAGIC141_ENCODERS", "MAGIC141_ENCODERS")],
+    "Magic141Encode": [("MAGIC141_CONDITIONING", "MAGIC141_CONDITIONING")],
+    "Magic141ImageToVideo": [("conditioning", "MAGIC141_CONDITIONING"), ("latent", "LATENT"),
+                             ("start_image", "IMAGE")],
+    "Magic141Sampler": [("LATENT", "LATENT")],
+    "Magic141SaveMP4": [("IMAGE", "IMAGE")],
+    "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT")],
+    "Magic141PriorSwitch": [("IMAGE", "IMAGE")],
+    "Magic141LongVideo": [("IMAGE", "IMAGE"), ("filename", "STRING")],
+    "Reroute": [("", "IMAGE")],  # the frontend's pass-through dot: one link to re-wire to swap the prior
+}
+INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP", "positive": "CONDITIONING",
+               "negative": "CONDITIONING", "latent_image": "LATENT", "samples": "LATENT", "images": "IMAGE",
+               "encoders": "MAGIC141_ENCODERS", "conditioning": "MAGIC141_CONDITIONING", "start_image": "IMAGE",
+               "latent": "LATENT", "generated": "IMAGE", "retrieved": "IMAGE", "uploaded": "IMAGE"}
+MAGIC_MODEL_INPUTS = {"Magic141Sampler": "MAGIC141_MODEL", "Magic141LongVideo": "MAGIC141_MODEL"}
+
+
+def graph(nodes: list[dict], note: str) -> dict:
+    """nodes: {id, type, pos, widgets, inputs: {name: (source id, slot)}} -> a UI-format workflow."""
+    links, out_links = [], {}
+    ui_nodes = []
+    for order, node in enumerate(nodes):
+        inputs = []
+        for name, (source, slot) in node.get("inputs", {}).items():
+            link_id = len(links) + 1
+            kind = MAGIC_MODEL_INPUTS.get(node["type"]) if name == "model" else None
+            kind = kind or OUTPUTS[next(n["type"] for n in nodes if n["id"] == source)][slot][1]
+            kind = "*" if node["type"] == "Reroute" else kind
+            links.append([link_id, source, slot, node["id"], len(inputs), kind])
+            out_links.setdefault((source, slot), []).append(link_id)
+            inputs.append({"name": name, "type": kind, "link": link_id})
+        properties = ({"showOutputText": False, "horizontal": False} if node["type"] == "Reroute"
+                      else {"Node name for S&R": node["type"]})
+        ui_nodes.append({"id": node["id"], "type": node["type"], "pos": node["pos"], "size": node.get("size", [320, 140]),
+                         "flags": {}, "order": order, "mode": 0, "inputs": inputs, "properties": properties,
+                         "widgets_values": node.get("widgets", []), "_outputs": OUTPUTS[node["type"]]})
+    for node in ui_nodes:
+        node["outputs"] = [{"name": name, "type": kind, "links": out_links.get((node["id"], slot), []),
+                            "slot_index": slot} for slot, (name, kind) in enumerate(node.pop("_outputs"))]
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"magic141_note": note}, "version": 0.4}
+
+
+def video_tail(first_id: int, image_source, x: int) -> list[dict]:
+    """Loaders + encode + image-to-video + sampler + decode + save, fed by the prior image `image_source`."""
+    i = first_id
+    return [
+        {"id": i, "type": "VAELoader", "pos": [x, 520], "widgets": [DEMO["vae"]]},
+        {"id": i + 1, "type": "Magic141ModelLoader", "pos": [x, 660], "widgets": [DEMO["dit"], "bf16", False]},
+        {"id": i + 2, "type": "Magic141EncoderLoader", "pos": [x, 800], "size": [360, 160],
+         "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto"]},
+        {"id": i + 3, "type": "Magic141Encode", "pos": [x + 400, 60], "size": [400, 220],
+         "inputs": {"encoders": (i + 2, 0), "image": image_source},
+         "widgets": ["The camera slowly pushes in; leaves sway in a light breeze; soft natural light.",
+                     NEGATIVE_PROMPT]},
+        {"id": i + 4, "type": "Magic141ImageToVideo", "pos": [x + 400, 320], "size": [340, 200],
+         "inputs": {"conditioning": (i + 3, 0), "vae": (i, 0), "start_image": image_source},
+         "widgets": ["540p", 960, 544, 81]},
+        {"id": i + 5, "type": "Magic141Sampler", "pos": [x + 820, 60], "size": [320, 200],
+         "inputs": {"model": (i + 1, 0), "conditioning": (i + 4, 0), "latent": (i + 4, 1)},
+         "widgets": [4, 5.0, 1.0, 39, "fixed"]},
+        {"id": i + 6, "type": "VAEDecodeTiled", "pos": [x + 820, 300], "size": [320, 150],
+         "inputs": {"samples": (i + 5, 0), "vae": (i, 0)}, "widgets": [256, 64, 64, 8]},
+        {"id": i + 7, "type": "Magic141SaveMP4", "pos": [x + 1180, 60], "size": [400, 420],
+         "inputs": {"images": (i + 6, 0)}, "widgets": [24.0, 19, "Magic141/clip"]},
+    ]
+
+
+def image_to_video() -> dict:
+    nodes = [{"id": 1, "type": "LoadImage", "pos": [40, 60], "size": [320, 420], "widgets": ["example.png", "image"]}]
+    return graph(nodes + video_tail(2, (1, 0), 40),
+                 "Image to video: Load Image is the prior. Magic141 runs 4 steps at guidance 1.0 (distilled).")
+
+
+def text_to_image_branch(prompt: str) -> list[dict]:
+    """Native text to image: checkpoint, prompts, KSampler, VAE Decode (node 6 gives the IMAGE)."""
+    return [
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [-820, 60], "widgets": ["sd15_image_model.safetensors"]},
+        {"id": 2, "type": "CLIPTextEncode", "pos": [-460, 60], "size": [380, 160], "inputs": {"clip": (1, 1)},
+         "widgets": [prompt]},
+        {"id": 3, "type": "CLIPTextEncode", "pos": [-460, 260], "size": [380, 120], "inputs": {"clip": (1, 1)},
+         "widgets": ["blurry, low quality"]},
+        {"id": 4, "type": "EmptyLatentImage", "pos": [-460, 420], "widgets": [960, 544, 1]},
+        {"id": 5, "type": "KSampler", "pos": [-40, 60], "size": [320, 260],
+         "inputs": {"model": (1, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)},
+         "widgets": [7, "fixed", 20, 7.0, "euler", "normal", 1.0]},
+        {"id": 6, "type": "VAEDecode", "pos": [-40, 360], "inputs": {"samples": (5, 0), "vae": (1, 2)}},
+    ]
+
+
+def retrieval_node(node_id: int, pos: list[int]) -> dict:
+    return {"id": node_id, "type": "Magic141RetrievePrior", "pos": pos, "size": [340, 260],
+            "widgets": [DEMO["retrieval_clip"] + "/", "a quiet harbour at dawn with fishing boats",
+                        "input/magic141_priors", 8, 0]}
+
+
+def text_to_image_to_video() -> dict:
+    nodes = text_to_image_branch("a lighthouse on a cliff above a stormy sea, golden hour, detailed photograph")
+    nodes.append({"id": 15, "type": "Reroute", "pos": [300, 380], "size": [75, 26], "inputs": {"": (6, 0)}})
+    return graph(nodes + video_tail(7, (15, 0), 360),
+                 "Text to image to video: a native image model makes the prior. To start from your own picture "
+                 "instead, connect a Load Image node to the reroute dot (one link).")
+
+
+def retrieval_prior_to_video() -> dict:
+    nodes = [retrieval_node(1, [40, 60]),
+             {"id": 15, "type": "Reroute", "pos": [300, 380], "size": [75, 26], "inputs": {"": (1, 0)}}]
+    return graph(nodes + video_tail(2, (15, 0), 40),
+                 "Retrieval prior: the image in input/magic141_priors nearest the prompt by CLIP starts the video. "
+                 "Raise 'pick' to step through the next best matches.")
+
+
+def prior_switch_to_video() -> dict:
+    nodes = text_to_image_branch("a quiet harbour at dawn with fishing boats, detailed photograph") + [
+        retrieval_node(16, [-460, 600]),
+        {"id": 17, "type": "LoadImage", "pos": [-40, 600], "size": [320, 380], "widgets": ["example.png", "image"]},
+        {"id": 18, "type": "Magic141PriorSwitch", "pos": [300, 380], "size": [260, 120],
+         "inputs": {"generated": (6, 0), "retrieved": (16, 0), "uploaded": (17, 0)}, "widgets": ["generated"]},
+    ]
+    return graph(nodes + video_tail(7, (18, 0), 600),
+                 "Three priors, one click: a generated image (native text to image), a retrieved one, or your own. "
+                 "Only the chosen branch runs; switching re-runs only the video part.")
+
+
+def long_video() -> dict:
+    nodes = [
+        {"id": 1, "type": "LoadImage", "pos": [40, 60], "size": [320, 420], "widgets": ["example.png", "image"]},
+        {"id": 2, "type": "VAELoader", "pos": [40, 520], "widgets": [DEMO["vae"]]},
+        {"id": 3, "type": "Magic141ModelLoader", "pos": [40, 660], "widgets": [DEMO["dit"], "bf16", False]},
+        {"id": 4, "type": "Magic141EncoderLoader", "pos": [40, 800], "size": [360, 160],
+         "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto"]},
+        {"id": 5, "type": "Magic141LongVideo", "pos": [440, 60], "size": [420, 760],
+         "inputs": {"model": (3, 0), "encoders": (4, 0), "vae": (2, 0), "prior": (1, 0)},
+         "widgets": ["The camera glides forward along the path.\nThe camera rises above the trees.\n"
+                     "The camera turns towards the sunset.", 60.0, "seconds", 81, "540p", 960, 544,
+                     4, 5.0, 1.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/long"]},
+    ]
+    return graph(nodes, "A minute-long shot: 4-step windows chained from the image, one prompt per line directs "
+                        "the windows. The MP4 grows window by window; a stopped run keeps <name>_partial.mp4.")
+
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    for name, build in {"image_to_video": image_to_video, "text_to_image_to_video": text_to_image_to_video,
+                        "retrieval_prior_to_video": retrieval_prior_to_video,
+                        "prior_switch_to_video": prior_switch_to_video, "long_video": long_video}.items():
+        (OUT / f"{name}.json").write_text(json.dumps(build(), indent=1) + "\n")
+        print(f"wrote example_workflows/{name}.json")

@@ -1,0 +1,244 @@
+"""The pack on a real upstream ComfyUI server: node registry, example workflows end to end, progress, interrupt,
+caching, and the errors an artist sees. Models are the built-in demo files (real formats, random weights); the
+video size is reduced to CPU scale in the prompt, everything else is the shipped workflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+from comfy_server import ComfyServer, ui_to_api
+from comfyui_env import COMFYUI, REPO
+from PIL import Image
+
+from magic141_core.demo import DEMO_FILES, write_demo_models
+from magic141_core.video_io import read_mp4, read_mp4_metadata
+
+CPU_SIZE = {"resolution": "custom", "width": 64, "height": 48, "length": 9}  # 9 frames of 64x48
+OUR_NODES = {"Magic141ModelLoader", "Magic141EncoderLoader", "Magic141Encode", "Magic141ImageToVideo",
+             "Magic141Sampler", "Magic141SaveMP4", "Magic141LongVideo", "Magic141RetrievePrior", "Magic141PriorSwitch"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, comfy_base):
+    from tiny_sd15 import write_sd15_checkpoint
+
+    base = tmp_path_factory.mktemp("comfy_server")
+    tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
+    write_demo_models(base / "models", *tokenizers)
+    write_sd15_checkpoint(base / "models" / "checkpoints" / "sd15_image_model.safetensors")
+    (base / "input" / "magic141_priors").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("example.png", "other.png", "magic141_priors/a.png", "magic141_priors/b.jpg"):
+        Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(base / "input" / name)
+    srv = ComfyServer(base)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info")
+
+
+def workflow(name: str) -> dict:
+    return json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+
+
+def api_prompt(server, object_info, name: str, **overrides) -> tuple[dict, dict]:
+    """The example workflow as an API prompt, with `overrides` {class_type: {input: value}} applied."""
+    ui = workflow(name)
+    prompt = ui_to_api(ui, object_info)
+    for node in prompt.values():
+        node["inputs"].update(overrides.get(node["class_type"], {}))
+    return prompt, ui
+
+
+def node_id(prompt: dict, class_type: str) -> str:
+    return next(k for k, v in prompt.items() if v["class_type"] == class_type)
+
+
+def outputs_mp4(server, history: dict) -> list:
+    files = []
+    for out in history["outputs"].values():
+        for record in out.get("images", []):
+            if record["filename"].endswith(".mp4"):
+                files.append(server.base / "output" / record["subfolder"] / record["filename"])
+    return files
+
+
+def mp4s_on_disk(server) -> set:
+    return {p.relative_to(server.base) for p in (server.base / "output").rglob("*.mp4")}
+
+
+def test_object_info_lists_every_node_with_typed_inputs(server, object_info):
+    assert OUR_NODES <= set(object_info)
+    sampler = object_info["Magic141Sampler"]
+    assert sampler["category"] == "Magic141" and sampler["display_name"] == "Magic141 Sampler"
+    assert sampler["input"]["required"]["model"][0] == "MAGIC141_MODEL"
+    assert sampler["output"] == ["LATENT"]
+    loader = object_info["Magic141ModelLoader"]["input"]["required"]["model_name"][0]
+    assert DEMO_FILES["dit"][1] in loader
+    templates = server.get("/api/workflow_templates")
+    assert {"image_to_video", "text_to_image_to_video", "retrieval_prior_to_video", "prior_switch_to_video",
+            "long_video"} <= set(templates["Magic141"])
+
+
+def test_every_example_workflow_uses_only_known_nodes(object_info):
+    for path in sorted((REPO / "example_workflows").glob("*.json")):
+        types = {n["type"] for n in json.loads(path.read_text())["nodes"]} - {"Reroute"}  # a frontend-only dot
+        assert types <= set(object_info), f"{path.name} uses unknown nodes {types - set(object_info)}"
+
+
+def test_image_to_video_workflow_runs_end_to_end(server, object_info):
+    prompt, ui = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=CPU_SIZE)
+    before = mp4s_on_disk(server)
+    pid = server.queue(prompt, extra_pnginfo={"workflow": ui})
+    history = server.wait(pid)
+    assert history["status"]["status_str"] == "success", history["status"]
+    (video,) = outputs_mp4(server, history)
+    frames, fps = read_mp4(video)
+    assert frames.shape == (9, 48, 64, 3) and fps == 24.0
+    assert json.loads(read_mp4_metadata(video)["workflow"]) == ui
+    assert mp4s_on_disk(server) - before == {video.relative_to(server.base)}
+
+    sampler = node_id(prompt, "Magic141Sampler")
+    progress = [m["data"] for m in server.messages_for(pid, "progress") if m["data"]["node"] == sampler]
+    assert [p["value"] for p in progress] == [1, 2, 3, 4] and progress[-1]["max"] == 4
+
+
+def test_text_to_image_to_video_workflow_runs_end_to_end(server, object_info):
+    prompt, ui = api_prompt(server, object_info, "text_to_image_to_video", Magic141ImageToVideo=CPU_SIZE,
+                            EmptyLatentImage={"width": 64, "height": 48}, KSampler={"steps": 2})
+    encode, ksampler_decode = node_id(prompt, "Magic141Encode"), node_id(prompt, "VAEDecode")
+    assert prompt[encode]["inputs"]["image"] == [ksampler_decode, 0]  # the prior comes through the reroute dot
+    history = server.wait(server.queue(prompt, extra_pnginfo={"workflow": ui}))
+    assert history["status"]["status_str"] == "success", history["status"]
+    (video,) = outputs_mp4(server, history)
+    assert read_mp4(video)[0].shape == (9, 48, 64, 3)
+
+
+def test_retrieval_prior_workflow_runs_end_to_end(server, object_info):
+    prompt, _ = api_prompt(server, object_info, "retrieval_prior_to_video", Magic141ImageToVideo=CPU_SIZE,
+                           Magic141SaveMP4={"filename_prefix": "Magic141/retrieved"})
+    pid = server.queue(prompt)
+    history = server.wait(pid)
+    assert history["status"]["status_str"] == "success", history["status"]
+    assert read_mp4(outputs_mp4(server, history)[0])[0].shape == (9, 48, 64, 3)
+    assert (server.base / "input" / "magic141_priors" / ".magic141_index.safetensors").is_file()
+
+
+def test_prior_switch_runs_only_the_chosen_branch_and_switching_reruns_only_downstream(server, object_info):
+    uploaded, _ = api_prompt(server, object_info, "prior_switch_to_video", Magic141ImageToVideo=CPU_SIZE,
+                             Magic141PriorSwitch={"use": "uploaded"}, EmptyLatentImage={"width": 64, "height": 48},
+                             KSampler={"steps": 2}, Magic141SaveMP4={"filename_prefix": "Magic141/switch"})
+    pid = server.queue(uploaded)
+    assert server.wait(pid)["status"]["status_str"] == "success"
+    executed = {m["data"]["node"] for m in server.messages_for(pid, "executing") if m["data"]["node"]}
+    assert node_id(uploaded, "KSampler") not in executed  # lazy: the generated branch never ran
+    assert node_id(uploaded, "Magic141RetrievePrior") not in executed
+
+    retrieved = json.loads(json.dumps(uploaded))
+    retrieved[node_id(retrieved, "Magic141PriorSwitch")]["inputs"]["use"] = "retrieved"
+    pid = server.queue(retrieved)
+    assert server.wait(pid)["status"]["status_str"] == "success"
+    executed = {m["data"]["node"] for m in server.messages_for(pid, "executing") if m["data"]["node"]}
+    cached = set(server.messages_for(pid, "execution_cached")[0]["data"]["nodes"])
+    loaders = {node_id(retrieved, t) for t in ("VAELoader", "Magic141ModelLoader", "Magic141EncoderLoader",
+                                               "LoadImage")}
+    assert not (loaders & executed) and node_id(retrieved, "KSampler") not in executed
+    assert node_id(retrieved, "Magic141RetrievePrior") in executed | cached  # (cached: an earlier test ran it)
+    assert {node_id(retrieved, t) for t in ("Magic141PriorSwitch", "Magic141Encode", "Magic141Sampler")} <= executed
+
+
+def test_long_video_workflow_writes_the_chained_windows(server, object_info):
+    prompt, ui = api_prompt(server, object_info, "long_video", Magic141LongVideo={
+        "resolution": "custom", "width": 64, "height": 48, "duration": 3, "unit": "windows", "window_length": 5,
+        "filename_prefix": "Magic141/long_test"})
+    pid = server.queue(prompt, extra_pnginfo={"workflow": ui})
+    history = server.wait(pid)
+    assert history["status"]["status_str"] == "success", history["status"]
+    (video,) = outputs_mp4(server, history)
+    assert read_mp4(video)[0].shape == (3 * 4 + 1, 48, 64, 3)
+    node = node_id(prompt, "Magic141LongVideo")
+    progress = [m["data"]["value"] for m in server.messages_for(pid, "progress") if m["data"]["node"] == node]
+    assert progress[-1] == 3 * 4  # windows x steps
+
+
+def test_changing_only_the_prior_image_reruns_only_downstream_nodes(server, object_info):
+    first, _ = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=CPU_SIZE,
+                          Magic141SaveMP4={"filename_prefix": "Magic141/cache_a"})
+    server.wait(server.queue(first))
+    second, _ = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=CPU_SIZE,
+                           Magic141SaveMP4={"filename_prefix": "Magic141/cache_a"}, LoadImage={"image": "other.png"})
+    pid = server.queue(second)
+    history = server.wait(pid)
+    assert history["status"]["status_str"] == "success"
+    cached = set(server.messages_for(pid, "execution_cached")[0]["data"]["nodes"])
+    loaders = {node_id(second, t) for t in ("VAELoader", "Magic141ModelLoader", "Magic141EncoderLoader")}
+    assert loaders <= cached
+    executed = {m["data"]["node"] for m in server.messages_for(pid, "executing") if m["data"]["node"]}
+    downstream = {node_id(second, t) for t in ("LoadImage", "Magic141Encode", "Magic141ImageToVideo",
+                                               "Magic141Sampler", "VAEDecodeTiled", "Magic141SaveMP4")}
+    assert downstream <= executed and not (loaders & executed)
+
+
+def test_interrupt_leaves_no_partial_file_and_the_next_prompt_runs(server, object_info):
+    slow, _ = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=CPU_SIZE,
+                         Magic141Sampler={"steps": 60, "seed": 5}, Magic141SaveMP4={"filename_prefix": "interrupted"})
+    before = mp4s_on_disk(server)
+    pid = server.queue(slow)
+    sampler = node_id(slow, "Magic141Sampler")
+    deadline = time.time() + 300
+    while not any(m["data"]["node"] == sampler for m in server.messages_for(pid, "progress")):
+        assert time.time() < deadline, "the sampler never reported progress"
+        time.sleep(0.05)
+    server.post("/interrupt", {})
+    history = server.wait(pid)
+    assert history["status"]["status_str"] == "error"
+    assert server.messages_for(pid, "execution_interrupted")
+    assert mp4s_on_disk(server) == before
+    assert not list((server.base / "output").rglob("*partial*"))
+    after, _ = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=CPU_SIZE,
+                          Magic141SaveMP4={"filename_prefix": "after_interrupt"})
+    assert server.wait(server.queue(after))["status"]["status_str"] == "success"
+
+
+def error_of(server, prompt) -> str:
+    history = server.wait(server.queue(prompt))
+    assert history["status"]["status_str"] == "error"
+    (error,) = [m for m in history["status"]["messages"] if m[0] == "execution_error"]
+    return error[1]["exception_message"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"Magic141ImageToVideo": {**CPU_SIZE, "length": 8}}, "length must be 4k\\+1 frames, got 8; use 5 or 9"),
+    ({"Magic141ImageToVideo": {**CPU_SIZE, "width": 72}}, "width must be a positive multiple of 16, got 72"),
+])
+def test_bad_values_get_actionable_errors(server, object_info, overrides, message):
+    prompt, _ = api_prompt(server, object_info, "image_to_video", **overrides)
+    import re
+
+    assert re.search(message, error_of(server, prompt))
+
+
+def test_a_vae_file_chosen_as_the_model_is_named(server, object_info):
+    folder, name = DEMO_FILES["vae"]
+    shutil.copy(server.base / "models" / folder / name, server.base / "models" / "diffusion_models" / "oops_vae.safetensors")
+    prompt, _ = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=CPU_SIZE,
+                           Magic141ModelLoader={"model_name": "oops_vae.safetensors"})
+    assert "oops_vae.safetensors is not a Magic141 / HunyuanVideo transformer: it looks like a VAE" in \
+        error_of(server, prompt)
+
+
+def test_wrong_wiring_is_rejected_before_running(server, object_info):
+    prompt, _ = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=CPU_SIZE)
+    sampler, loader = node_id(prompt, "Magic141Sampler"), node_id(prompt, "VAELoader")
+    prompt[sampler]["inputs"]["latent"] = [loader, 0]  # a VAE where the sampler wants a LATENT
+    status, body = server.post("/prompt", {"prompt": prompt, "client_id": server.client_id})
+    assert status == 400
+    errors = body["node_errors"][sampler]["errors"]
+    assert errors[0]["type"] == "return_type_mismatch" and "LATENT" in errors[0]["details"]
