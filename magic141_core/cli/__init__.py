@@ -1,0 +1,107 @@
+"""`python -m magic141_core`: generate, long, quantize, index, retrieve, bench. Errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .commands import cmd_bench, cmd_generate, cmd_index, cmd_long, cmd_quantize, cmd_retrieve
+from .models import add_model_args
+
+log = logging.getLogger("magic141")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (and where to look) instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _video_args(p: argparse.ArgumentParser, default_out: str):
+    p.add_argument("--image", type=Path, required=True, help="the start image (the prior)")
+    p.add_argument("--out", type=Path, default=Path(default_out), help="MP4 to write (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=81, help="frames per clip / window, 4k+1 (default: %(default)s)")
+    p.add_argument("--resolution", default="540p", help="540p, 720p (official buckets) or WIDTHxHEIGHT")
+    p.add_argument("--steps", type=int, default=4, help="default: %(default)s (the distilled count)")
+    p.add_argument("--shift", type=float, default=5.0, help="default: %(default)s")
+    p.add_argument("--guidance", type=float, default=1.0, help="default: %(default)s (distilled; >1 runs CFG)")
+    p.add_argument("--seed", type=int, default=39, help="default: %(default)s")
+    p.add_argument("--fps", type=float, default=24.0, help="default: %(default)s")
+    p.add_argument("--crf", type=int, default=19, help="x264 quality, lower is better (default: %(default)s)")
+    p.add_argument("--no-color-match", action="store_true", help="long videos: no colour matching at seams")
+    p.add_argument("--noise-augmentation", type=float, default=0.02, help="long videos: default %(default)s")
+    add_model_args(p)
+
+
+def _index_args(p: argparse.ArgumentParser):
+    p.add_argument("--folder", type=Path, required=True, help="the image folder")
+    p.add_argument("--clip", type=Path, required=True, help="a Hugging Face CLIPModel folder (local)")
+    p.add_argument("--index", type=Path, help="index file (default: FOLDER/.magic141_index.safetensors)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per CLIP batch (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="default: %(default)s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m magic141_core", description="Magic141 (Magic 1-For-1) "
+                                     "image-to-video from the command line. Nothing is downloaded.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("generate", help="image + prompt -> MP4 (one clip)", description="One clip from an image.")
+    p.add_argument("--prompt", required=True, help="what happens in the clip")
+    _video_args(p, "magic141.mp4")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("long", help="image + prompts -> a long MP4 (chained windows)",
+                       description="A long video by chaining windows; one prompt per line directs them in order.")
+    p.add_argument("--prompts", required=True, help="prompts, one per line (or @FILE)")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--seconds", type=float, help="duration in seconds")
+    length.add_argument("--windows", type=int, help="number of windows")
+    p.add_argument("--report", action="store_true", help="print the seam and colour-drift report afterwards")
+    _video_args(p, "magic141_long.mp4")
+    p.set_defaults(func=cmd_long)
+
+    p = sub.add_parser("quantize", help="write an int8 (optimum-quanto) transformer checkpoint",
+                       description="Quantize a transformer to int8 weights and save it pre-quantized.")
+    p.add_argument("--dit", type=Path, required=True, help="the float checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="the int8 .safetensors to write")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("index", help="index an image folder for the retrieval prior",
+                       description="Embed an image folder with CLIP (only new or changed files).")
+    _index_args(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("retrieve", help="the images nearest a prompt", description="Top-k images for a prompt.")
+    _index_args(p)
+    p.add_argument("--prompt", required=True, help="what the image should show")
+    p.add_argument("--k", type=int, default=5, help="default: %(default)s")
+    p.set_defaults(func=cmd_retrieve)
+
+    p = sub.add_parser("bench", help="run the benchmarks and print one table of ratios",
+                       description="Runs every script in benchmarks/ and prints their ratios.")
+    p.add_argument("--quick", action="store_true", help="small configurations (minutes, not tens of minutes)")
+    p.add_argument("--json", type=Path, help="also write the table as JSON")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        message = " ".join(str(e).split())
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
