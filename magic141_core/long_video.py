@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 
 from .color import match_color
+from .errors import oom_advice
 from .pipeline import latent_shape, sample_latent
 from .sampling import Step
 from .vae import scale_latent, unscale_latent
@@ -127,7 +128,8 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
                                guidance=settings.guidance, seed=seed,
                                callback=None if on_step is None else (lambda step, k=k: on_step(k, step)))
         # the whole window as uint8 (a quarter of float32), then written at once: a stop never splits a window
-        frames = torch.cat([to_uint8(chunk) for chunk in vae.decode_frames(unscale_latent(latent))])
+        with oom_advice(f"decoding window {k + 1}"):
+            frames = torch.cat([to_uint8(chunk) for chunk in vae.decode_frames(unscale_latent(latent))])
         frames = frames[0 if k == 0 else 1:]  # drop the seam frame duplicated from the last window
         write(frames)
         written += len(frames)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from .conditioning import Conditioning, TextConditioning
+from .errors import oom_advice
 from .config import LATENT_CHANNELS
 from .sampling import NUM_TRAIN_TIMESTEPS, Step, euler_sample, flow_sigmas, make_noise
 
@@ -114,5 +115,5 @@ def sample_latent(
         )
     velocity = GuidedVelocity(model, cond, guidance)
     noise = make_noise(shape, seed).to(_device_of(model))
-    with torch.inference_mode():
+    with oom_advice(f"sampling a {shape[2]}-latent-frame {shape[3] * 8}x{shape[4] * 8} clip"), torch.inference_mode():
         return euler_sample(velocity, noise, flow_sigmas(steps, shift).to(noise.device), callback)

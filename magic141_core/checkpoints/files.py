@@ -138,8 +138,9 @@ def _torch_load(path: Path) -> dict:
             f"refused to load {path.name}: it contains pickled Python objects other than tensors, which could run "
             f"code ({str(e).splitlines()[0]}). Use a .safetensors file, or re-save the weights as plain tensors."
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path.name} cannot be read ({e}); it may be truncated or corrupt") from None
+    except Exception as e:  # anything else the (weights-only) unpickler trips on means a damaged file
+        raise CheckpointError(f"{path.name} cannot be read ({type(e).__name__}: {str(e)[:200]}); it may be "
+                              "truncated or corrupt") from None
     return unwrap(obj, path.name)
 
 

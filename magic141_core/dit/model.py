@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import LATENT_CHANNELS, DiTConfig
 from ..device import compute_dtype_for
-from .attention import rope_table, text_key_mask
+from .attention import rope_table, sequence_shard, text_key_mask
 from .blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock
 from .layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
 from .refiner import TokenRefiner
@@ -28,7 +28,8 @@ class Magic141DiT(nn.Module):
 
     `apply_text_guidance`: Magic141's `text_guidance_in` exists in its checkpoint but the official forward never
     uses it (model.md); set this to True only for a checkpoint trained to use it. HunyuanVideo's `guidance_in` is
-    always applied. `compute_dtype`: None picks the dtype per device (`device.compute_dtype_for`).
+    always applied. `compute_dtype`: None picks the dtype per device (`device.compute_dtype_for`). `parallel`: a
+    `parallel.SequenceParallel` (set by its `attach`) splits the video tokens across ranks; None on one process.
     """
 
     def __init__(self, config: DiTConfig):
@@ -36,6 +37,7 @@ class Magic141DiT(nn.Module):
         self.config = config
         self.apply_text_guidance = False
         self.compute_dtype: torch.dtype | None = None
+        self.parallel = None
         d = config.hidden_size
         self.img_in = PatchEmbed(config.patch_size, config.in_channels, d)
         self.txt_in = TokenRefiner(config.text_dim, d, config.num_heads, config.refiner_blocks, config.mlp_ratio)
@@ -108,16 +110,24 @@ class Magic141DiT(nn.Module):
         img_len = img.shape[1]
         key_mask = text_key_mask(num_valid, img_len, txt_len)  # [B, 1, 1, Li + Lt] or None
         rope = rope_table(grid, txt_len, cfg.rope_axes, cfg.rope_theta, x.device)
+        shard = None
+        if self.parallel is not None:  # sequence parallel: this rank keeps 1/N of the video tokens (parallel.py)
+            shard = self.parallel.shard(img_len, txt_len, cfg.num_heads)
+            img, rope, key_mask = shard.split(img), shard.split_rope(rope), shard.key_mask(num_valid)
+            img_len = img.shape[1]  # [B, Li/N, D]; the RoPE rows are this rank's, the key mask spans all tokens
 
         # 4. Dual-stream blocks, then single-stream blocks on the joint sequence
-        for block in self.double_blocks:
-            img, txt = block(img, txt, vec, rope, key_mask)
-        joint = torch.cat([img, txt], dim=1)  # [B, Li + Lt, D]
-        for block in self.single_blocks:
-            joint = block(joint, vec, rope, key_mask)
+        with sequence_shard(shard):  # under sequence parallel, attention() runs the Ulysses all-to-alls
+            for block in self.double_blocks:
+                img, txt = block(img, txt, vec, rope, key_mask)
+            joint = torch.cat([img, txt], dim=1)  # [B, Li + Lt, D]
+            for block in self.single_blocks:
+                joint = block(joint, vec, rope, key_mask)
 
         # 5. Output projection and unpatchify
         out = self.final_layer(joint[:, :img_len], vec)  # [B, Li, pt*ph*pw*16]
+        if shard is not None:
+            out = shard.gather(out)  # every rank's tokens, on every rank: [B, Li, pt*ph*pw*16]
         pt, ph, pw = cfg.patch_size
         return rearrange(
             out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)", t=grid[0], h=grid[1], pt=pt, ph=ph, pw=pw
@@ -128,6 +138,9 @@ class Magic141DiT(nn.Module):
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != LATENT_CHANNELS:
             raise ValueError(f"x must be a latent [B, {LATENT_CHANNELS}, T, H, W], got shape {tuple(x.shape)}")
+        if not x.is_floating_point() or (reference is not None and not reference.is_floating_point()):
+            raise ValueError(f"latents must be floating point, got {x.dtype}"
+                             + ("" if reference is None else f" and {reference.dtype}"))
         B, _, T, H, W = x.shape
         if T % cfg.patch_size[0] or H % cfg.patch_size[1] or W % cfg.patch_size[2]:
             raise ValueError(
