@@ -9,9 +9,16 @@ from .dit import Magic141DiT
 from .dit.loading import load_dit, save_dit
 from .pipeline import latent_frames, latent_shape, sample_latent
 from .sampling import flow_sigmas, make_noise
-from .text import Magic141Encoders
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):  # the encoders import transformers (seconds); load them only when asked for
+    if name == "Magic141Encoders":
+        from .text import Magic141Encoders
+
+        return Magic141Encoders
+    raise AttributeError(f"module 'magic141_core' has no attribute {name!r}")
 
 __all__ = [
     "Conditioning",

@@ -32,6 +32,11 @@ def model_folders(folder: str) -> list[str]:
     return sorted(found)
 
 
+def model_folder(folder: str) -> Path:
+    """The first (default) folder ComfyUI uses for `folder` models: where the pack saves model files."""
+    return Path(folder_paths.get_folder_paths(folder)[0])
+
+
 def model_entry(folder: str, name: str) -> Path:
     """A file, or a Hugging Face sub-folder ('name/'), chosen from one of ComfyUI's model folders."""
     if not name.endswith("/"):

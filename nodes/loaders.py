@@ -1,13 +1,17 @@
-"""Loader nodes: the Magic141 transformer (and, with the encoder issue, the text/image encoders)."""
+"""Loader nodes: the Magic141 transformer and the text/image encoders."""
 
 from __future__ import annotations
 
 import torch
 
+from ..magic141_core.checkpoints import read_metadata
 from ..magic141_core.dit.loading import load_dit
+from ..magic141_core.offload import install_block_swap
+from ..magic141_core.quant import read_quantization_map
 from . import comfy_glue as glue
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+INT8_MODES = ["off", "quantize on load", "pre-quantized"]
 
 
 class Magic141ModelLoader:
@@ -34,13 +38,26 @@ class Magic141ModelLoader:
                     "default": False, "advanced": True,
                     "tooltip": "Feed the guidance scale through Magic141's text_guidance_in. The official code never "
                                "does; enable only for a checkpoint trained to use it."}),
+                "int8": (INT8_MODES, {
+                    "default": "off", "tooltip": "int8 weights (optimum-quanto), about half the memory: quantize a "
+                    "float file while loading, or load a file saved by Magic141 Save int8 Checkpoint (recognised "
+                    "by itself even with 'off')."}),
+                "block_swap": ("INT", {
+                    "default": 0, "min": 0, "max": 60, "advanced": True,
+                    "tooltip": "Keep this many of the last transformer blocks in CPU memory and copy each to the GPU "
+                               "just before it runs: less GPU memory, a bit slower. No effect on the CPU."}),
             },
         }
 
-    def load(self, model_name, weight_dtype, apply_text_guidance=False):
-        model = load_dit(glue.model_file("diffusion_models", model_name), dtype=DTYPES[weight_dtype],
-                         apply_text_guidance=apply_text_guidance)
-        return (glue.managed(model),)
+    def load(self, model_name, weight_dtype, apply_text_guidance=False, int8="off", block_swap=0):
+        path = glue.model_file("diffusion_models", model_name)
+        if int8 == "pre-quantized" and read_quantization_map(read_metadata(path), path.name) is None:
+            raise ValueError(f"{model_name} is not a pre-quantized int8 file; choose 'quantize on load' to quantize "
+                             "it now, or save one with Magic141 Save int8 Checkpoint")
+        model = load_dit(path, dtype=DTYPES[weight_dtype], apply_text_guidance=apply_text_guidance,
+                         int8=int8 == "quantize on load")
+        swap = install_block_swap(model, block_swap, glue.compute_device())
+        return (glue.managed(model, swap.resident_bytes(model) if swap else None),)
 
 
 NODE_CLASS_MAPPINGS = {"Magic141ModelLoader": Magic141ModelLoader}

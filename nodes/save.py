@@ -1,7 +1,13 @@
-"""Save MP4: H.264 video into ComfyUI's output folder, written atomically, with the workflow in its metadata."""
+"""Save nodes: MP4 video into the output folder (atomically, workflow embedded), and int8 transformer checkpoints."""
 
 from __future__ import annotations
 
+import re
+
+import torch
+
+from ..magic141_core.dit.loading import load_dit, save_dit
+from ..magic141_core.quant import quantization_map
 from ..magic141_core.video_io import write_mp4
 from . import comfy_glue as glue
 
@@ -46,5 +52,40 @@ class Magic141SaveMP4:
         return {"ui": {"images": [record], "animated": (True,)}, "result": (images,)}
 
 
-NODE_CLASS_MAPPINGS = {"Magic141SaveMP4": Magic141SaveMP4}
-NODE_DISPLAY_NAME_MAPPINGS = {"Magic141SaveMP4": "Magic141 Save MP4"}
+class Magic141SaveInt8:
+    DESCRIPTION = (
+        "Saves the transformer with int8 weights (optimum-quanto, about half the file size) into "
+        "models/diffusion_models, so later runs load it directly as int8 without ever holding float weights."
+    )
+    CATEGORY = glue.CATEGORY
+    RETURN_TYPES = ("STRING",)
+    OUTPUT_TOOLTIPS = ("The saved file's name in models/diffusion_models.",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MAGIC141_MODEL", {"tooltip": "From Magic141 Model Loader (float or int8)."}),
+                "filename": ("STRING", {"default": "magic141_int8", "tooltip": "File name (no folders); "
+                                        ".safetensors is added."}),
+            },
+        }
+
+    def save(self, model, filename):
+        name = filename.strip().removesuffix(".safetensors")
+        if not re.fullmatch(r"[\w][\w.\- ]*", name):
+            raise ValueError(f"filename {filename!r} must be a plain file name (letters, digits, '_', '-', '.'; "
+                             "no folders)")
+        dit = model.model
+        if not quantization_map(dit):  # a float model: re-read its file quantizing layer by layer (it stays float)
+            dit = load_dit(dit.source_path, dtype=torch.bfloat16, int8=True)
+        path = glue.model_folder("diffusion_models") / f"{name}.safetensors"
+        save_dit(dit, path)
+        return {"ui": {"text": [str(path.name)]}, "result": (path.name,)}
+
+
+NODE_CLASS_MAPPINGS = {"Magic141SaveMP4": Magic141SaveMP4, "Magic141SaveInt8": Magic141SaveInt8}
+NODE_DISPLAY_NAME_MAPPINGS = {"Magic141SaveMP4": "Magic141 Save MP4",
+                              "Magic141SaveInt8": "Magic141 Save int8 Checkpoint"}

@@ -78,7 +78,7 @@ def video_tail(first_id: int, image_source, x: int) -> list[dict]:
     i = first_id
     return [
         {"id": i, "type": "VAELoader", "pos": [x, 520], "widgets": [DEMO["vae"]]},
-        {"id": i + 1, "type": "Magic141ModelLoader", "pos": [x, 660], "widgets": [DEMO["dit"], "bf16", False]},
+        {"id": i + 1, "type": "Magic141ModelLoader", "pos": [x, 660], "widgets": [DEMO["dit"], "bf16", False, "off", 0]},
         {"id": i + 2, "type": "Magic141EncoderLoader", "pos": [x, 800], "size": [360, 160],
          "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto"]},
         {"id": i + 3, "type": "Magic141Encode", "pos": [x + 400, 60], "size": [400, 220],
@@ -158,7 +158,7 @@ def long_video() -> dict:
     nodes = [
         {"id": 1, "type": "LoadImage", "pos": [40, 60], "size": [320, 420], "widgets": ["example.png", "image"]},
         {"id": 2, "type": "VAELoader", "pos": [40, 520], "widgets": [DEMO["vae"]]},
-        {"id": 3, "type": "Magic141ModelLoader", "pos": [40, 660], "widgets": [DEMO["dit"], "bf16", False]},
+        {"id": 3, "type": "Magic141ModelLoader", "pos": [40, 660], "widgets": [DEMO["dit"], "bf16", False, "off", 0]},
         {"id": 4, "type": "Magic141EncoderLoader", "pos": [40, 800], "size": [360, 160],
          "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto"]},
         {"id": 5, "type": "Magic141LongVideo", "pos": [440, 60], "size": [420, 760],

@@ -65,6 +65,18 @@ def comfy_base(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def demo_models(comfy_base):
+    """The built-in demo model files (VAE included), written once per session into the in-process ComfyUI's
+    models folder; the server, CLI and run-command tests reuse the same folder."""
+    from comfyui_env import COMFYUI
+
+    from magic141_core.demo import write_demo_models
+
+    tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
+    return write_demo_models(comfy_base / "models", *tokenizers)
+
+
+@pytest.fixture(scope="session")
 def pack(comfy_base):
     """The pack loaded as ComfyUI loads it (root __init__.py, relative imports)."""
     from comfyui_env import load_pack

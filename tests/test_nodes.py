@@ -99,13 +99,8 @@ def test_save_mp4_refuses_paths_outside_the_output_folder(pack):
 
 # ------------------------------------------------------------------------------------ encoders and image-to-video
 @pytest.fixture(scope="module")
-def demo_files(comfy_base):
-    from comfyui_env import COMFYUI
-
-    from magic141_core.demo import write_demo_models
-
-    tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
-    return write_demo_models(comfy_base / "models", *tokenizers, include_vae=False)
+def demo_files(demo_models):
+    return demo_models
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +167,21 @@ def test_image_to_video_rejects_a_non_hunyuan_vae(pack, tiny_cond):
     with pytest.raises(ValueError, match="HunyuanVideo VAE"):
         run_node(pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=tiny_cond, vae=StubVAE(channels=4),
                  start_image=torch.rand(1, 64, 64, 3), resolution="custom", width=64, height=64, length=9)
+
+
+# ----------------------------------------------------------------------------------------------------------- int8
+def test_int8_modes_and_the_save_int8_node(pack, dit_file, comfy_base):
+    loader, saver = pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"], pack.NODE_CLASS_MAPPINGS["Magic141SaveInt8"]
+    with pytest.raises(ValueError, match="not a pre-quantized int8 file"):
+        run_node(loader, model_name=dit_file, weight_dtype="bf16", int8="pre-quantized")
+    (float_model,) = run_node(loader, model_name=dit_file, weight_dtype="bf16", block_swap=1)  # CPU: no swap
+    assert not hasattr(float_model.model, "block_swap")
+    out = run_node(saver, model=float_model, filename="tiny_int8")
+    assert out["result"] == ("tiny_int8.safetensors",)
+    assert type(float_model.model.double_blocks[0].img_attn_qkv).__name__ == "Linear"  # the float model is untouched
+    (int8_model,) = run_node(loader, model_name="tiny_int8.safetensors", weight_dtype="bf16", int8="pre-quantized")
+    assert type(int8_model.model.double_blocks[0].img_attn_qkv).__name__ == "Int8Linear"
+    (on_load,) = run_node(loader, model_name=dit_file, weight_dtype="bf16", int8="quantize on load")
+    assert type(on_load.model.single_blocks[0].linear1).__name__ == "Int8Linear"
+    with pytest.raises(ValueError, match="plain file name"):
+        run_node(saver, model=int8_model, filename="../escape")

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 from comfy_server import ComfyServer, ui_to_api
-from comfyui_env import COMFYUI, REPO
+from comfyui_env import REPO
 from PIL import Image
 
-from magic141_core.demo import DEMO_FILES, write_demo_models
+from magic141_core.demo import DEMO_FILES
 from magic141_core.video_io import read_mp4, read_mp4_metadata
 
 CPU_SIZE = {"resolution": "custom", "width": 64, "height": 48, "length": 9}  # 9 frames of 64x48
@@ -23,12 +23,11 @@ OUR_NODES = {"Magic141ModelLoader", "Magic141EncoderLoader", "Magic141Encode", "
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, comfy_base):
+def server(tmp_path_factory, comfy_base, demo_models):
     from tiny_sd15 import write_sd15_checkpoint
 
     base = tmp_path_factory.mktemp("comfy_server")
-    tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
-    write_demo_models(base / "models", *tokenizers)
+    (base / "models").symlink_to(comfy_base / "models", target_is_directory=True)  # the session's demo models
     write_sd15_checkpoint(base / "models" / "checkpoints" / "sd15_image_model.safetensors")
     (base / "input" / "magic141_priors").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -242,3 +241,29 @@ def test_wrong_wiring_is_rejected_before_running(server, object_info):
     assert status == 400
     errors = body["node_errors"][sampler]["errors"]
     assert errors[0]["type"] == "return_type_mismatch" and "LATENT" in errors[0]["details"]
+
+
+def test_twenty_queued_prompts_survive_an_interrupt_in_the_middle(server, object_info):
+    small = {"resolution": "custom", "width": 32, "height": 32, "length": 5}
+    before = mp4s_on_disk(server)
+    pids = []
+    for i in range(20):
+        prompt, _ = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=small,
+                               Magic141Sampler={"seed": 1000 + i, "steps": 40 if i == 7 else 2},
+                               Magic141SaveMP4={"filename_prefix": f"queue/q{i:02d}"})
+        pids.append(server.queue(prompt))
+    sampler = node_id(prompt, "Magic141Sampler")
+    deadline = time.time() + 600
+    while not any(m["data"]["node"] == sampler for m in server.messages_for(pids[7], "progress")):
+        assert time.time() < deadline, "prompt 8 never started sampling"
+        start = time.time()
+        server.get("/system_stats")  # the server answers while it works through the queue
+        assert time.time() - start < 5
+        time.sleep(0.1)
+    status, _ = server.post("/interrupt", {"prompt_id": pids[7]})
+    assert status == 200
+    results = [server.wait(pid)["status"]["status_str"] for pid in pids]
+    assert results == ["success"] * 7 + ["error"] + ["success"] * 12
+    new = mp4s_on_disk(server) - before
+    assert len(new) == 19 and not any("q07" in str(p) for p in new)
+    assert not [p for p in (server.base / "output").rglob("*") if ".partial" in p.name]

@@ -123,6 +123,7 @@ def load_dit(
             prepare_quantized_(model, qmap, name)
         fill_(model, sd, dtype, name, int8=int8 and qmap is None)
     model.apply_text_guidance = apply_text_guidance
+    model.source_path = Path(path)  # lets an int8 copy be made by re-reading, never by copying the float model
     return model.to(device)
 
 

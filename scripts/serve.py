@@ -1,0 +1,126 @@
+"""Start upstream ComfyUI with this pack and the built-in demo models (called by ./run.sh after installing).
+
+Lays out a ComfyUI base folder (default .host/base): custom_nodes/Magic141 -> this repository, the demo models in
+models/ (generated on first use: small real-architecture models with random weights, an ARCHITECTURE DEMO, not a
+trained model), a start image and a folder of retrieval candidates in input/. Then starts ComfyUI on 127.0.0.1,
+prints the URL and runs until Ctrl-C. `--check` starts it, verifies the pack's nodes and templates, and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+HOST = Path(os.environ.get("MAGIC141_HOST", REPO / ".host"))
+COMFYUI = HOST / "ComfyUI"
+
+
+def prepare_base(base: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from magic141_core.demo import write_demo_models
+
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / "Magic141"
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
+    if not (base / "models" / "vae").is_dir():
+        print("generating the built-in demo models (first run only, ~0.6 GB) ...", flush=True)
+    write_demo_models(base / "models", *tokenizers)
+    priors = base / "input" / "magic141_priors"
+    priors.mkdir(parents=True, exist_ok=True)
+    if not (base / "input" / "example.png").exists():
+        shutil.copy(COMFYUI / "input" / "example.png", base / "input" / "example.png")
+    y, x = np.mgrid[0:272, 0:480] / np.array([272.0, 480.0])[:, None, None]
+    for i, (name, hue) in enumerate([("dawn_harbour", (0.9, 0.6, 0.4)), ("forest_path", (0.3, 0.7, 0.3)),
+                                     ("night_city", (0.2, 0.2, 0.6))]):
+        if not (priors / f"{name}.png").exists():
+            rgb = np.stack([np.clip(h * (0.5 + 0.5 * np.sin(6 * x + 4 * y + i)), 0, 1) for h in hue], -1)
+            Image.fromarray((rgb * 255).astype(np.uint8)).save(priors / f"{name}.png")
+
+
+def free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read() or b"null")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run ComfyUI with the Magic141 pack and its demo models.")
+    parser.add_argument("--port", type=int, default=8188, help="preferred port (a free one is used if taken)")
+    parser.add_argument("--base", type=Path, default=Path(os.environ.get("MAGIC141_BASE", HOST / "base")),
+                        help="ComfyUI base folder (models, input, output, user); default: %(default)s")
+    parser.add_argument("--check", action="store_true", help="start, verify the pack's nodes and templates, stop")
+    args = parser.parse_args()
+
+    import torch
+
+    prepare_base(args.base)
+    port = free_port(args.port)
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
+           str(args.base), "--disable-api-nodes", "--preview-method", "auto",
+           "--database-url", f"sqlite:///{args.base / 'comfyui.db'}"]
+    if not torch.cuda.is_available():
+        cmd.append("--cpu")
+    env = {**os.environ, "PYTHONPATH": str(HOST / "tvstub")}
+    server = subprocess.Popen(cmd, cwd=COMFYUI, env=env)
+    try:
+        deadline = time.time() + 180
+        while True:
+            if server.poll() is not None:
+                print(f"ComfyUI exited with code {server.returncode}", file=sys.stderr)
+                return 1
+            try:
+                get(url + "/system_stats")
+                break
+            except OSError:
+                if time.time() > deadline:
+                    print("ComfyUI did not start within 180 s", file=sys.stderr)
+                    return 1
+                time.sleep(0.3)
+        print(f"\nMagic141 is running: {url}  (templates: Workflow > Browse Templates > Magic141; Ctrl-C stops)")
+        print("Models: built-in ARCHITECTURE DEMO (untrained, abstract motion). Put real weights in "
+              f"{args.base / 'models'} (see README).", flush=True)
+        if args.check:
+            nodes = [n for n in get(url + "/object_info") if n.startswith("Magic141")]
+            templates = get(url + "/api/workflow_templates").get("Magic141", [])
+            print(f"check: {len(nodes)} Magic141 nodes, templates {sorted(templates)}")
+            return 0 if nodes and templates else 1
+        server.wait()
+        return server.returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The README's two commands and the command-line tool: run.sh starts ComfyUI with the pack, the CLI makes videos,
+every subcommand has --help, and bad arguments get one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from comfyui_env import COMFYUI, REPO
+
+from magic141_core.video_io import read_mp4
+
+SUBCOMMANDS = ["generate", "long", "quantize", "index", "retrieve", "bench"]
+
+
+def cli(*args, cwd=REPO, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MAGIC141_COMFYUI": str(COMFYUI)}
+    return subprocess.run([sys.executable, "-m", "magic141_core", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(comfy_base, demo_models):
+    return comfy_base / "models"  # the session's demo models: the CLI finds them and generates nothing
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command):
+    result = cli(command, "--help")
+    assert result.returncode == 0 and "usage: python -m magic141_core " + command in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "--prompt", "x"], "the following arguments are required: --image"),
+    (["generate", "--prompt", "x", "--image", "missing.png"], "image not found: missing.png"),
+    (["generate", "--prompt", "x", "--image", "i.png", "--frames", "80"], "length must be 4k+1 frames, got 80"),
+    (["quantize", "--dit", "nope.safetensors", "--out", "x.safetensors"], "weight file not found"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_arguments_give_one_line_and_a_non_zero_exit(args, message, tmp_path):
+    (tmp_path / "i.png").write_bytes((COMFYUI / "input" / "example.png").read_bytes())
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_generate_with_the_built_in_demo_writes_a_decodable_mp4(demo_dir, tmp_path):
+    out = tmp_path / "clip.mp4"
+    result = cli("generate", "--image", COMFYUI / "input" / "example.png", "--prompt", "a calm lake at dawn",
+                 "--frames", 9, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir)
+    assert result.returncode == 0, result.stderr
+    assert "ARCHITECTURE DEMO" in result.stderr and f"wrote {out}" in result.stdout
+    frames, fps = read_mp4(out)
+    assert frames.shape == (9, 48, 64, 3) and fps == 24.0
+
+
+def test_long_with_a_report_chains_windows(demo_dir, tmp_path):
+    out = tmp_path / "long.mp4"
+    result = cli("long", "--image", COMFYUI / "input" / "example.png", "--prompts", "waves\nclouds", "--windows", 2,
+                 "--frames", 5, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir, "--report")
+    assert result.returncode == 0, result.stderr
+    assert read_mp4(out)[0].shape[0] == 2 * 4 + 1 and "seam jump" in result.stdout
+
+
+def test_quantize_writes_an_int8_file(demo_models, tmp_path):
+    dit = demo_models["dit"]
+    result = cli("quantize", "--dit", dit, "--out", tmp_path / "int8.safetensors")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "int8.safetensors").stat().st_size < 0.6 * dit.stat().st_size
+
+
+def test_index_and_retrieve(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from tiny_clip import save_tiny_clip
+
+    clip = save_tiny_clip(tmp_path / "clip")
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 20, 3), 60 * i, dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+    result = cli("index", "--folder", tmp_path / "images", "--clip", clip)
+    assert result.returncode == 0 and "3 images (3 embedded" in result.stdout, result.stderr
+    result = cli("retrieve", "--folder", tmp_path / "images", "--clip", clip, "--prompt", "a red car", "--k", 2)
+    assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 2
+
+
+def test_run_command_starts_comfyui_with_the_pack_and_templates(tmp_path, demo_dir):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "models").symlink_to(demo_dir, target_is_directory=True)  # demo models already made
+    env = {**os.environ, "MAGIC141_VENV": sys.prefix, "MAGIC141_BASE": str(tmp_path / "base")}
+    result = subprocess.run(["bash", str(REPO / "run.sh"), "--check", "--port", "8191"], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Magic141 is running: http://127.0.0.1:" in result.stdout
+    assert "check: 9 Magic141 nodes" in result.stdout and "image_to_video" in result.stdout
+    assert (tmp_path / "base" / "custom_nodes" / "Magic141").resolve() == REPO
