@@ -172,6 +172,9 @@ if __name__ == "__main__":
     parser.add_argument("--json", type=Path, help="also write the report here")
     opts = parser.parse_args()
     result = run(opts.quick)
+    last_shape = result["rows"][-1]["shape"]
+    result["ratios"] = {f"{r['dtype'].replace('float32', 'fp32').replace('bfloat16', 'bf16')} ours / diffusers":
+                        r["ours / diffusers"] for r in result["rows"] if r["shape"] == last_shape}
     result["ours fp32, % of CPU time by op"] = where_time_goes(SHAPES["1.3k tokens"] if opts.quick else SHAPES["5k tokens"])
     print(json.dumps({"where the time goes (ours, fp32)": result["ours fp32, % of CPU time by op"]}))
     if opts.json:

@@ -134,5 +134,9 @@ if __name__ == "__main__":
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a ~0.2 GB model instead of ~1.7 GB")
+    parser.add_argument("--json", type=Path, help="also write the summary here")
     opts = parser.parse_args()
-    print(json.dumps(run(opts.quick), indent=1))
+    report = run(opts.quick)
+    print(json.dumps(report, indent=1))
+    if opts.json:
+        opts.json.write_text(json.dumps({"ratios": report}, indent=1))
