@@ -164,7 +164,7 @@ from magic141_core.demo import random_dit
 from magic141_core import tiny
 from magic141_core.vae import random_vae, tiny_vae
 models = (random_dit(tiny(), seed=1), random_vae(tiny_vae(), seed=2))
-t.render(models, ["go"] * {windows}, vae_cls=t.CoreFrameVAE)
+t.render(models, ["go"] * {windows}, settings=t.LongVideoSettings(steps=1), vae_cls=t.CoreFrameVAE)
 print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 """
 
