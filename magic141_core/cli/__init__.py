@@ -1,9 +1,15 @@
-"""`python -m magic141_core`: generate, long, quantize, index, retrieve, bench. Errors are one line and exit 2."""
+"""`python -m magic141_core`: generate, long, quantize, index, retrieve, bench. Errors are one line and exit 2.
+
+`generate` and `long` also run under `torchrun --nproc-per-node N -m magic141_core ...` (sequence parallel, see
+docs/parallel.md): every rank samples, rank 0 alone writes files and shows progress, and an error on any rank ends
+the launch (the failing rank exits 2; torchrun then stops the others).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -90,10 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PARALLEL_COMMANDS = ("generate", "long")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    level = logging.INFO if args.verbose else logging.WARNING if rank == 0 else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if world == 1 else
+                        f"%(levelname)s (rank {rank}): %(message)s")
+    args.parallel, joined = None, False
     try:
+        if world > 1:
+            args.parallel, joined = _join_torchrun(args)
         args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -102,6 +117,25 @@ def main(argv=None) -> int:
         if args.verbose:
             raise
         message = " ".join(str(e).split())
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error{'' if world == 1 else f' (rank {rank})'}: {message}", file=sys.stderr)
         return 2
+    if joined:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
+
+
+def _join_torchrun(args):
+    """The sequence-parallel group of this torchrun launch, and whether this call created it (then main ends it)."""
+    import torch.distributed as dist
+
+    from ..parallel import init_from_env
+
+    if args.command not in PARALLEL_COMMANDS:
+        raise ValueError(f"`{args.command}` runs on one process; run it without torchrun "
+                         f"(torchrun runs {' and '.join(PARALLEL_COMMANDS)})")
+    created = not dist.is_initialized()
+    sp = init_from_env(args.device)
+    args.device = str(sp.device)  # cuda -> cuda:LOCAL_RANK
+    return sp, created

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -46,23 +47,41 @@ def run_video(args, windows: int, prompts: str):
     settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance,
                                  color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation)
     prior = _fit(_load_image(args.image), args.resolution)
-    paths = resolve_models(args)
-    encoders = load_encoders(args, paths)
+    sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
+    rank_zero = sp is None or sp.is_main
+    paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
+    encoders = load_encoders(args, paths) if rank_zero else None
     dit, vae = load_dit_and_vae(args, paths)
+    frame_vae = CoreFrameVAE(vae)
+    if sp is not None:
+        from ..parallel import ParallelFrameVAE, RankZeroEncoders
+
+        sp.attach(dit)
+        encoders, frame_vae = RankZeroEncoders(sp, encoders), ParallelFrameVAE(sp, frame_vae)
     metadata = {"magic141": {"prompts": prompts, "seed": args.seed, "steps": args.steps, "windows": windows,
                              "models": {k: str(v) for k, v in paths.items() if v is not None}}}
-    bar = tqdm(total=windows * args.steps, unit="step", desc=f"{windows} window(s)")
-    with Mp4Writer(args.out, args.fps, args.crf, metadata, keep_partial=windows > 1) as writer:
-        generate_long_video(dit, encoders, CoreFrameVAE(vae), prior, window_prompts(prompts, windows),
+    bar = tqdm(total=windows * args.steps, unit="step", desc=f"{windows} window(s)", disable=not rank_zero)
+    sink = (Mp4Writer(args.out, args.fps, args.crf, metadata, keep_partial=windows > 1) if rank_zero
+            else nullcontext(_NoWriter()))
+    with sink as writer:
+        generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
                             window_seeds(args.seed, windows), args.frames, writer.write, settings,
                             on_step=lambda k, step: bar.update(1))
     bar.close()
-    return Path(args.out)
+    return Path(args.out) if rank_zero else None
+
+
+class _NoWriter:
+    """The video writer of ranks other than 0 under torchrun: they decode every frame too, but do not write it."""
+
+    def write(self, frames):
+        pass
 
 
 def cmd_generate(args):
     out = run_video(args, 1, args.prompt)
-    print(f"wrote {out}")
+    if out is not None:
+        print(f"wrote {out}")
 
 
 def cmd_long(args):
@@ -71,6 +90,8 @@ def cmd_long(args):
     prompts = Path(args.prompts[1:]).read_text() if args.prompts.startswith("@") else args.prompts
     windows = args.windows or windows_for(args.seconds, args.fps, args.frames)
     out = run_video(args, windows, prompts)
+    if out is None:  # not rank 0
+        return
     print(f"wrote {out} ({windows} windows)")
     if args.report:
         from ..seams import measure_seams, seam_frames

@@ -4,19 +4,40 @@ One attention function serves every block. It calls PyTorch's fused scaled-dot-p
 its kernel per device and dtype (flash / memory-efficient on CUDA, the flash CPU kernel on CPU). On a CPU without
 native half-precision units the model already computes in fp32 (see `device.py`); there the fused fp32 kernel is
 also the fastest we measured (`benchmarks/dit_forward.py`).
+
+Under sequence parallelism (`magic141_core.parallel`) the model activates its rank's `VideoShard` around the blocks;
+`attention` then hands q, k, v to it, which wraps the same kernel in the Ulysses all-to-alls.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+_SHARD: ContextVar = ContextVar("magic141_sequence_shard", default=None)
+
+
+@contextmanager
+def sequence_shard(shard) -> Iterator[None]:
+    """Inside this `with`, `attention` goes through `shard.attention` (a `parallel.VideoShard`); None: unchanged."""
+    token = _SHARD.set(shard)
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """q, k, v: [B, H, L, Dh]; key_mask: [B, 1, 1, L] bool (True = attend) or None -> [B, L, H*Dh]."""
+    shard = _SHARD.get()
+    if shard is not None:  # sequence parallel: L is this rank's video tokens + all text tokens
+        return shard.attention(q, k, v, key_mask)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
     return rearrange(out, "b h l d -> b l (h d)")
 
