@@ -1,6 +1,8 @@
 """int8 weight-only quantization with optimum-quanto (paper §3.2): weights in int8 with a per-output-channel scale,
 activations in bf16, about half the weight memory.
 
+This module imports optimum-quanto (seconds); loaders import it only when int8 is involved.
+
 The model never knows it is quantized: `quantize_linears_` swaps its `nn.Linear` layers for `Int8Linear` (a quanto
 `QLinear`, frozen) after the weights are loaded, one block at a time during loading so the full bf16 model never
 sits in memory. A pre-quantized checkpoint stores quanto's serialised tensors (`weight._data` int8,
@@ -18,10 +20,9 @@ from optimum.quanto import QLinear, qint8
 from optimum.quanto.nn import QModuleMixin
 from torch import nn
 
-from .checkpoints import CheckpointError
+from .checkpoints import QUANT_METADATA_KEY, CheckpointError
 from .device import compute_dtype_for
 
-QUANT_METADATA_KEY = "magic141_quantization"
 ACTIVATION_DTYPE = torch.bfloat16
 
 

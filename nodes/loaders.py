@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..magic141_core.checkpoints import read_metadata
+from ..magic141_core.checkpoints import QUANT_METADATA_KEY, read_metadata
 from ..magic141_core.dit.loading import load_dit
 from ..magic141_core.offload import install_block_swap
-from ..magic141_core.quant import read_quantization_map
 from . import comfy_glue as glue
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -51,7 +50,7 @@ class Magic141ModelLoader:
 
     def load(self, model_name, weight_dtype, apply_text_guidance=False, int8="off", block_swap=0):
         path = glue.model_file("diffusion_models", model_name)
-        if int8 == "pre-quantized" and read_quantization_map(read_metadata(path), path.name) is None:
+        if int8 == "pre-quantized" and QUANT_METADATA_KEY not in read_metadata(path):
             raise ValueError(f"{model_name} is not a pre-quantized int8 file; choose 'quantize on load' to quantize "
                              "it now, or save one with Magic141 Save int8 Checkpoint")
         model = load_dit(path, dtype=DTYPES[weight_dtype], apply_text_guidance=apply_text_guidance,

@@ -7,7 +7,6 @@ import re
 import torch
 
 from ..magic141_core.dit.loading import load_dit, save_dit
-from ..magic141_core.quant import quantization_map
 from ..magic141_core.video_io import write_mp4
 from . import comfy_glue as glue
 
@@ -78,6 +77,8 @@ class Magic141SaveInt8:
         if not re.fullmatch(r"[\w][\w.\- ]*", name):
             raise ValueError(f"filename {filename!r} must be a plain file name (letters, digits, '_', '-', '.'; "
                              "no folders)")
+        from ..magic141_core.quant import quantization_map
+
         dit = model.model
         if not quantization_map(dit):  # a float model: re-read its file quantizing layer by layer (it stays float)
             dit = load_dit(dit.source_path, dtype=torch.bfloat16, int8=True)

@@ -2,6 +2,7 @@
 
 from .diffusers_keys import OfficialView, from_diffusers, is_diffusers_dit, to_diffusers
 from .files import (
+    QUANT_METADATA_KEY,
     CheckpointError,
     LazyStateDict,
     converted,
@@ -15,6 +16,7 @@ from .files import (
 from .identify import describe, wrong_model_message
 
 __all__ = [
+    "QUANT_METADATA_KEY",
     "CheckpointError",
     "LazyStateDict",
     "OfficialView",

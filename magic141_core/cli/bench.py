@@ -22,6 +22,8 @@ RATIOS = {
                        "forward int8 / bf16 (CPU)": "forward time int8 vs bf16 on this CPU"},
     "vae_memory.py": {"streaming peak 41 / 5 latent frames": "VAE streaming decode memory, long vs short",
                       "streaming time / untiled time": "VAE streaming decode time vs untiled"},
+    "parallel.py": {"step bound 1 / 8 GPUs": "H100 step-time bound, 1 vs 8 GPUs (estimate, not measured)",
+                    "all-to-all share of the step, 8 GPUs": "communication share of an 8-GPU step (estimate)"},
     "long_video.py": {"time(8) / (8 x time(1))": "long video cost linearity (1.0 = linear)",
                       "peak RSS(8) / peak RSS(1)": "long video memory growth (1.0 = flat)"},
 }

@@ -10,6 +10,7 @@ recognised from their metadata and load their int8 tensors directly.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import (
+    QUANT_METADATA_KEY,
     CheckpointError,
     OfficialView,
     converted,
@@ -28,7 +30,6 @@ from ..checkpoints import (
 )
 from ..config import DiTConfig
 from ..device import release_freed_memory
-from ..quant import prepare_quantized_, quantization_metadata, quantize_layer_, read_quantization_map
 from .model import Magic141DiT
 
 CONFIG_METADATA_KEY = "magic141_dit_config"
@@ -73,6 +74,8 @@ def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype, name: str, in
                                   f"{detail[:600]}") from None
         consumed.update(keys)
         if int8 and isinstance(layer, nn.Linear):
+            from ..quant import quantize_layer_
+
             del part
             quantize_layer_(model, prefix)
             release_freed_memory()
@@ -113,13 +116,19 @@ def load_dit(
     with open_dit_weights(path) as sd:
         metadata = getattr(sd, "metadata", {})
         stored = metadata.get(CONFIG_METADATA_KEY)
-        qmap = read_quantization_map(metadata, name)
+        qmap = None
+        if QUANT_METADATA_KEY in metadata:  # a pre-quantized file (optimum-quanto is imported only then)
+            from ..quant import read_quantization_map
+
+            qmap = read_quantization_map(metadata, name)
         if qmap is not None and not stored:
             raise CheckpointError(f"{name}: an int8 file must carry its model config; re-create it with this pack")
         config = DiTConfig.from_json(stored) if stored else DiTConfig.from_state_dict(sd)
         with torch.device("meta"):
             model = Magic141DiT(config)
         if qmap is not None:
+            from ..quant import prepare_quantized_
+
             prepare_quantized_(model, qmap, name)
         fill_(model, sd, dtype, name, int8=int8 and qmap is None)
     model.apply_text_guidance = apply_text_guidance
@@ -129,6 +138,10 @@ def load_dit(
 
 def save_dit(model: Magic141DiT, path: str | os.PathLike, dtype: torch.dtype | None = None):
     """Save official-named weights plus the config (and, for an int8 model, the quantization map), atomically."""
-    metadata = {CONFIG_METADATA_KEY: model.config.to_json(), **quantization_metadata(model)}
+    metadata = {CONFIG_METADATA_KEY: model.config.to_json()}
+    if "optimum.quanto" in sys.modules:  # without it loaded, no layer can be quantized
+        from ..quant import quantization_metadata
+
+        metadata.update(quantization_metadata(model))
     sd = {k: converted(v, dtype) for k, v in model.state_dict().items()}
     save_safetensors(sd, path, metadata)
