@@ -80,7 +80,7 @@ def video_tail(first_id: int, image_source, x: int) -> list[dict]:
         {"id": i, "type": "VAELoader", "pos": [x, 520], "widgets": [DEMO["vae"]]},
         {"id": i + 1, "type": "Magic141ModelLoader", "pos": [x, 660], "widgets": [DEMO["dit"], "bf16", False, "off", 0]},
         {"id": i + 2, "type": "Magic141EncoderLoader", "pos": [x, 800], "size": [360, 160],
-         "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto"]},
+         "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto", "off"]},
         {"id": i + 3, "type": "Magic141Encode", "pos": [x + 400, 60], "size": [400, 220],
          "inputs": {"encoders": (i + 2, 0), "image": image_source},
          "widgets": ["The camera slowly pushes in; leaves sway in a light breeze; soft natural light.",
@@ -160,7 +160,7 @@ def long_video() -> dict:
         {"id": 2, "type": "VAELoader", "pos": [40, 520], "widgets": [DEMO["vae"]]},
         {"id": 3, "type": "Magic141ModelLoader", "pos": [40, 660], "widgets": [DEMO["dit"], "bf16", False, "off", 0]},
         {"id": 4, "type": "Magic141EncoderLoader", "pos": [40, 800], "size": [360, 160],
-         "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto"]},
+         "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto", "off"]},
         {"id": 5, "type": "Magic141LongVideo", "pos": [440, 60], "size": [420, 760],
          "inputs": {"model": (3, 0), "encoders": (4, 0), "vae": (2, 0), "prior": (1, 0)},
          "widgets": ["The camera glides forward along the path.\nThe camera rises above the trees.\n"

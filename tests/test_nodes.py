@@ -185,3 +185,15 @@ def test_int8_modes_and_the_save_int8_node(pack, dit_file, comfy_base):
     assert type(on_load.model.single_blocks[0].linear1).__name__ == "Int8Linear"
     with pytest.raises(ValueError, match="plain file name"):
         run_node(saver, model=int8_model, filename="../escape")
+
+
+def test_encoder_loader_int8_quantizes_the_llama_and_still_encodes(pack, demo_files):
+    (enc,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"], llava=demo_files["llava"].name,
+                      llava_vision=demo_files["vision"].name, clip_l=demo_files["clip_l"].name, dtype="fp32",
+                      int8="quantize on load")
+    (cond,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=enc, prompt="a boat",
+                       image=torch.rand(1, 40, 40, 3))
+    layers = [type(m).__name__ for m in enc.llava.model.language_model.modules()]
+    assert "Int8Linear" in layers and "Linear" not in layers
+    assert cond.positive.tokens.shape == (1, 402, 256) and torch.isfinite(cond.positive.tokens).all()
+    assert enc.identity.endswith("-int8")  # its cache entries never mix with the float encoders'

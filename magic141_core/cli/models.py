@@ -30,7 +30,8 @@ def add_model_args(parser: argparse.ArgumentParser, encoders: bool = True):
     g.add_argument("--demo-dir", type=Path, default=REPO / ".host" / "base" / "models",
                    help="where the demo models are generated on first use (default: %(default)s)")
     g.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="transformer/VAE weight dtype")
-    g.add_argument("--int8", action="store_true", help="quantize the transformer to int8 on load (optimum-quanto)")
+    g.add_argument("--int8", action="store_true", help="quantize the transformer and the Llama-3 encoder to int8 "
+                   "on load (optimum-quanto)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: %(default)s")
 
 
@@ -70,7 +71,7 @@ def load_encoders(args, paths):
     clip = (ClipSource(folder=str(paths["clip_l"])) if paths["clip_l"].is_dir() else
             ClipSource(file=str(paths["clip_l"]), tokenizer=str(clip_tok)))
     dtype = torch.float32 if args.device == "cpu" else torch.float16
-    return Magic141Encoders(llava, clip, device=args.device, dtype=dtype)
+    return Magic141Encoders(llava, clip, device=args.device, dtype=dtype, int8=args.int8)
 
 
 def load_dit_and_vae(args, paths):

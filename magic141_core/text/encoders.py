@@ -53,17 +53,21 @@ class Magic141Encoders:
         cache_dir: folder for the on-disk cache (None: memory only).
         cache_items: entries kept in memory (a text entry is ~4 MB, an image entry ~2.4 MB in fp32).
         offload_after_encode: move the encoders back to the CPU after each encode.
+        int8: quantize the Llama-3 (LLM and VLM language model, 98 % of the weights) to int8 after loading
+            (optimum-quanto, paper §3.2): about half the memory.
     """
 
     def __init__(self, llava: LlavaSource, clip: ClipSource, *, device=None, dtype: torch.dtype = torch.float16,
                  output_dtype: torch.dtype = torch.float32, cache_dir=None, cache_items: int = 32,
-                 offload_after_encode: bool = True):
+                 offload_after_encode: bool = True, int8: bool = False):
         check_sources(llava, clip)  # every missing file of both, before anything loads
         self.llava_source, self.clip_source = llava, clip
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype, self.output_dtype = dtype, output_dtype
         self.offload_after_encode = offload_after_encode
-        self.identity = f"{sources_identity(llava, clip, dtype)}-{_RECIPE}-{str(output_dtype).removeprefix('torch.')}"
+        self.int8 = int8
+        self.identity = (f"{sources_identity(llava, clip, dtype)}-{_RECIPE}-{str(output_dtype).removeprefix('torch.')}"
+                         + ("-int8" if int8 else ""))
         self.cache = EmbeddingCache(cache_dir, cache_items)
         self.llava: LlavaParts | None = None
         self.clip: ClipParts | None = None
@@ -95,6 +99,10 @@ class Magic141Encoders:
         if self.llava is None:
             logger.info("loading LLaVA-Llama-3 (%s)", self.dtype)
             self.llava = load_llava(self.llava_source, self.dtype)
+            if self.int8:
+                from ..quant import quantize_linears_
+
+                quantize_linears_(self.llava.model.language_model)
         if self.clip is None:
             logger.info("loading CLIP-L (%s)", self.dtype)
             self.clip = load_clip(self.clip_source, self.dtype)
