@@ -16,22 +16,12 @@ from collections.abc import Callable
 import torch
 
 from .conditioning import Conditioning, TextConditioning
-from .errors import oom_advice
 from .config import LATENT_CHANNELS
+from .errors import oom_advice
 from .sampling import NUM_TRAIN_TIMESTEPS, Step, euler_sample, flow_sigmas, make_noise
+from .vae.shapes import SPATIAL_COMPRESSION, latent_frames
 
-SPATIAL_COMPRESSION = 8  # VAE: pixels per latent pixel
-TEMPORAL_COMPRESSION = 4  # VAE: frames per latent frame (after the first)
 SIZE_MULTIPLE = 16  # VAE x2 patch
-
-
-def latent_frames(frames: int) -> int:
-    """Latent frames for a clip of `frames` pixel frames, which must be 4k+1 (frame 0 is encoded alone)."""
-    if not isinstance(frames, int) or frames < 1 or (frames - 1) % TEMPORAL_COMPRESSION:
-        k = max((int(frames) - 1) // TEMPORAL_COMPRESSION, 0) if isinstance(frames, (int, float)) else 0
-        options = sorted({TEMPORAL_COMPRESSION * k + 1, TEMPORAL_COMPRESSION * (k + 1) + 1})
-        raise ValueError(f"length must be 4k+1 frames, got {frames}; use {' or '.join(map(str, options))}")
-    return (frames - 1) // TEMPORAL_COMPRESSION + 1
 
 
 def latent_shape(frames: int, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int, int]:
