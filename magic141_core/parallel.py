@@ -39,7 +39,7 @@ from einops import rearrange
 
 from .dit.attention import text_key_mask
 from .vae.shapes import check_latent
-from .vae.streaming import _decode_split, _to_unit_range, resolve_tiling
+from .vae.streaming import decode_split, to_unit_range, resolve_tiling
 from .vae.tiling import MIN_TILE, Tiling, tile_spans
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def decode_stream(
 
         tiling = sp.from_rank_zero(plan)
         log.info("VAE decode on %d ranks: %s", sp.world_size, tiling)
-    split = _decode_split(z, tiling)
+    split = decode_split(z, tiling)
     n, comm = sp.world_size, sp.device
     out_device = torch.device(output_device) if output_device is not None else z.device
     mine = split.tiles[sp.rank :: n]
@@ -300,7 +300,7 @@ def decode_stream(
             out[..., t0 * o : t1 * o, u0 * o : u1 * o].add_(y)
         if weight_sum is not None:
             out.div_(weight_sum)
-        yield _to_unit_range(out).to(out_device)
+        yield to_unit_range(out).to(out_device)
 
 
 # --------------------------------------------------------------------------- the long-video runner's seams

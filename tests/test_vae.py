@@ -83,6 +83,8 @@ def test_encode_matches_diffusers(vae, twin, frames):
     a, b = got.sample(torch.Generator().manual_seed(5)), want.sample(torch.Generator().manual_seed(5))
     assert (a - b).abs().max().item() <= PARITY_ATOL  # the same seeded draw as the official pipeline's sample()
     assert not torch.equal(a, got.sample(torch.Generator().manual_seed(6)))
+    planned = vae.encode(x[:, :, 0] if frames == 1 else x)  # split planned from the free memory: none needed here
+    assert torch.equal(planned.mean, got.mean)
 
 
 def test_decode_matches_diffusers(vae, twin):
@@ -232,19 +234,24 @@ def test_plan_fits_the_budget_and_never_fails(caplog):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_weights_and_activations_in_every_dtype(vae, dtype):
-    z = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(8))  # chunks [0, 2), [2, 3)
-    want = vae.decode(z, Tiling.off())
-    half = random_vae(vae.config, seed=3, dtype=dtype)
-    got = half.decode(z, Tiling(chunk_frames=1))  # on this CPU: weights cast to fp32 on the fly
-    half.compute_dtype = dtype  # and activations in the weights' dtype, as on a GPU
-    forced = half.decode(z, Tiling(chunk_frames=1))
-    tolerance = {torch.float32: 1e-5, torch.bfloat16: 0.08, torch.float16: 0.01}[dtype]
-    assert got.dtype == forced.dtype == torch.float32 and torch.isfinite(forced).all()
-    chunked = vae.decode(z, Tiling(chunk_frames=1))
-    assert (forced - chunked).abs().max().item() < tolerance
-    assert (got - chunked).abs().max().item() < (1e-5 if dtype == torch.float32 else tolerance)
-    assert (vae.decode(z, Tiling.off()) - want).abs().max().item() == 0
+def test_weights_and_activations_in_every_dtype(vae, dtype, monkeypatch):
+    """Half-precision weights compute in fp32 on a CPU without fast half matmuls (weights cast on the fly), or in
+    their own dtype when asked (as on a GPU); both stay close to fp32. Bounds: 2x the measured difference."""
+    import magic141_core.device as device
+
+    monkeypatch.setattr(device, "cpu_half_is_fast", lambda dtype: False)  # as on this AVX2 CPU
+    z = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(8))
+    tiling = Tiling(chunk_frames=1)  # chunks [0, 2), [2, 3): the carried state in that dtype too
+    want = vae.decode(z, tiling)
+    stored = random_vae(vae.config, seed=3, dtype=dtype)  # the same weights, stored in `dtype`
+    assert stored.quant_conv.weight.dtype == dtype and stored.activation_dtype == torch.float32
+    cast_on_the_fly = stored.decode(z, tiling)
+    stored.compute_dtype = dtype
+    native = stored.decode(z, tiling)
+    bound = {torch.float32: (1e-6, 1e-6), torch.bfloat16: (0.02, 0.06), torch.float16: (0.004, 0.01)}[dtype]
+    assert cast_on_the_fly.dtype == native.dtype == torch.float32 and torch.isfinite(native).all()
+    assert (cast_on_the_fly - want).abs().max().item() <= bound[0]
+    assert (native - want).abs().max().item() <= bound[1]
 
 
 # -- files ---------------------------------------------------------------------------------------------------------

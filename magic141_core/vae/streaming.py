@@ -118,12 +118,13 @@ def _tile_major(vae, fn: Step, x, split: _Split, out: torch.Tensor, callback) ->
     return out if weight_sum is None else out.div_(weight_sum)
 
 
-def _decode_split(z, tiling: Tiling) -> _Split:
+def decode_split(z, tiling: Tiling) -> _Split:
+    """How a latent `z` (B, C, T, H, W) is cut into temporal chunks and spatial tiles for decoding."""
     spans = chunk_spans(z.shape[2], tiling.chunk_frames)
     return _Split(tiling, z.shape, 1, SPATIAL_COMPRESSION, spans, [pixel_span(a, b) for a, b in spans])
 
 
-def _to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     """Decoder output (about [-1, 1]) -> frames in [0, 1], in place."""
     return pixels.mul_(0.5).add_(0.5).clamp_(0.0, 1.0)
 
@@ -133,8 +134,8 @@ def decode_chunks(vae, z, tiling=None, budget=None, callback=None, output_device
     """Generator behind `HunyuanVideoVAE.decode_stream`: frames [B, 3, f, 8h, 8w] in [0, 1], chunk by chunk."""
     tiling = resolve_tiling(vae, z.shape, tiling, budget, decoder=True, stream=True)
     out_device = torch.device(output_device) if output_device is not None else z.device
-    for frames in _time_major(vae, vae.decode_pixels, z, _decode_split(z, tiling), out_device, callback):
-        yield _to_unit_range(frames)
+    for frames in _time_major(vae, vae.decode_pixels, z, decode_split(z, tiling), out_device, callback):
+        yield to_unit_range(frames)
 
 
 @torch.no_grad()
@@ -143,15 +144,15 @@ def decode_into(vae, z, tiling=None, budget=None, callback=None, output_device=N
     z = check_latent(z, vae.config.latent_channels)
     tiling = resolve_tiling(vae, z.shape, tiling, budget, decoder=True, stream=False)
     out_device = torch.device(output_device) if output_device is not None else z.device
-    split = _decode_split(z, tiling)
+    split = decode_split(z, tiling)
     if len(split.tiles) == 1 and len(split.spans) == 1:
         frames = split.step(vae, vae.decode_pixels, z, split.tiles[0], split.spans[0], None, out_device)[0]
         if callback is not None:
             callback(1, 1)
-        return _to_unit_range(frames)
+        return to_unit_range(frames)
     B, _, T, h, w = z.shape
     out = torch.zeros(B, vae.config.out_channels, pixel_frames(T), *split.size, device=out_device)
-    return _to_unit_range(_tile_major(vae, vae.decode_pixels, z, split, out, callback))
+    return to_unit_range(_tile_major(vae, vae.decode_pixels, z, split, out, callback))
 
 
 @torch.no_grad()
