@@ -1,7 +1,8 @@
-"""Deterministic random weights: the models tests build, and the built-in architecture demo.
+"""Deterministic weights: the random models tests build, and the built-in architecture demo.
 
-These weights are NOT a trained model: a DiT built from them has the real architecture and produces abstract
-motion only. Real checkpoints replace it.
+None of these is a trained model. The demo's transformer and VAE have hand-set pass-through weights
+(`passthrough.py`): its videos hold the start image still, which shows the wiring works end to end, and nothing
+more. Real checkpoints replace it.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ def random_dit(config, seed: int = 0, dtype: torch.dtype = torch.float32):
 
 # ---------------------------------------------------------------------------------- the built-in demo model files
 # Small models with the real architectures, written in the layouts ComfyUI users keep, so every loader, node and
-# example workflow runs without a download. They produce abstract motion: an architecture demo, not a trained model.
+# example workflow runs without a download. The transformer and VAE pass the start image through (a still video,
+# whatever the prompt and seed); the encoders are random. An architecture demo, not a trained model.
 DEMO_FILES = {  # role -> (ComfyUI model folder, file name)
-    "dit": ("diffusion_models", "magic141_DEMO_untrained_dit.safetensors"),
+    "dit": ("diffusion_models", "magic141_DEMO_passthrough_dit.safetensors"),
     "llava": ("text_encoders", "magic141_DEMO_untrained_llava_llama3.safetensors"),
     "vision": ("clip_vision", "magic141_DEMO_untrained_llava_vision.safetensors"),
     "clip_l": ("text_encoders", "magic141_DEMO_untrained_clip_l.safetensors"),
-    "vae": ("vae", "magic141_DEMO_untrained_hunyuan_video_vae.safetensors"),
+    "vae": ("vae", "magic141_DEMO_passthrough_hunyuan_video_vae.safetensors"),
     "retrieval_clip": ("clip_vision", "magic141_DEMO_untrained_clip"),  # a Hugging Face CLIPModel folder
 }
 DEMO_LLM_DIM, DEMO_CLIP_DIM = 256, 64
@@ -124,14 +126,15 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
 
     Tokenizers: ComfyUI's own (comfy/text_encoders/llama_tokenizer, comfy/sd1_tokenizer), so the demo encoders
     read real prompts. The VAE is the full-size HunyuanVideo architecture (ComfyUI's native loader accepts only
-    that) with random weights, about 0.5 GB in bf16.
+    that) with pass-through weights, about 0.5 GB in bf16.
     """
     from .checkpoints import save_safetensors
     from .dit.loading import save_dit
+    from .passthrough import passthrough_dit, passthrough_vae
 
     paths = {role: Path(models_dir) / folder / name for role, (folder, name) in DEMO_FILES.items()}
     if not paths["dit"].is_file():
-        save_dit(random_dit(demo_dit_config(), seed), paths["dit"], dtype=torch.bfloat16)
+        save_dit(passthrough_dit(demo_dit_config()), paths["dit"], dtype=torch.bfloat16)
     if not (paths["llava"].is_file() and paths["vision"].is_file()):
         text, vision = comfy_llava_files(_demo_llava(Path(llama_tokenizer), seed + 1))
         save_safetensors({k: v.to(torch.bfloat16) for k, v in text.items()}, paths["llava"])
@@ -142,9 +145,9 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
     if not (paths["retrieval_clip"] / "config.json").is_file():
         _write_demo_retrieval_clip(paths["retrieval_clip"], Path(clip_tokenizer), seed + 4)
     if include_vae and not paths["vae"].is_file():
-        from .vae import hunyuan_video_vae, random_vae, save_vae
+        from .vae import hunyuan_video_vae, save_vae
 
-        save_vae(random_vae(hunyuan_video_vae(), seed + 3), paths["vae"], dtype=torch.bfloat16)
+        save_vae(passthrough_vae(hunyuan_video_vae()), paths["vae"], dtype=torch.bfloat16)
     if not include_vae:
         paths.pop("vae")
     return paths

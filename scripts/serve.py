@@ -1,8 +1,8 @@
 """Start upstream ComfyUI with this pack and the built-in demo models (called by ./run.sh after installing).
 
 Lays out a ComfyUI base folder (default .host/base): custom_nodes/Magic141 -> this repository, the demo models in
-models/ (generated on first use: small real-architecture models with random weights, an ARCHITECTURE DEMO, not a
-trained model), a start image and a folder of retrieval candidates in input/. Then starts ComfyUI on 127.0.0.1,
+models/ (generated on first use: small real-architecture models, untrained, whose hand-set weights hold the start
+image still: an ARCHITECTURE DEMO, not a trained model), a start image and a folder of retrieval candidates in input/. Then starts ComfyUI on 127.0.0.1,
 prints the URL and runs until Ctrl-C. `--check` starts it, verifies the pack's nodes and templates, and stops.
 """
 
@@ -102,7 +102,7 @@ def main() -> int:
                     return 1
                 time.sleep(0.3)
         print(f"\nMagic141 is running: {url}  (templates: Workflow > Browse Templates > Magic141; Ctrl-C stops)")
-        print("Models: built-in ARCHITECTURE DEMO (untrained, abstract motion). Put real weights in "
+        print("Models: built-in ARCHITECTURE DEMO (untrained; its videos hold the start image still). Put real weights in "
               f"{args.base / 'models'} (see README).", flush=True)
         if args.check:
             nodes = [n for n in get(url + "/object_info") if n.startswith("Magic141")]

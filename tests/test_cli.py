@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+import torch.nn.functional as F
 from comfyui_env import COMFYUI, REPO
 
 from magic141_core.video_io import read_mp4
@@ -19,6 +21,11 @@ def cli(*args, cwd=REPO, timeout=600):
     env = {**os.environ, "PYTHONPATH": str(REPO), "MAGIC141_COMFYUI": str(COMFYUI)}
     return subprocess.run([sys.executable, "-m", "magic141_core", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
+
+
+def latent_size(image):
+    """[H, W, 3] -> the colours of its 8x8 blocks, flattened: what a latent pixel can hold."""
+    return F.avg_pool2d(image.permute(2, 0, 1)[None], 8).flatten()
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +55,22 @@ def test_bad_arguments_give_one_line_and_a_non_zero_exit(args, message, tmp_path
 
 
 def test_generate_with_the_built_in_demo_writes_a_decodable_mp4(demo_dir, tmp_path):
-    out = tmp_path / "clip.mp4"
-    result = cli("generate", "--image", COMFYUI / "input" / "example.png", "--prompt", "a calm lake at dawn",
+    from PIL import Image
+
+    out, image = tmp_path / "clip.mp4", tmp_path / "start.png"
+    y, x = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 64), indexing="ij")
+    start = torch.stack([x, y * (1 - x), (x - 0.7).abs() < 0.15], dim=-1).float()  # no symmetry, three colours
+    Image.fromarray((start * 255).byte().numpy()).save(image)
+    result = cli("generate", "--image", image, "--prompt", "a calm lake at dawn",
                  "--frames", 9, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir)
     assert result.returncode == 0, result.stderr
     assert "ARCHITECTURE DEMO" in result.stderr and f"wrote {out}" in result.stdout
     frames, fps = read_mp4(out)
     assert frames.shape == (9, 48, 64, 3) and fps == 24.0
+    # The demo's pass-through weights hold the start image: every frame is it, blurred by the 8x latent. A flipped
+    # axis, swapped colour channels or a misplaced reference frame anywhere on the way drops this correlation.
+    for frame in torch.from_numpy(frames).float() / 255:
+        assert torch.corrcoef(torch.stack([latent_size(start), latent_size(frame)]))[0, 1] > 0.9
 
 
 def test_long_with_a_report_chains_windows(demo_dir, tmp_path):

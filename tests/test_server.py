@@ -1,5 +1,5 @@
 """The pack on a real upstream ComfyUI server: node registry, example workflows end to end, progress, interrupt,
-caching, and the errors an artist sees. Models are the built-in demo files (real formats, random weights); the
+caching, and the errors an artist sees. Models are the built-in demo files (real formats, untrained weights); the
 video size is reduced to CPU scale in the prompt, everything else is the shipped workflow."""
 
 from __future__ import annotations

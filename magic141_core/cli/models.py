@@ -13,8 +13,8 @@ log = logging.getLogger("magic141")
 
 REPO = Path(__file__).resolve().parents[2]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-DEMO_NOTICE = ("using the built-in ARCHITECTURE DEMO (untrained random weights: abstract motion, not a real "
-               "video model); pass --dit/--vae/--llava/--clip-l for real checkpoints")
+DEMO_NOTICE = ("using the built-in ARCHITECTURE DEMO (untrained; hand-set weights hold the start image still, "
+               "whatever the prompt and seed); pass --dit/--vae/--llava/--clip-l for real checkpoints")
 
 
 def add_model_args(parser: argparse.ArgumentParser, encoders: bool = True):

@@ -1,0 +1,56 @@
+"""The built-in demo's hand-set weights (`magic141_core.passthrough`): the VAE is a colour autoencoder and the DiT
+lands every frame on the start image's latent, so a demo video is the start image held still. The end-to-end check
+through the real demo files (encoders, VAE, DiT, MP4) is in test_cli.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_text
+
+from magic141_core.conditioning import Conditioning
+from magic141_core.config import tiny
+from magic141_core.demo import DEMO_LLM_DIM, demo_dit_config
+from magic141_core.passthrough import passthrough_dit, passthrough_vae
+from magic141_core.pipeline import sample_latent
+from magic141_core.vae import Tiling, tiny_vae
+
+
+def smooth_image(height: int = 48, width: int = 64) -> torch.Tensor:
+    """[1, 3, H, W] in [-1, 1]: gradients and a bar, no symmetry, no detail finer than the 8x latent keeps."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    bar = torch.exp(-(((x - 0.7) / 0.12) ** 2))
+    return (torch.stack([x, y * (1 - x), bar])[None] * 2 - 1).float()
+
+
+def test_the_vae_passes_colours_through():
+    vae = passthrough_vae(tiny_vae(block_out_channels=(16, 16, 32, 32), norm_groups=4))
+    image = smooth_image()
+    latent = vae.encode(image).mean  # [1, 16, 1, 6, 8]
+    assert latent[:, 3:].abs().max() == 0  # colours live in channels 0-2 only
+    colours = image[0, :, ::8, ::8]  # latent pixel (i, j) is centred on image pixel (8i, 8j)
+    assert (latent[0, :3, 0] / 2 - colours).abs().mean() < 0.05  # latent = 2 x colour, blurred; measured 0.025
+    video = latent.expand(-1, -1, 3, -1, -1)  # three equal latent frames
+    frames = vae.decode(video, Tiling(chunk_frames=1))  # [1, 3, 9, 48, 64] in [0, 1], in chunks
+    want = (image + 1) / 2
+    for f in range(frames.shape[2]):
+        assert (frames[:, :, f] - want).abs().mean() < 0.08  # measured 0.062 (0.014 on a 384x224 picture)
+        assert (frames[:, :, f] - want.flip(-1)).abs().mean() > 0.2  # the bound tells a mirrored frame apart
+
+
+def test_the_dit_lands_every_frame_on_the_reference_and_ignores_the_seed():
+    dit = passthrough_dit(demo_dit_config())
+    reference = torch.randn(1, 16, 1, 6, 8, generator=torch.Generator().manual_seed(0))
+    cond = Conditioning(make_text(length=7, dim=DEMO_LLM_DIM, pooled_dim=64), reference=reference)
+    results = [sample_latent(dit, cond, (1, 16, 5, 6, 8), seed=seed) for seed in (1, 2)]
+    for latent in results:
+        assert (latent - reference).abs().max() < 0.03  # every frame; measured 0.012 (fp32)
+    few = sample_latent(dit, cond, (1, 16, 5, 6, 8), steps=2, seed=1)  # off the default schedule: not exact
+    assert (few - reference).abs().max() > 0.05
+
+
+def test_configs_the_demo_cannot_use_are_refused():
+    with pytest.raises(ValueError, match="hidden >= 200"):
+        passthrough_dit(tiny())
+    with pytest.raises(ValueError, match="4 channels per norm group"):
+        passthrough_vae(tiny_vae())
