@@ -122,7 +122,7 @@ def passthrough_dit(config):
     """A `Magic141DiT` of `config` (image-to-video, patch (1, 2, 2), 16 latent channels) that renders the start image."""
     from .dit import Magic141DiT
 
-    d, (at, ay, ax) = config.hidden_size, config.rope_axes
+    d, (at, ay, _) = config.hidden_size, config.rope_axes
     if not config.is_i2v or tuple(config.patch_size) != (1, 2, 2) or d < 200:
         raise ValueError("the pass-through DiT needs an image-to-video config with patch (1, 2, 2) and hidden >= 200")
     dit = Magic141DiT(config).eval().requires_grad_(False)

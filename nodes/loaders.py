@@ -64,7 +64,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {"Magic141ModelLoader": "Magic141 Model Loader"}
 
 
 ENCODER_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-FOLDER_VISION = "(in the LLaVA folder)"
+FOLDER_VISION = "(in the LLaVA folder or int8 file)"
 
 
 class Magic141EncoderLoader:
@@ -87,15 +87,17 @@ class Magic141EncoderLoader:
                                                      "models/text_encoders, or a llava-llama-3-8b-v1_1-transformers "
                                                      "folder there."}),
                 "llava_vision": ([FOLDER_VISION] + glue.filenames("clip_vision"), {
-                    "tooltip": "llava_llama3_vision.safetensors in models/clip_vision (not needed for a folder)."}),
+                    "tooltip": "llava_llama3_vision.safetensors in models/clip_vision (not needed for a folder or an int8 file)."}),
                 "clip_l": (text_encoders, {"tooltip": "clip_l.safetensors in models/text_encoders, or a "
                                                       "clip-vit-large-patch14 folder there."}),
                 "dtype": (list(ENCODER_DTYPES), {"default": "auto", "tooltip": "Weight dtype. auto: fp16 on a GPU "
                                                  "(the official one), fp32 on a CPU (faster there)."}),
             },
             "optional": {
-                "int8": (["off", "quantize on load"], {"default": "off", "tooltip": "Quantize the 8B Llama-3 to "
-                         "int8 weights after loading (optimum-quanto): about half its memory."}),
+                "int8": (["off", "quantize on load", "pre-quantized"], {"default": "off", "tooltip": (
+                    "off: float weights. quantize on load: the 8B Llama-3 gets int8 weights layer by layer while it "
+                    "loads (optimum-quanto), about half its memory. pre-quantized: llava is an int8 file from "
+                    "Magic141 Save int8 Checkpoint (it holds the vision tower too; such a file is always int8).")}),
             },
         }
 
@@ -104,13 +106,20 @@ class Magic141EncoderLoader:
 
         llava_path, clip_path = glue.model_entry("text_encoders", llava), glue.model_entry("text_encoders", clip_l)
         if llava.endswith("/"):
+            if int8 == "pre-quantized":
+                raise ValueError("int8 'pre-quantized' needs an int8 LLaVA file written by Magic141 Save int8 "
+                                 "Checkpoint, not a folder; choose 'quantize on load' for a folder")
             llava_source = LlavaSource(folder=str(llava_path))
         else:
-            if llava_vision == FOLDER_VISION:
+            vision = None if llava_vision == FOLDER_VISION else str(glue.model_file("clip_vision", llava_vision))
+            llava_source = LlavaSource(text_encoder=str(llava_path), vision=vision,
+                                       tokenizer=str(glue.comfy_tokenizer("llama_tokenizer")))
+            if int8 == "pre-quantized" and not llava_source.is_self_contained:
+                raise ValueError(f"{llava} is not a pre-quantized int8 LLaVA file; choose 'quantize on load', or "
+                                 "write one with Magic141 Save int8 Checkpoint")
+            if vision is None and not llava_source.is_self_contained:
                 raise ValueError("a single-file LLaVA text encoder needs its vision tower: choose "
                                  "llava_llama3_vision.safetensors (models/clip_vision) as llava_vision")
-            llava_source = LlavaSource(text_encoder=str(llava_path), tokenizer=str(glue.comfy_tokenizer(
-                "llama_tokenizer")), vision=str(glue.model_file("clip_vision", llava_vision)))
         if clip_l.endswith("/"):
             clip_source = ClipSource(folder=str(clip_path))
         else:
@@ -118,7 +127,8 @@ class Magic141EncoderLoader:
         device = glue.compute_device()
         weight_dtype = ENCODER_DTYPES[dtype] or (torch.float32 if device.type == "cpu" else torch.float16)
         encoders = Magic141Encoders(llava_source, clip_source, device=device, dtype=weight_dtype,
-                                    cache_dir=glue.temp_dir() / "magic141_embeddings", int8=int8 != "off")
+                                    cache_dir=glue.temp_dir() / "magic141_embeddings",
+                                    int8=int8 == "quantize on load")
         return (encoders,)
 
 

@@ -1,4 +1,4 @@
-"""Save nodes: MP4 video into the output folder (atomically, workflow embedded), and int8 transformer checkpoints."""
+"""Save nodes: MP4 video into the output folder (atomically, workflow embedded), and int8 checkpoints."""
 
 from __future__ import annotations
 
@@ -53,12 +53,13 @@ class Magic141SaveMP4:
 
 class Magic141SaveInt8:
     DESCRIPTION = (
-        "Saves the transformer with int8 weights (optimum-quanto, about half the file size) into "
-        "models/diffusion_models, so later runs load it directly as int8 without ever holding float weights."
+        "Saves int8 checkpoints (optimum-quanto, about half the size): the transformer into "
+        "models/diffusion_models, the LLaVA encoder (int8 Llama-3, vision tower included) into models/text_encoders. "
+        "Later runs load them directly as int8 without ever holding float weights."
     )
     CATEGORY = glue.CATEGORY
     RETURN_TYPES = ("STRING",)
-    OUTPUT_TOOLTIPS = ("The saved file's name in models/diffusion_models.",)
+    OUTPUT_TOOLTIPS = ("The saved files' names, comma-separated.",)
     FUNCTION = "save"
     OUTPUT_NODE = True
 
@@ -66,25 +67,50 @@ class Magic141SaveInt8:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MAGIC141_MODEL", {"tooltip": "From Magic141 Model Loader (float or int8)."}),
                 "filename": ("STRING", {"default": "magic141_int8", "tooltip": "File name (no folders); "
-                                        ".safetensors is added."}),
+                                        ".safetensors is added, and _llava for the encoder."}),
+            },
+            "optional": {
+                "model": ("MAGIC141_MODEL", {"tooltip": "From Magic141 Model Loader (float or int8)."}),
+                "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: its LLaVA is saved "
+                                                              "(pick the file as llava with int8 'pre-quantized')."}),
             },
         }
 
-    def save(self, model, filename):
+    def save(self, filename, model=None, encoders=None):
         name = filename.strip().removesuffix(".safetensors")
         if not re.fullmatch(r"[\w][\w.\- ]*", name):
             raise ValueError(f"filename {filename!r} must be a plain file name (letters, digits, '_', '-', '.'; "
                              "no folders)")
+        if model is None and encoders is None:
+            raise ValueError("connect a model (Magic141 Model Loader) or encoders (Magic141 Encoder Loader) to save")
+        saved = []
+        if model is not None:
+            saved.append(self._save_dit(model.model, name))
+        if encoders is not None:
+            saved.append(self._save_llava(encoders, name + "_llava"))
+        return {"ui": {"text": saved}, "result": (", ".join(saved),)}
+
+    @staticmethod
+    def _save_dit(dit, name: str) -> str:
         from ..magic141_core.quant import quantization_map
 
-        dit = model.model
         if not quantization_map(dit):  # a float model: re-read its file quantizing layer by layer (it stays float)
             dit = load_dit(dit.source_path, dtype=torch.bfloat16, int8=True)
         path = glue.model_folder("diffusion_models") / f"{name}.safetensors"
         save_dit(dit, path)
-        return {"ui": {"text": [str(path.name)]}, "result": (path.name,)}
+        return path.name
+
+    @staticmethod
+    def _save_llava(encoders, name: str) -> str:
+        from ..magic141_core.text import load_llava
+        from ..magic141_core.text.loading import save_llava
+
+        # quantized while re-read from its files, so the loaded encoders (float or int8) stay as they are
+        parts = load_llava(encoders.llava_source, torch.bfloat16, int8=True)
+        path = glue.model_folder("text_encoders") / f"{name}.safetensors"
+        save_llava(parts.model, path)
+        return path.name
 
 
 NODE_CLASS_MAPPINGS = {"Magic141SaveMP4": Magic141SaveMP4, "Magic141SaveInt8": Magic141SaveInt8}

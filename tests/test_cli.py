@@ -44,6 +44,7 @@ def test_every_subcommand_has_help(command):
     (["generate", "--prompt", "x", "--image", "missing.png"], "image not found: missing.png"),
     (["generate", "--prompt", "x", "--image", "i.png", "--frames", "80"], "length must be 4k+1 frames, got 80"),
     (["quantize", "--dit", "nope.safetensors", "--out", "x.safetensors"], "weight file not found"),
+    (["quantize", "--llava", "l.safetensors", "--out", "x.safetensors"], "needs --llava-vision"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_arguments_give_one_line_and_a_non_zero_exit(args, message, tmp_path):
@@ -81,11 +82,19 @@ def test_long_with_a_report_chains_windows(demo_dir, tmp_path):
     assert read_mp4(out)[0].shape[0] == 2 * 4 + 1 and "seam jump" in result.stdout
 
 
-def test_quantize_writes_an_int8_file(demo_models, tmp_path):
+def test_quantize_writes_int8_transformer_and_encoder_files(demo_models, tmp_path):
+    from magic141_core.checkpoints import QUANT_METADATA_KEY, read_metadata
+    from magic141_core.text.loading import is_int8_llava
+
     dit = demo_models["dit"]
     result = cli("quantize", "--dit", dit, "--out", tmp_path / "int8.safetensors")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "int8.safetensors").stat().st_size < 0.6 * dit.stat().st_size
+    assert QUANT_METADATA_KEY in read_metadata(tmp_path / "int8.safetensors")
+    out = tmp_path / "llava_int8.safetensors"
+    result = cli("quantize", "--llava", demo_models["llava"], "--llava-vision", demo_models["vision"], "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert is_int8_llava(out) and f"wrote {out}" in result.stdout
 
 
 def test_index_and_retrieve(tmp_path):

@@ -128,7 +128,7 @@ def test_encode_node_builds_image_and_text_tokens_with_a_negative(pack, encoders
 def test_encoder_loader_names_a_missing_vision_file(pack, demo_files):
     with pytest.raises(ValueError, match="vision tower"):
         run_node(pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"], llava=demo_files["llava"].name,
-                 llava_vision="(in the LLaVA folder)", clip_l=demo_files["clip_l"].name, dtype="fp32")
+                 llava_vision=pack.nodes.loaders.FOLDER_VISION, clip_l=demo_files["clip_l"].name, dtype="fp32")
 
 
 class StubVAE:
@@ -197,3 +197,24 @@ def test_encoder_loader_int8_quantizes_the_llama_and_still_encodes(pack, demo_fi
     assert "Int8Linear" in layers and "Linear" not in layers
     assert cond.positive.tokens.shape == (1, 402, 256) and torch.isfinite(cond.positive.tokens).all()
     assert enc.identity.endswith("-int8")  # its cache entries never mix with the float encoders'
+
+
+def test_save_int8_writes_a_self_contained_llava_that_loads_pre_quantized(pack, demo_files, comfy_base):
+    loader, saver = pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"], pack.NODE_CLASS_MAPPINGS["Magic141SaveInt8"]
+    files = dict(llava=demo_files["llava"].name, clip_l=demo_files["clip_l"].name, dtype="fp32")
+    with pytest.raises(ValueError, match="not a pre-quantized int8 LLaVA file"):
+        run_node(loader, llava_vision=demo_files["vision"].name, int8="pre-quantized", **files)
+    (float_enc,) = run_node(loader, llava_vision=demo_files["vision"].name, **files)
+    out = run_node(saver, encoders=float_enc, filename="demo_int8")
+    assert out["result"] == ("demo_int8_llava.safetensors",)
+    assert (comfy_base / "models" / "text_encoders" / "demo_int8_llava.safetensors").is_file()
+    assert float_enc.llava is None  # saving re-read the files; the user's encoders were not loaded or changed
+    files["llava"] = "demo_int8_llava.safetensors"
+    (enc,) = run_node(loader, llava_vision=pack.nodes.loaders.FOLDER_VISION, int8="pre-quantized", **files)
+    image = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(0))
+    a = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=enc, prompt="a boat", image=image)[0]
+    b = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=float_enc, prompt="a boat", image=image)[0]
+    assert "Int8Linear" in [type(m).__name__ for m in enc.llava.model.language_model.modules()]
+    assert ((a.positive.tokens - b.positive.tokens).norm() / b.positive.tokens.norm()) < 0.05
+    with pytest.raises(ValueError, match="connect a model"):
+        run_node(saver, filename="nothing")

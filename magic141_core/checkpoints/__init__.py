@@ -13,6 +13,7 @@ from .files import (
     save_safetensors,
     unwrap,
 )
+from .fill import fill_
 from .identify import describe, wrong_model_message
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "converted",
     "open_state_dict",
     "describe",
+    "fill_",
     "from_diffusers",
     "is_diffusers_dit",
     "iter_state_dict",

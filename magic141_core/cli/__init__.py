@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .commands import cmd_bench, cmd_generate, cmd_index, cmd_long, cmd_quantize, cmd_retrieve
-from .models import add_model_args
+from .models import add_comfyui_arg, add_model_args
 
 log = logging.getLogger("magic141")
 
@@ -71,9 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     _video_args(p, "magic141_long.mp4")
     p.set_defaults(func=cmd_long)
 
-    p = sub.add_parser("quantize", help="write an int8 (optimum-quanto) transformer checkpoint",
-                       description="Quantize a transformer to int8 weights and save it pre-quantized.")
-    p.add_argument("--dit", type=Path, required=True, help="the float checkpoint")
+    p = sub.add_parser("quantize", help="write an int8 (optimum-quanto) transformer or LLaVA encoder checkpoint",
+                       description="Quantize the transformer (--dit) or the LLaVA encoder (--llava + --llava-vision) "
+                                   "to int8 weights, layer by layer while reading, and save it pre-quantized.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dit", type=Path, help="the float transformer checkpoint")
+    source.add_argument("--llava", type=Path, help="ComfyUI's llava_llama3 text encoder file (or an HF LLaVA folder)")
+    p.add_argument("--llava-vision", type=Path, help="llava_llama3_vision.safetensors (with a --llava file)")
+    add_comfyui_arg(p)
     p.add_argument("--out", type=Path, required=True, help="the int8 .safetensors to write")
     p.set_defaults(func=cmd_quantize)
 

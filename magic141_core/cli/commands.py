@@ -102,13 +102,29 @@ def cmd_long(args):
 
 
 def cmd_quantize(args):
-    from ..dit.loading import load_dit, save_dit
     from ..quant import weight_bytes
 
-    model = load_dit(args.dit, dtype=torch.bfloat16, int8=True)
-    save_dit(model, args.out)
+    if args.dit is not None:
+        from ..dit.loading import load_dit, save_dit
+
+        model, inputs = load_dit(args.dit, dtype=torch.bfloat16, int8=True), [args.dit]
+        save_dit(model, args.out)
+    else:
+        from ..text import LlavaSource, load_llava
+        from ..text.loading import save_llava
+
+        if args.llava.is_dir():
+            source, inputs = LlavaSource(folder=args.llava), list(args.llava.glob("*.safetensors"))
+        else:
+            if args.llava_vision is None:
+                raise ValueError("a --llava file needs --llava-vision (llava_llama3_vision.safetensors)")
+            tokenizer = args.comfyui / "comfy" / "text_encoders" / "llama_tokenizer"
+            source, inputs = LlavaSource(text_encoder=args.llava, vision=args.llava_vision, tokenizer=tokenizer), \
+                [args.llava, args.llava_vision]
+        model = load_llava(source, torch.bfloat16, int8=True).model
+        save_llava(model, args.out)
     print(f"wrote {args.out}: int8 weights, {weight_bytes(model) / 1e9:.2f} GB "
-          f"({args.out.stat().st_size / args.dit.stat().st_size:.2f}x the input file)")
+          f"({args.out.stat().st_size / sum(p.stat().st_size for p in inputs):.2f}x the input files)")
 
 
 def _embedder(args):

@@ -17,6 +17,13 @@ DEMO_NOTICE = ("using the built-in ARCHITECTURE DEMO (untrained; hand-set weight
                "whatever the prompt and seed); pass --dit/--vae/--llava/--clip-l for real checkpoints")
 
 
+def add_comfyui_arg(parser) -> None:
+    parser.add_argument("--comfyui", type=Path,
+                        default=Path(os.environ.get("MAGIC141_COMFYUI", REPO / ".host" / "ComfyUI")),
+                        help="a ComfyUI folder: its tokenizers serve single-file encoders and the demo "
+                             "(default: %(default)s)")
+
+
 def add_model_args(parser: argparse.ArgumentParser, encoders: bool = True):
     g = parser.add_argument_group("models (all local files; omit them all for the built-in demo)")
     g.add_argument("--dit", type=Path, help="Magic141 transformer (.safetensors or weights-only .pth)")
@@ -25,8 +32,7 @@ def add_model_args(parser: argparse.ArgumentParser, encoders: bool = True):
         g.add_argument("--llava", type=Path, help="llava_llama3 text encoder file, or an HF LLaVA folder")
         g.add_argument("--llava-vision", type=Path, help="llava_llama3_vision.safetensors (with a single-file --llava)")
         g.add_argument("--clip-l", type=Path, help="clip_l.safetensors, or an HF CLIP-L folder")
-    g.add_argument("--comfyui", type=Path, default=Path(os.environ.get("MAGIC141_COMFYUI", REPO / ".host" / "ComfyUI")),
-                   help="a ComfyUI folder: its tokenizers serve single-file encoders and the demo (default: %(default)s)")
+    add_comfyui_arg(g)
     g.add_argument("--demo-dir", type=Path, default=REPO / ".host" / "base" / "models",
                    help="where the demo models are generated on first use (default: %(default)s)")
     g.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="transformer/VAE weight dtype")

@@ -1,10 +1,8 @@
-"""Load and save the DiT: any supported file -> a `Magic141DiT` built on the meta device, filled unit by unit.
+"""Load and save the DiT: any supported file -> a `Magic141DiT` built on the meta device, filled layer by layer.
 
-A unit is one transformer block, or one of the small top-level modules. Each unit's tensors are read (memory-mapped
-for safetensors), converted to the requested dtype, handed over with `load_state_dict(assign=True)`, and, with
-`int8=True`, quantized right away. So no randomly initialised copy is ever made, the float model is never held
-twice, and quantize-on-load peaks at the int8 model plus one float block. Pre-quantized files (see `quant.py`) are
-recognised from their metadata and load their int8 tensors directly.
+`checkpoints.fill_` assigns each layer's tensors (memory-mapped for safetensors) and, with `int8=True`, quantizes it
+right away, so quantize-on-load peaks at the int8 model plus one float layer. Pre-quantized files (see `quant.py`)
+are recognised from their metadata and load their int8 tensors directly.
 """
 
 from __future__ import annotations
@@ -16,20 +14,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..checkpoints import (
     QUANT_METADATA_KEY,
     CheckpointError,
     OfficialView,
     converted,
+    fill_,
     is_diffusers_dit,
     open_state_dict,
     save_safetensors,
     wrong_model_message,
 )
 from ..config import DiTConfig
-from ..device import release_freed_memory
 from .model import Magic141DiT
 
 CONFIG_METADATA_KEY = "magic141_dit_config"
@@ -49,55 +46,15 @@ def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Ten
         yield sd
 
 
-def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules that hold tensors themselves (linears, norms, the patch conv): the loading granularity."""
-    return [(name, m) for name, m in model.named_modules()
-            if any(t is not None for t in (*m._parameters.values(), *m._buffers.values()))]
-
-
-def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype, name: str, int8: bool = False) -> nn.Module:
-    """Assign every tensor of `sd` to `model` (built on meta) layer by layer, strictly; quantize linears if `int8`.
-
-    Going layer by layer keeps quantize-on-load at the int8 model plus one float layer and its temporaries."""
-    by_layer: dict[str, list[str]] = {}
-    for key in sd:
-        by_layer.setdefault(_layer_of(key), []).append(key)
-    consumed = set()
-    for prefix, layer in _leaves(model):
-        keys = by_layer.get(prefix, [])
-        part = {k[len(prefix) + 1:]: converted(sd[k], dtype) for k in keys}
-        try:
-            layer.load_state_dict(part, strict=True, assign=True)
-        except RuntimeError as e:
-            detail = " ".join(str(e).split("\n", 1)[-1].split())
-            raise CheckpointError(f"{name} does not fit the transformer its shapes describe, in {prefix}: "
-                                  f"{detail[:600]}") from None
-        consumed.update(keys)
-        if int8 and isinstance(layer, nn.Linear):
-            from ..quant import quantize_layer_
-
-            del part
-            quantize_layer_(model, prefix)
-            release_freed_memory()
-    extra = sorted(set(sd) - consumed)
-    if extra:
-        raise CheckpointError(f"{name} has tensors this transformer does not use, e.g. {extra[:5]}")
-    return model.eval().requires_grad_(False)
-
-
-def _layer_of(key: str) -> str:
-    """Module name of a state-dict key: drop the tensor name (and quanto's `weight._data` / `weight._scale`)."""
-    module, _, tensor = key.rpartition(".")
-    if tensor in ("_data", "_scale"):
-        module = module.rpartition(".")[0]
-    return module
+def _every_linear(name: str) -> bool:
+    return True
 
 
 def build_dit(config: DiTConfig, sd: Mapping[str, torch.Tensor], name: str = "state dict") -> Magic141DiT:
     """A model holding exactly the tensors of `sd` (official names), checked strictly."""
     with torch.device("meta"):
         model = Magic141DiT(config)
-    return fill_(model, sd, None, name)
+    return fill_(model, sd, None, name, "the transformer")
 
 
 def load_dit(
@@ -130,7 +87,7 @@ def load_dit(
             from ..quant import prepare_quantized_
 
             prepare_quantized_(model, qmap, name)
-        fill_(model, sd, dtype, name, int8=int8 and qmap is None)
+        fill_(model, sd, dtype, name, "the transformer", quantize=_every_linear if int8 and qmap is None else None)
     model.apply_text_guidance = apply_text_guidance
     model.source_path = Path(path)  # lets an int8 copy be made by re-reading, never by copying the float model
     return model.to(device)

@@ -17,7 +17,7 @@ Key names (from ComfyUI's `comfy/text_encoders/llama.py`, `comfy/clip_model.py`,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -52,23 +52,17 @@ def clip_key(key: str) -> str | None:
     raise KeyError(key)
 
 
-def dequantize(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) with every float tensor in `dtype`, read one at a time from a (lazy) state dict.
-
-    fp8 weights are multiplied by their scale in fp32 first; the scale tensors themselves are not yielded.
-    """
-    for key in sd:
-        if key.rsplit(".", 1)[-1] in _SCALE_SUFFIXES:
-            continue
-        tensor = sd[key]
-        if tensor.dtype in _FP8 and tensor.numel() > 0:
-            prefix = key.removesuffix("weight")
-            scale = next((sd[prefix + s] for s in ("scale_weight", "weight_scale") if prefix + s in sd), None)
-            tensor = tensor.float()
-            if scale is not None:
-                scale = scale.float()
-                tensor = tensor * (scale.view(-1, *[1] * (tensor.ndim - 1)) if scale.numel() > 1 else scale)
-        yield key, tensor.to(dtype) if tensor.is_floating_point() else tensor
+def read_tensor(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    """The tensor `key` of a (lazy) state dict; an fp8 weight is multiplied by its scale, in fp32."""
+    tensor = sd[key]
+    if tensor.dtype in _FP8 and tensor.numel() > 0:
+        prefix = key.removesuffix("weight")
+        scale = next((sd[prefix + s] for s in ("scale_weight", "weight_scale") if prefix + s in sd), None)
+        tensor = tensor.float()
+        if scale is not None:
+            scale = scale.float()
+            tensor = tensor * (scale.view(-1, *[1] * (tensor.ndim - 1)) if scale.numel() > 1 else scale)
+    return tensor
 
 
 def _layer_count(keys, pattern: str) -> int:

@@ -53,8 +53,8 @@ class Magic141Encoders:
         cache_dir: folder for the on-disk cache (None: memory only).
         cache_items: entries kept in memory (a text entry is ~4 MB, an image entry ~2.4 MB in fp32).
         offload_after_encode: move the encoders back to the CPU after each encode.
-        int8: quantize the Llama-3 (LLM and VLM language model, 98 % of the weights) to int8 after loading
-            (optimum-quanto, paper §3.2): about half the memory.
+        int8: quantize the Llama-3 (LLM and VLM language model, 98 % of the weights) to int8 while loading
+            (optimum-quanto, paper §3.2): about half the memory. A pre-quantized LLaVA file is int8 regardless.
     """
 
     def __init__(self, llava: LlavaSource, clip: ClipSource, *, device=None, dtype: torch.dtype = torch.float16,
@@ -98,11 +98,7 @@ class Magic141Encoders:
     def load(self) -> "Magic141Encoders":
         if self.llava is None:
             logger.info("loading LLaVA-Llama-3 (%s)", self.dtype)
-            self.llava = load_llava(self.llava_source, self.dtype)
-            if self.int8:
-                from ..quant import quantize_linears_
-
-                quantize_linears_(self.llava.model.language_model)
+            self.llava = load_llava(self.llava_source, self.dtype, int8=self.int8)
         if self.clip is None:
             logger.info("loading CLIP-L (%s)", self.dtype)
             self.clip = load_clip(self.clip_source, self.dtype)

@@ -7,19 +7,22 @@ are read with the pack's safe reader, renamed by `comfy_keys`, and assigned into
 
 from __future__ import annotations
 
+import json
 import logging
-from contextlib import contextmanager
+from collections import ChainMap
+from collections.abc import Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, open_state_dict, wrong_model_message
+from ..checkpoints import CheckpointError, fill_, open_state_dict, read_metadata, save_safetensors, wrong_model_message
 from . import comfy_keys
 from .images import llava_image_processor
 from .prompts import IMAGE_TOKEN
-from .sources import ClipSource, LlavaSource
+from .sources import LLAVA_CONFIG_KEY, ClipSource, LlavaSource, PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -84,64 +87,106 @@ def _parameters_on_meta():
         nn.Module.register_parameter = register
 
 
-def _assign(model: nn.Module, sd: dict[str, torch.Tensor], name: str, expected: str) -> nn.Module:
-    """Strict load by assignment; a mismatch names the file's kind instead of a torch traceback."""
-    wanted = set(model.state_dict())
-    missing, unexpected = sorted(wanted - set(sd)), sorted(set(sd) - wanted)
-    if missing or unexpected:
-        if len(missing) > len(wanted) // 2:
-            raise CheckpointError(wrong_model_message(name, sd.keys(), expected, missing))
-        raise CheckpointError(
-            f"{name} does not fit {expected}: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
-        )
-    model.load_state_dict(sd, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+class _Renamed(Mapping):
+    """The tensors of a ComfyUI file under transformers names, read on access (fp8 times its scale, in fp32)."""
 
-
-def _mapped(path: Path, rename, dtype: torch.dtype, expected: str) -> dict[str, torch.Tensor]:
-    """The file's tensors under transformers names, in `dtype` (fp8 dequantised), read one tensor at a time."""
-    sd = {}
-    with open_state_dict(path) as raw:
+    def __init__(self, raw: Mapping[str, torch.Tensor], rename, name: str, expected: str):
+        self._raw, self._keys = raw, {}
         for key in raw:  # check every name before reading any tensor
             try:
-                rename(key)
+                new = rename(key)
             except KeyError:
-                raise CheckpointError(wrong_model_message(path.name, list(raw), expected, [key])) from None
-        for key, tensor in comfy_keys.dequantize(raw, dtype):
-            new = rename(key)
+                raise CheckpointError(wrong_model_message(name, list(raw), expected, [key])) from None
             if new is not None:
-                sd[new] = tensor
-    return sd
+                self._keys[new] = key
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return comfy_keys.read_tensor(self._raw, self._keys[key])
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
-def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16) -> LlavaParts:
-    """The LLaVA model (without its LM head), its tokenizer and image processor."""
+def _in_language_model(layer: str) -> bool:
+    """int8 goes to the Llama-3 (98 % of LLaVA's weights); the vision tower and projector stay float (paper §3.2)."""
+    return layer.startswith("language_model.")
+
+
+def is_int8_llava(path: PathLike) -> bool:
+    """True for a pre-quantized LLaVA file written by `save_llava`."""
+    return LLAVA_CONFIG_KEY in read_metadata(path)
+
+
+def save_llava(model: nn.Module, path: PathLike) -> None:
+    """A (quantized) LlavaModel as one self-describing safetensors file: its config and quantization map in the
+    metadata, vision tower included, so `load_llava` needs no vision file for it. Written atomically."""
+    from ..quant import quantization_metadata
+
+    metadata = {LLAVA_CONFIG_KEY: model.config.to_json_string(), **quantization_metadata(model)}
+    save_safetensors(dict(model.state_dict()), path, metadata)
+
+
+def _load_int8_llava(raw, name: str, dtype: torch.dtype) -> nn.Module:
+    from transformers import LlavaConfig, LlavaModel
+
+    from ..quant import prepare_quantized_, read_quantization_map
+
+    qmap = read_quantization_map(raw.metadata, name) or {}
+    config = LlavaConfig.from_dict(json.loads(raw.metadata[LLAVA_CONFIG_KEY]))
+    with _parameters_on_meta():
+        model = LlavaModel(config)
+    prepare_quantized_(model, qmap, name)
+    return fill_(model, raw, dtype, name, "LLaVA-Llama-3")
+
+
+def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16, int8: bool = False) -> LlavaParts:
+    """The LLaVA model (without its LM head), its tokenizer and image processor.
+
+    int8: quantize the Llama-3's linears (optimum-quanto qint8): layer by layer while the ComfyUI files load, so the
+    float model never sits in memory whole; after loading for a Hugging Face folder (transformers loads it). A
+    pre-quantized file (`save_llava`) is recognised from its metadata and always loads as int8, vision included.
+    """
     source.check()
     _transformers_version()
     if source.is_folder:
-        return _load_llava_folder(Path(source.folder), Path(source.tokenizer or source.folder), dtype)
+        parts = _load_llava_folder(Path(source.folder), Path(source.tokenizer or source.folder), dtype)
+        if int8:
+            from ..quant import quantize_linears_
+
+            quantize_linears_(parts.model.language_model)
+        return parts
     from transformers import LlavaModel
 
     tokenizer = load_tokenizer(Path(source.tokenizer))
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:
         raise ValueError(f"the tokenizer in {source.tokenizer} has no {IMAGE_TOKEN} token; use the llava-llama-3 one")
-    sd = _mapped(Path(source.text_encoder), comfy_keys.llava_key, dtype, "a llava-llama-3 text encoder")
-    if not any(k.startswith("language_model.") for k in sd):
-        name = Path(source.text_encoder).name
-        raise CheckpointError(wrong_model_message(name, sd, "a llava-llama-3 text encoder", []))
-    vision = _mapped(Path(source.vision), comfy_keys.llava_key, dtype, "the llava-llama-3 vision tower")
-    if "multi_modal_projector.linear_1.weight" not in vision:
-        raise CheckpointError(
-            f"{Path(source.vision).name} has no multi_modal_projector: it is a plain CLIP vision model, not "
-            "llava_llama3_vision.safetensors (LLaVA's vision tower with its projector)"
-        )
-    sd.update(vision)
-    config = comfy_keys.llava_config(sd, image_token_id, tokenizer.pad_token_id)
-    with _parameters_on_meta():
-        model = LlavaModel(config)
-    model = _assign(model, sd, f"{Path(source.text_encoder).name} + {Path(source.vision).name}", "LLaVA-Llama-3")
+    text_path = Path(source.text_encoder)
+    with ExitStack() as files:
+        raw_text = files.enter_context(open_state_dict(text_path))
+        if LLAVA_CONFIG_KEY in raw_text.metadata:
+            model = _load_int8_llava(raw_text, text_path.name, dtype)
+            return LlavaParts(model, tokenizer, llava_image_processor(model.config.vision_config.image_size))
+        vision_path = Path(source.vision)
+        text = _Renamed(raw_text, comfy_keys.llava_key, text_path.name, "a llava-llama-3 text encoder")
+        if not any(k.startswith("language_model.") for k in text):
+            raise CheckpointError(wrong_model_message(text_path.name, text, "a llava-llama-3 text encoder", []))
+        vision = _Renamed(files.enter_context(open_state_dict(vision_path)), comfy_keys.llava_key, vision_path.name,
+                          "the llava-llama-3 vision tower")
+        if "multi_modal_projector.linear_1.weight" not in vision:
+            raise CheckpointError(
+                f"{vision_path.name} has no multi_modal_projector: it is a plain CLIP vision model, not "
+                "llava_llama3_vision.safetensors (LLaVA's vision tower with its projector)"
+            )
+        sd = ChainMap(text, vision)
+        config = comfy_keys.llava_config(sd, image_token_id, tokenizer.pad_token_id)
+        with _parameters_on_meta():
+            model = LlavaModel(config)
+        fill_(model, sd, dtype, f"{text_path.name} + {vision_path.name}", "LLaVA-Llama-3",
+              quantize=_in_language_model if int8 else None)
     return LlavaParts(model, tokenizer, llava_image_processor(config.vision_config.image_size))
 
 
@@ -179,10 +224,12 @@ def load_clip(source: ClipSource, dtype: torch.dtype = torch.float16) -> ClipPar
         )
         return ClipParts(model.eval().requires_grad_(False), tokenizer)
     path = Path(source.file)
-    sd = _mapped(path, comfy_keys.clip_key, dtype, "a CLIP-L text encoder")
-    if "text_model.embeddings.token_embedding.weight" not in sd:
-        raise CheckpointError(wrong_model_message(path.name, sd, "a CLIP-L text encoder", []))
-    config = comfy_keys.clip_text_config(sd, tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id)
-    with _parameters_on_meta():
-        model = CLIPTextModel(config)
-    return ClipParts(_assign(model, sd, path.name, "a CLIP-L text encoder"), tokenizer)
+    with open_state_dict(path) as raw:
+        sd = _Renamed(raw, comfy_keys.clip_key, path.name, "a CLIP-L text encoder")
+        if "text_model.embeddings.token_embedding.weight" not in sd:
+            raise CheckpointError(wrong_model_message(path.name, sd, "a CLIP-L text encoder", []))
+        config = comfy_keys.clip_text_config(sd, tokenizer.eos_token_id, tokenizer.bos_token_id,
+                                             tokenizer.pad_token_id)
+        with _parameters_on_meta():
+            model = CLIPTextModel(config)
+        return ClipParts(fill_(model, sd, dtype, path.name, "a CLIP-L text encoder"), tokenizer)

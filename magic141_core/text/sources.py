@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PathLike = str | os.PathLike
+LLAVA_CONFIG_KEY = "magic141_llava_config"  # metadata of a self-contained (int8) LLaVA file written by this pack
 
 WHERE_FILES_GO = """\
 Magic141 needs these encoder files (docs/encoders.md):
@@ -111,13 +112,25 @@ class LlavaSource:
     def problem(self) -> str | None:
         if self.is_folder:
             return _folder_problem("the LLaVA-Llama-3 folder", Path(self.folder), self.tokenizer)
-        return _files_problem(
-            "the LLaVA-Llama-3 encoder (ComfyUI files)",
-            [(self.text_encoder, "the Llama-3 text encoder file",
-              "ComfyUI/models/text_encoders/llava_llama3_fp16.safetensors"),
-             (self.vision, "the LLaVA vision file", "ComfyUI/models/clip_vision/llava_llama3_vision.safetensors")],
-            self.tokenizer, "ComfyUI/comfy/text_encoders/llama_tokenizer/",
-        )
+        files = [(self.text_encoder, "the Llama-3 text encoder file",
+                  "ComfyUI/models/text_encoders/llava_llama3_fp16.safetensors")]
+        if not self.is_self_contained:
+            files.append((self.vision, "the LLaVA vision file",
+                          "ComfyUI/models/clip_vision/llava_llama3_vision.safetensors"))
+        return _files_problem("the LLaVA-Llama-3 encoder (ComfyUI files)", files, self.tokenizer,
+                              "ComfyUI/comfy/text_encoders/llama_tokenizer/")
+
+    @property
+    def is_self_contained(self) -> bool:
+        """The text encoder file is this pack's int8 LLaVA file, which holds the vision tower too."""
+        from ..checkpoints import CheckpointError, read_metadata
+
+        if self.text_encoder is None or not Path(self.text_encoder).is_file():
+            return False
+        try:
+            return LLAVA_CONFIG_KEY in read_metadata(self.text_encoder)
+        except CheckpointError:
+            return False  # loading names the damage
 
     def check(self):
         check_sources(self)
