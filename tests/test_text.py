@@ -1,9 +1,5 @@
-"""The text and image encoders on tiny random LLaVA (Llama + CLIP vision) and CLIP text models built here.
-
-Nothing is downloaded: the tokenizers are trained in-process with `tokenizers` (byte-level BPE with the Llama-3
-split rule and the Llama-3 special tokens), the models are random, and both are saved in Hugging Face layout and as
-ComfyUI's single files, then loaded back through our loaders.
-"""
+"""The text and image encoders on tiny random LLaVA (Llama + CLIP vision) and CLIP text models (`tiny_llava.py`),
+saved in Hugging Face layout and as ComfyUI's single files, then loaded back through our loaders."""
 
 from __future__ import annotations
 
@@ -15,10 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from magic141_core.checkpoints import CheckpointError
-from magic141_core.demo import randomize_
 from magic141_core.text import Magic141Encoders, load_llava
 from magic141_core.text.comfy_keys import clip_key, llava_key
 from magic141_core.text.encode import encode_clip, encode_llm, encode_vlm, tokenize_llm, vlm_input_ids
@@ -34,126 +28,12 @@ from magic141_core.text.prompts import (
     vlm_keep_positions,
 )
 from magic141_core.text.sources import ClipSource, LlavaSource
-
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
-    r"\s+(?!\S)|\s+"
-)
-LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-                  "<image>", "<pad>"]
-PROMPTS = ["A cat walks on the grass, realistic style.", "a red car",
-           "Two dogs play in the snow at night under a bright full moon while a boy laughs, cinematic and warm"]
-IMAGE_SIZE, PATCH = 84, 14  # 6 x 6 = 36 image features -> 9 kept
-LAYERS = 4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine more threads make them 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-# ------------------------------------------------------------------------------------------ tiny models and files
-def _train_tokenizer(specials, corpus, *, llama: bool, vocab_size: int):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    if llama:
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-    else:
-        tok.normalizer = normalizers.Lowercase()
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    bos, eos = specials[0], specials[1]
-    single = f"{bos} $A" if llama else f"{bos} $A {eos}"
-    ids = [(bos, tok.token_to_id(bos))] + ([] if llama else [(eos, tok.token_to_id(eos))])
-    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=ids)
-    pad = "<pad>" if llama else eos
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-                                   padding_side="right")
-
-
-def _comfy_files(llava_full, clip_model, out: Path) -> dict[str, Path]:
-    """ComfyUI's HunyuanVideo text-encoder files, with the key names ComfyUI's own modules use."""
-    lm = llava_full.model.language_model.state_dict()
-    llm = {f"model.{k}": v for k, v in lm.items()} | {"lm_head.weight": llava_full.lm_head.weight}
-    vision = {f"vision_model.{k}": v for k, v in llava_full.model.vision_tower.vision_model.state_dict().items()}
-    vision |= {f"multi_modal_projector.{k}": v for k, v in llava_full.model.multi_modal_projector.state_dict().items()}
-    vision["visual_projection.weight"] = torch.zeros(8, vision["vision_model.post_layernorm.weight"].shape[0])
-    clip = dict(clip_model.state_dict()) | {"text_projection.weight": torch.eye(64), "logit_scale": torch.tensor(4.6)}
-    # scaled fp8, as ComfyUI's llava_llama3_fp8_scaled: fp8 linear weights with a per-tensor scale_weight
-    fp8 = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
-    for k, v in llm.items():
-        if k.endswith("_proj.weight"):
-            scale = v.abs().max().float() / 448
-            fp8[k], fp8[k.replace(".weight", ".scale_weight")] = (v / scale).to(torch.float8_e4m3fn), scale
-        else:
-            fp8[k] = v.to(torch.bfloat16)
-    paths = {name: out / f"{name}.safetensors" for name in ("llava_llama3_fp16", "llava_llama3_vision", "clip_l",
-                                                            "llava_llama3_fp8_scaled")}
-    for name, sd in zip(paths, (llm, vision, clip, fp8)):
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(paths[name]))
-    return paths
+from tiny_llava import IMAGE_SIZE, LAYERS, PROMPTS, build_tiny_encoders, one_thread, random_image  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration)
-
-    from magic141_core.text.images import llava_image_processor
-
-    root = tmp_path_factory.mktemp("encoders")
-    corpus = [LLM_TEMPLATE.replace("{}", p) for p in PROMPTS] + [VLM_TEMPLATE, NEGATIVE_PROMPT] * 3
-    llama_tok = _train_tokenizer(LLAMA_SPECIALS, corpus, llama=True, vocab_size=600)
-    clip_tok = _train_tokenizer(["<|startoftext|>", "<|endoftext|>"], corpus, llama=False, vocab_size=400)
-    image_id = llama_tok.convert_tokens_to_ids("<image>")
-    config = LlavaConfig(
-        text_config=LlamaConfig(vocab_size=len(llama_tok) + 8, hidden_size=256, intermediate_size=96,
-                                num_hidden_layers=LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=128,
-                                max_position_embeddings=1024, rope_theta=500000.0, rms_norm_eps=1e-5),
-        vision_config=CLIPVisionConfig(hidden_size=128, intermediate_size=96, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=PATCH,
-                                       hidden_act="quick_gelu"),
-        image_token_index=image_id, projector_hidden_act="gelu", vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    llava = randomize_(LlavaForConditionalGeneration(config), seed=1).eval()
-    clip_config = CLIPTextConfig(vocab_size=len(clip_tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                 num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",
-                                 eos_token_id=clip_tok.eos_token_id, bos_token_id=clip_tok.bos_token_id,
-                                 pad_token_id=clip_tok.pad_token_id)
-    clip = randomize_(CLIPTextModel(clip_config), seed=2).eval()
-
-    llava_dir, clip_dir = root / "llava-llama-3-8b-v1_1-transformers", root / "clip-vit-large-patch14"
-    llava.save_pretrained(llava_dir, safe_serialization=True)
-    llama_tok.save_pretrained(llava_dir)
-    llava_image_processor(IMAGE_SIZE).save_pretrained(llava_dir)
-    clip.save_pretrained(clip_dir, safe_serialization=True)
-    clip_tok.save_pretrained(clip_dir)
-    llama_tok_dir, clip_tok_dir = root / "llama_tokenizer", root / "sd1_tokenizer"
-    llama_tok.save_pretrained(llama_tok_dir)
-    clip_tok.save_pretrained(clip_tok_dir)
-    files = _comfy_files(llava, clip, root)
-    enc = Magic141Encoders.from_folders(llava_dir, clip_dir, device="cpu", dtype=torch.float32).load()
-    return dict(root=root, llava=llava, clip=clip, llava_dir=llava_dir, clip_dir=clip_dir, files=files,
-                llama_tok_dir=llama_tok_dir, clip_tok_dir=clip_tok_dir, enc=enc)
-
-
-def _image(seed: int, h: int = 61, w: int = 97, channels: int = 3) -> torch.Tensor:
-    """A ComfyUI IMAGE [1, H, W, C] float in 0..1 with 8-bit values, like a loaded file."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (1, h, w, channels), generator=g).float() / 255
+    return build_tiny_encoders(tmp_path_factory.mktemp("encoders"))
 
 
 def _first(output):
@@ -240,7 +120,7 @@ def test_vlm_tokens_are_every_4th_image_feature_and_the_user_segment_of_the_last
     at = ids.index(image_id)
     expanded = ids[:at] + [image_id] * 36 + ids[at + 1:]
     assert vlm_input_ids(tok, image_id, 36)[0] == expanded
-    image = _image(3)
+    image = random_image(3)
     px = pixel_values(enc.llava.image_processor, to_rgb_images(image))
     captured = []
     hook = model.language_model.layers[-1].register_forward_hook(lambda m, i, o: captured.append(_first(o)))
@@ -260,7 +140,7 @@ def test_vlm_tokens_are_every_4th_image_feature_and_the_user_segment_of_the_last
 # ------------------------------------------------------------------------------------------ the joint sequence
 def test_joint_sequence_mask_and_negative_share_the_image_tokens(tiny):
     enc = tiny["enc"]
-    image = _image(4)
+    image = random_image(4)
     cond = enc.encode(PROMPTS[1], image, negative=True)
     img = enc.encode_image(image)
     txt, txt_mask, pooled = enc.encode_text(PROMPTS[1])
@@ -275,7 +155,7 @@ def test_joint_sequence_mask_and_negative_share_the_image_tokens(tiny):
     assert torch.equal(cond.negative.tokens, torch.cat([img, neg_txt], 1))
     assert torch.equal(cond.negative.mask[:, n:], neg_mask) and torch.equal(cond.negative.pooled, neg_pooled)
     assert enc.encode(PROMPTS[1], image).negative is None
-    two = enc.encode([PROMPTS[1], PROMPTS[0]], torch.cat([image, _image(5)]))  # prompt i with image i
+    two = enc.encode([PROMPTS[1], PROMPTS[0]], torch.cat([image, random_image(5)]))  # prompt i with image i
     assert torch.equal(two.positive.tokens[0], pos.tokens[0]) and not torch.equal(two.positive.tokens[1, :n], img[0])
     with pytest.raises(ValueError, match="2 prompts and 3 images"):
         enc.encode(PROMPTS[:2], torch.cat([image] * 3))
@@ -293,7 +173,7 @@ def test_batch_with_padding_equals_one_by_one(tiny):
         assert torch.equal(mask[i:i + 1], m1)
         torch.testing.assert_close(pooled[i:i + 1], encode_clip(enc.clip.model, enc.clip.tokenizer, [p]),
                                    rtol=0, atol=1e-5)
-    images = to_rgb_images([_image(6), _image(7, 50, 40)])
+    images = to_rgb_images([random_image(6), random_image(7, 50, 40)])
     both = encode_vlm(enc.llava.model, tok, enc.llava.image_processor, images)
     for i, im in enumerate(images):
         torch.testing.assert_close(both[i:i + 1], encode_vlm(enc.llava.model, tok, enc.llava.image_processor, [im]),
@@ -307,7 +187,7 @@ def test_cache_returns_identical_tensors_without_running_or_loading_models(tiny,
                                         cache_dir=cache).load()
     llm_calls, vlm_calls = _count_calls(enc.llava.model.language_model), _count_calls(enc.llava.model.vision_tower)
     clip_calls = _count_calls(enc.clip.model)
-    image = _image(8)
+    image = random_image(8)
     first = enc.encode(PROMPTS[0], image, negative=True)
     assert (len(llm_calls), len(vlm_calls), len(clip_calls)) == (2, 1, 1)  # VLM; prompt + negative in one batch
     again = enc.encode(PROMPTS[0], image, negative=True)
@@ -329,11 +209,11 @@ def test_encoders_go_to_the_device_for_an_encode_and_back_to_the_cpu_once(tiny, 
     enc = Magic141Encoders.from_folders(tiny["llava_dir"], tiny["clip_dir"], device="cuda", dtype=torch.float32)
     moves = []
     monkeypatch.setattr(enc, "offload", lambda device="cpu": moves.append(str(device)))  # record, keep on the CPU
-    enc.encode(PROMPTS[0], _image(13), negative=True)
+    enc.encode(PROMPTS[0], random_image(13), negative=True)
     assert moves == ["cuda", "cuda", "cpu"]  # VLM, then LLM + CLIP; one offload at the end
     moves.clear()
     enc.offload_after_encode = False
-    enc.encode(PROMPTS[1], _image(13))
+    enc.encode(PROMPTS[1], random_image(13))
     assert moves == ["cuda"]
 
 
@@ -341,7 +221,7 @@ def test_cache_is_not_fooled_by_a_different_image_with_the_same_file_name(tiny, 
     enc = Magic141Encoders.from_folders(tiny["llava_dir"], tiny["clip_dir"], device="cpu", dtype=torch.float32,
                                         cache_dir=tmp_path / "cache").load()
     path = tmp_path / "reference.png"
-    a, b = (Image.fromarray((_image(s)[0].numpy() * 255).round().astype(np.uint8)) for s in (9, 10))
+    a, b = (Image.fromarray((random_image(s)[0].numpy() * 255).round().astype(np.uint8)) for s in (9, 10))
     a.save(path)
     tokens_a = enc.encode(PROMPTS[0], Image.open(path)).positive.tokens
     b.save(path)  # same name, new picture
@@ -376,7 +256,7 @@ def test_comfyui_single_files_give_the_same_embeddings_as_the_folders(tiny):
     comfy = Magic141Encoders.from_comfyui_files(f["llava_llama3_fp16"], f["llava_llama3_vision"], f["clip_l"],
                                                 tiny["llama_tok_dir"], tiny["clip_tok_dir"], device="cpu",
                                                 dtype=torch.float32)
-    image = _image(11)
+    image = random_image(11)
     a, b = comfy.encode(PROMPTS[2], image).positive, tiny["enc"].encode(PROMPTS[2], image).positive
     torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=1e-5)
     assert torch.equal(a.mask, b.mask)
@@ -456,7 +336,7 @@ def test_alpha_grey_and_odd_sized_images_are_preprocessed_as_the_reference(tiny)
     from transformers import CLIPImageProcessor
 
     reference = CLIPImageProcessor.from_pretrained(str(tiny["llava_dir"]), local_files_only=True)
-    rgba = _image(12, 333, 517, channels=4)
+    rgba = random_image(12, 333, 517, channels=4)
     pil = Image.fromarray((rgba[0].numpy() * 255).round().astype(np.uint8), "RGBA")
     expected = reference(images=pil, return_tensors="pt")["pixel_values"]  # the processor's own RGBA handling
     assert expected.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
@@ -490,67 +370,3 @@ def test_real_llava_llama3_tokenizer_crop_is_95_and_vlm_keeps_146():
     ids, keep = vlm_input_ids(tok, tok.convert_tokens_to_ids("<image>"), 576)
     assert len(ids) == 729 and len(keep) == 146
     assert tok.convert_ids_to_tokens([ids[keep[0]], ids[keep[-1]]]) == ["ĊĊ", "<|eot_id|>"]
-
-
-# ------------------------------------------------------------------------------------------------------------ int8
-def _comfy_encoders(tiny, text_encoder, **kwargs):
-    f = tiny["files"]
-    return Magic141Encoders.from_comfyui_files(text_encoder, f["llava_llama3_vision"], f["clip_l"],
-                                               tiny["llama_tok_dir"], tiny["clip_tok_dir"], device="cpu",
-                                               dtype=torch.float32, **kwargs)
-
-
-def _relative_error(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-def test_int8_llava_quantizes_the_llama_while_loading_and_stays_close(tiny):
-    from magic141_core.quant import Int8Linear
-
-    float_enc = _comfy_encoders(tiny, tiny["files"]["llava_llama3_fp16"])
-    int8_enc = _comfy_encoders(tiny, tiny["files"]["llava_llama3_fp16"], int8=True).load()
-    model = int8_enc.llava.model
-    linears = [m for m in model.language_model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(isinstance(m, Int8Linear) for m in linears)  # every Llama linear ...
-    assert not any(isinstance(m, Int8Linear) for m in model.vision_tower.modules())  # ... and no vision layer
-    image = _image(12)
-    a, b = int8_enc.encode(PROMPTS[0], image).positive, float_enc.encode(PROMPTS[0], image).positive
-    assert torch.equal(a.mask, b.mask)
-    assert _relative_error(a.tokens, b.tokens) < 0.05  # 2x the 0.024 measured on this tiny random model
-    assert int8_enc.identity != float_enc.identity  # int8 embeddings are cached apart from float ones
-
-
-def test_a_saved_int8_llava_is_recognised_needs_no_vision_file_and_is_bit_identical(tiny, tmp_path):
-    from magic141_core.text.loading import is_int8_llava, save_llava
-
-    int8_enc = _comfy_encoders(tiny, tiny["files"]["llava_llama3_fp16"], int8=True).load()
-    path = tmp_path / "llava_llama3_int8.safetensors"
-    save_llava(int8_enc.llava.model, path)
-    assert is_int8_llava(path) and not is_int8_llava(tiny["files"]["llava_llama3_fp16"])
-    f = tiny["files"]
-    float_bytes = f["llava_llama3_fp16"].stat().st_size + f["llava_llama3_vision"].stat().st_size
-    assert path.stat().st_size < 0.5 * float_bytes  # measured 0.46 of the fp32 files: int8 Llama, fp32 vision
-    reloaded = Magic141Encoders.from_comfyui_files(path, None, f["clip_l"], tiny["llama_tok_dir"],
-                                                   tiny["clip_tok_dir"], device="cpu", dtype=torch.float32)
-    image = _image(13)
-    a, b = reloaded.encode(PROMPTS[1], image).positive, int8_enc.encode(PROMPTS[1], image).positive
-    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.pooled, b.pooled)
-
-
-def test_a_damaged_int8_llava_map_is_a_clear_error(tiny, tmp_path):
-    from safetensors import safe_open
-
-    from magic141_core.checkpoints import QUANT_METADATA_KEY, save_safetensors
-    from magic141_core.text.loading import save_llava
-
-    good = tmp_path / "good.safetensors"
-    save_llava(_comfy_encoders(tiny, tiny["files"]["llava_llama3_fp16"], int8=True).load().llava.model, good)
-    with safe_open(str(good), "pt") as f:
-        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
-    source = dict(tokenizer=tiny["llama_tok_dir"])
-    for damage, message in [("{not json", "quantization map is corrupt"),
-                            ('{"language_model.no_such_layer": "qint8"}', "does not have or that are not linear")]:
-        bad = tmp_path / "bad.safetensors"
-        save_safetensors(tensors, bad, {**metadata, QUANT_METADATA_KEY: damage})
-        with pytest.raises(CheckpointError, match=message):
-            load_llava(LlavaSource(text_encoder=bad, **source), torch.float32)
