@@ -20,6 +20,9 @@ RATIOS = {
                        "peak quantize-on-load / int8 bytes": "RAM peak while quantizing on load",
                        "peak pre-quantized / int8 bytes": "RAM peak loading an int8 file",
                        "forward int8 / bf16 (CPU)": "forward time int8 vs bf16 on this CPU"},
+    "encoder_int8.py": {"encoder peak quantize-on-load / bf16 linear bytes":
+                           "LLaVA quantize-on-load RAM peak vs its float Llama (< 1: never whole)",
+                       "encoder peak pre-quantized / int8 linear bytes": "RAM peak loading an int8 LLaVA file"},
     "vae_memory.py": {"streaming peak 41 / 5 latent frames": "VAE streaming decode memory, long vs short",
                       "streaming time / untiled time": "VAE streaming decode time vs untiled"},
     "parallel.py": {"step bound 1 / 8 GPUs": "H100 step-time bound, 1 vs 8 GPUs (estimate, not measured)",
@@ -39,7 +42,10 @@ def run_script(script: Path, quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "summary.json"
         cmd = [sys.executable, str(script), "--json", str(out)] + (["--quick"] if quick else [])
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if result.returncode != 0:  # one failing script costs its rows, not the table
+            print(f"{script.name} failed: {result.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            return {}
         return json.loads(out.read_text())
 
 
