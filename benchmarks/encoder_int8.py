@@ -10,7 +10,6 @@ Run:  python benchmarks/encoder_int8.py [--quick]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from int8_memory import measure  # noqa: E402
+from int8_memory import main, measure  # noqa: E402
 
 COMFYUI = Path(os.environ.get("MAGIC141_COMFYUI", REPO / ".host" / "ComfyUI"))
 TOKENIZER = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer"
@@ -109,14 +108,4 @@ def run(quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:6])
-        sys.exit(0)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 layers of width 2048 instead of 4096")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
-    opts = parser.parse_args()
-    report = run(opts.quick)
-    print(json.dumps(report, indent=1))
-    if opts.json:
-        opts.json.write_text(json.dumps({"ratios": report}, indent=1))
+    main(run, child, "8 layers of width 2048 instead of 4096")

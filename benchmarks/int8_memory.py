@@ -128,15 +128,21 @@ def run(quick: bool) -> dict:
     return report
 
 
-if __name__ == "__main__":
+def main(run, child, quick_help: str) -> None:
+    """The command line of both int8 benchmarks: `--child ARGS...` is one measurement in this fresh process;
+    otherwise run everything, print the report and write it with --json."""
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3])
-        sys.exit(0)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a ~0.2 GB model instead of ~1.7 GB")
+        child(*sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=sys.modules[run.__module__].__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", type=Path, help="also write the summary here")
     opts = parser.parse_args()
     report = run(opts.quick)
     print(json.dumps(report, indent=1))
     if opts.json:
         opts.json.write_text(json.dumps({"ratios": report}, indent=1))
+
+
+if __name__ == "__main__":
+    main(run, child, "a ~0.2 GB model instead of ~1.7 GB")
