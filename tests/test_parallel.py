@@ -135,7 +135,7 @@ def launch(tmp_path_factory):
     ended = time.time()
     if not all((out / f"rank{r}.pt").exists() for r in range(WORLD)):
         pytest.fail(f"the launch failed before the failure injection:\n{result.stdout[-2000:]}{result.stderr[-4000:]}")
-    results = [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+    results = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     return results, out, ended - float((out / "failure time").read_text()), result
 
 
