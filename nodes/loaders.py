@@ -114,10 +114,11 @@ class Magic141EncoderLoader:
             vision = None if llava_vision == FOLDER_VISION else str(glue.model_file("clip_vision", llava_vision))
             llava_source = LlavaSource(text_encoder=str(llava_path), vision=vision,
                                        tokenizer=str(glue.comfy_tokenizer("llama_tokenizer")))
-            if int8 == "pre-quantized" and not llava_source.is_self_contained:
+            self_contained = llava_source.is_self_contained
+            if int8 == "pre-quantized" and not self_contained:
                 raise ValueError(f"{llava} is not a pre-quantized int8 LLaVA file; choose 'quantize on load', or "
                                  "write one with Magic141 Save int8 Checkpoint")
-            if vision is None and not llava_source.is_self_contained:
+            if vision is None and not self_contained:
                 raise ValueError("a single-file LLaVA text encoder needs its vision tower: choose "
                                  "llava_llama3_vision.safetensors (models/clip_vision) as llava_vision")
         if clip_l.endswith("/"):

@@ -84,7 +84,7 @@ def test_long_with_a_report_chains_windows(demo_dir, tmp_path):
 
 def test_quantize_writes_int8_transformer_and_encoder_files(demo_models, tmp_path):
     from magic141_core.checkpoints import QUANT_METADATA_KEY, read_metadata
-    from magic141_core.text.loading import is_int8_llava
+    from magic141_core.text.sources import is_int8_llava
 
     dit = demo_models["dit"]
     result = cli("quantize", "--dit", dit, "--out", tmp_path / "int8.safetensors")

@@ -45,7 +45,8 @@ def test_int8_llava_quantizes_the_llama_while_loading_and_stays_close(tiny):
 
 
 def test_a_saved_int8_llava_is_recognised_needs_no_vision_file_and_is_bit_identical(tiny, tmp_path):
-    from magic141_core.text.loading import is_int8_llava, save_llava
+    from magic141_core.text.loading import save_llava
+    from magic141_core.text.sources import is_int8_llava
 
     int8_enc = _comfy_encoders(tiny, tiny["files"]["llava_llama3_fp16"], int8=True).load()
     path = tmp_path / "llava_llama3_int8.safetensors"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, fill_, open_state_dict, read_metadata, save_safetensors, wrong_model_message
+from ..checkpoints import CheckpointError, fill_, open_state_dict, save_safetensors, wrong_model_message
 from . import comfy_keys
 from .images import llava_image_processor
 from .prompts import IMAGE_TOKEN
@@ -113,11 +113,6 @@ class _Renamed(Mapping):
 def _in_language_model(layer: str) -> bool:
     """int8 goes to the Llama-3 (98 % of LLaVA's weights); the vision tower and projector stay float (paper §3.2)."""
     return layer.startswith("language_model.")
-
-
-def is_int8_llava(path: PathLike) -> bool:
-    """True for a pre-quantized LLaVA file written by `save_llava`."""
-    return LLAVA_CONFIG_KEY in read_metadata(path)
 
 
 def save_llava(model: nn.Module, path: PathLike) -> None:

@@ -32,6 +32,13 @@ Magic141 needs these encoder files (docs/encoders.md):
 Nothing is ever downloaded: copy the files there yourself."""
 
 
+def is_int8_llava(path: PathLike) -> bool:
+    """True for a pre-quantized LLaVA file written by `loading.save_llava` (its config is in the metadata)."""
+    from ..checkpoints import read_metadata
+
+    return LLAVA_CONFIG_KEY in read_metadata(path)
+
+
 def _missing_tokenizer_files(folder: Path) -> list[str]:
     if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
         return []
@@ -93,8 +100,21 @@ def _stat_entries(paths) -> list:
     return out
 
 
+class _Source:
+    """What both encoder sources share: a Hugging Face `folder`, or single files; `problem()` says what is missing."""
+
+    folder: Path | None
+
+    @property
+    def is_folder(self) -> bool:
+        return self.folder is not None
+
+    def check(self):
+        check_sources(self)
+
+
 @dataclass(frozen=True)
-class LlavaSource:
+class LlavaSource(_Source):
     """The LLaVA-Llama-3 model: a Hugging Face `folder`, or ComfyUI's `text_encoder` + `vision` files.
 
     tokenizer: a folder with the Llama-3 tokenizer files; defaults to `folder`, required with the ComfyUI files.
@@ -104,10 +124,6 @@ class LlavaSource:
     text_encoder: Path | None = None
     vision: Path | None = None
     tokenizer: Path | None = None
-
-    @property
-    def is_folder(self) -> bool:
-        return self.folder is not None
 
     def problem(self) -> str | None:
         if self.is_folder:
@@ -123,24 +139,21 @@ class LlavaSource:
     @property
     def is_self_contained(self) -> bool:
         """The text encoder file is this pack's int8 LLaVA file, which holds the vision tower too."""
-        from ..checkpoints import CheckpointError, read_metadata
+        from ..checkpoints import CheckpointError
 
         if self.text_encoder is None or not Path(self.text_encoder).is_file():
             return False
         try:
-            return LLAVA_CONFIG_KEY in read_metadata(self.text_encoder)
+            return is_int8_llava(self.text_encoder)
         except CheckpointError:
             return False  # loading names the damage
-
-    def check(self):
-        check_sources(self)
 
     def paths(self) -> list[Path]:
         return [Path(p) for p in (self.folder, self.text_encoder, self.vision, self.tokenizer) if p is not None]
 
 
 @dataclass(frozen=True)
-class ClipSource:
+class ClipSource(_Source):
     """The CLIP-L text model: a Hugging Face `folder`, or ComfyUI's `file` (clip_l.safetensors).
 
     tokenizer: a folder with the CLIP tokenizer files; defaults to `folder`, required with the ComfyUI file.
@@ -150,10 +163,6 @@ class ClipSource:
     file: Path | None = None
     tokenizer: Path | None = None
 
-    @property
-    def is_folder(self) -> bool:
-        return self.folder is not None
-
     def problem(self) -> str | None:
         if self.is_folder:
             return _folder_problem("the CLIP-L folder", Path(self.folder), self.tokenizer)
@@ -162,9 +171,6 @@ class ClipSource:
             [(self.file, "the CLIP-L file", "ComfyUI/models/text_encoders/clip_l.safetensors")],
             self.tokenizer, "ComfyUI/comfy/sd1_tokenizer/",
         )
-
-    def check(self):
-        check_sources(self)
 
     def paths(self) -> list[Path]:
         return [Path(p) for p in (self.folder, self.file, self.tokenizer) if p is not None]
