@@ -36,6 +36,7 @@ def main() -> None:
     import dataclasses
 
     from magic141_core.pipeline import latent_shape, sample_latent
+    from magic141_core.sampling import make_noise
     from magic141_core.vae import scale_latent, unscale_latent
 
     prior = _fit(_load_image(args.image), args.resolution)
@@ -45,12 +46,9 @@ def main() -> None:
     image = prior.movedim(-1, 1) * 2 - 1  # [1, 3, H, W] in [-1, 1]
     cond = dataclasses.replace(cond, reference=scale_latent(vae.encode(image).mean))
     shape = latent_shape(args.frames, prior.shape[1], prior.shape[2])
-    latents = [None]
+    latents = [make_noise(shape, args.seed)[:, :, :1]]  # what sample_latent starts from, for the first still
     sample_latent(dit, cond, shape, steps=args.steps, shift=args.shift, seed=args.seed,
                   callback=lambda step: latents.append(step.x[:, :, :1].clone()))
-    from magic141_core.sampling import make_noise
-
-    latents[0] = make_noise(shape, args.seed)[:, :, :1]
     stills = []
     for k, latent in enumerate(latents):
         frame = vae.decode(unscale_latent(latent))[0, :, 0].movedim(0, -1)  # [H, W, 3] in [0, 1]
