@@ -114,8 +114,10 @@ def _write_demo_retrieval_clip(folder: Path, clip_tokenizer: Path, seed: int):
 
 def comfy_llava_files(llava) -> tuple[dict, dict]:
     """A transformers LLaVA as ComfyUI's two files: the Llama-3 text encoder and the vision tower + projector."""
+    from .text.comfy_keys import tower_file_tensors
+
     text = {f"model.{k}": v for k, v in llava.model.language_model.state_dict().items()}
-    vision = {f"vision_model.{k}": v for k, v in llava.model.vision_tower.vision_model.state_dict().items()}
+    vision = tower_file_tensors(llava.model.vision_tower, "vision_model.")
     vision |= {f"multi_modal_projector.{k}": v for k, v in llava.model.multi_modal_projector.state_dict().items()}
     return text, vision
 
@@ -130,6 +132,7 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
     """
     from .checkpoints import save_safetensors
     from .dit.loading import save_dit
+    from .text.comfy_keys import tower_file_tensors
     from .passthrough import passthrough_dit, passthrough_vae
 
     paths = {role: Path(models_dir) / folder / name for role, (folder, name) in DEMO_FILES.items()}
@@ -141,7 +144,8 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
         save_safetensors({k: v.to(torch.bfloat16) for k, v in vision.items()}, paths["vision"])
     if not paths["clip_l"].is_file():
         clip = _demo_clip_text(Path(clip_tokenizer), seed + 2)
-        save_safetensors({k: v.to(torch.bfloat16) for k, v in clip.state_dict().items()}, paths["clip_l"])
+        clip_tensors = tower_file_tensors(clip, "text_model.")
+        save_safetensors({k: v.to(torch.bfloat16) for k, v in clip_tensors.items()}, paths["clip_l"])
     if not (paths["retrieval_clip"] / "config.json").is_file():
         _write_demo_retrieval_clip(paths["retrieval_clip"], Path(clip_tokenizer), seed + 4)
     if include_vae and not paths["vae"].is_file():

@@ -43,7 +43,10 @@ class ClipEmbedder:
     """CLIP image and text embeddings (projected, L2-normalised) from a local `CLIPModel` folder."""
 
     def __init__(self, folder: str | os.PathLike, device: str | torch.device = "cpu", dtype=torch.float32):
-        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel
+
+        from .text.images import load_image_processor
+        from .text.loading import dtype_kwarg
 
         folder = Path(folder)
         missing = [f for f in ("config.json", "preprocessor_config.json") if not (folder / f).is_file()]
@@ -52,9 +55,9 @@ class ClipEmbedder:
                 f"{folder} is not a CLIP model folder (missing {missing or 'the folder'}); put a Hugging Face CLIPModel "
                 "(config.json, model.safetensors, tokenizer and preprocessor files) there"
             )
-        self.model = CLIPModel.from_pretrained(folder, local_files_only=True, torch_dtype=dtype).to(device).eval()
+        self.model = CLIPModel.from_pretrained(folder, local_files_only=True, **dtype_kwarg(dtype)).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        self.processor = load_image_processor(folder)
         weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
         stamp = [(w.name, w.stat().st_size) for w in weights] + [(folder / "config.json").read_text()]
         self.identity = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
@@ -67,13 +70,21 @@ class ClipEmbedder:
     def embed_images(self, images: list[Image.Image]) -> torch.Tensor:
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         features = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
-        return torch.nn.functional.normalize(features.float(), dim=-1).cpu()
+        return _normalized(features)
 
     @torch.inference_mode()
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
         features = self.model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-        return torch.nn.functional.normalize(features.float(), dim=-1).cpu()
+        return _normalized(features)
+
+
+def _normalized(features) -> torch.Tensor:
+    """[N, D] L2-normalised fp32 CPU embeddings from `get_*_features`: a tensor in transformers 4, an output whose
+    `pooler_output` holds the projected embeddings in transformers 5."""
+    if not isinstance(features, torch.Tensor):
+        features = features.pooler_output
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu()
 
 
 @dataclass

@@ -33,10 +33,10 @@ class Int8Linear(QLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = compute_dtype_for(x.device, ACTIVATION_DTYPE)
-        if dtype == ACTIVATION_DTYPE:
-            y = F.linear(x.to(dtype), self.qweight, self.bias)
-        else:
-            bias = None if self.bias is None else self.bias.to(dtype)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        if dtype == ACTIVATION_DTYPE and self.qweight._scale.dtype == dtype:
+            y = F.linear(x.to(dtype), self.qweight, bias)  # quanto's int8 kernel: scale and activations share a dtype
+        else:  # no bf16 units, or a layer quantized from fp32 weights (fp32 scale): dequantize, same numbers
             y = F.linear(x.to(dtype), self.qweight.dequantize().to(dtype), bias)
         return y.to(x.dtype)
 

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from magic141_core.demo import randomize_
 from magic141_core.text import Magic141Encoders
+from magic141_core.text.comfy_keys import tower_file_tensors
 from magic141_core.text.prompts import LLM_TEMPLATE, NEGATIVE_PROMPT, VLM_TEMPLATE
 
 LLAMA3_SPLIT = (
@@ -70,10 +71,11 @@ def comfy_files(llava_full, clip_model, out: Path) -> dict[str, Path]:
     """ComfyUI's HunyuanVideo text-encoder files, with the key names ComfyUI's own modules use."""
     lm = llava_full.model.language_model.state_dict()
     llm = {f"model.{k}": v for k, v in lm.items()} | {"lm_head.weight": llava_full.lm_head.weight}
-    vision = {f"vision_model.{k}": v for k, v in llava_full.model.vision_tower.vision_model.state_dict().items()}
+    vision = tower_file_tensors(llava_full.model.vision_tower, "vision_model.")
     vision |= {f"multi_modal_projector.{k}": v for k, v in llava_full.model.multi_modal_projector.state_dict().items()}
     vision["visual_projection.weight"] = torch.zeros(8, vision["vision_model.post_layernorm.weight"].shape[0])
-    clip = dict(clip_model.state_dict()) | {"text_projection.weight": torch.eye(64), "logit_scale": torch.tensor(4.6)}
+    clip = tower_file_tensors(clip_model, "text_model.")
+    clip |= {"text_projection.weight": torch.eye(64), "logit_scale": torch.tensor(4.6)}
     # scaled fp8, as ComfyUI's llava_llama3_fp8_scaled: fp8 linear weights with a per-tensor scale_weight
     fp8 = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
     for k, v in llm.items():

@@ -9,6 +9,10 @@ Key names (from ComfyUI's `comfy/text_encoders/llama.py`, `comfy/clip_model.py`,
   `multi_modal_projector.*`; a `visual_projection` is not used by LLaVA.
 - clip_l.safetensors: transformers CLIPTextModel names (`text_model.*`); `text_projection`, `logit_scale` and an old
   `position_ids` buffer are dropped.
+- transformers 5 flattened `CLIPTextModel` / `CLIPVisionModel`: their tensors lost the `text_model.` / `vision_model.`
+  level (`vision_tower.embeddings.*` where 4.x has `vision_tower.vision_model.embeddings.*`). The names here are the
+  4.x ones, which ComfyUI's files also use; `InModelLayout` renames them to whatever the installed transformers
+  built, so every file loads under both.
 - fp8: "scaled fp8" files mark themselves with a `scaled_fp8` tensor and store `<layer>.scale_weight` (and maybe
   `scale_input`); newer files store `<layer>.weight_scale` / `input_scale`. The weight is fp8 * scale; it is
   converted to the requested dtype on load.
@@ -20,6 +24,8 @@ import re
 from collections.abc import Mapping
 
 import torch
+
+from ..checkpoints.fill import layer_of
 
 LLAMA_HEAD_DIM = 128  # Llama-3-8B: 32 heads x 128 (8 key/value heads)
 CLIP_HEAD_DIM = 64  # CLIP ViT-L/14 text (12 x 64) and vision (16 x 64) towers
@@ -63,6 +69,44 @@ def read_tensor(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
             scale = scale.float()
             tensor = tensor * (scale.view(-1, *[1] * (tensor.ndim - 1)) if scale.numel() > 1 else scale)
     return tensor
+
+
+_NESTED_TOWER = re.compile(r"(?:^|(?<=\.))(?:text_model|vision_model)\.")
+
+
+def flat_key(key: str) -> str:
+    """A tensor name without the `text_model.` / `vision_model.` level transformers 5 removed (same in 4.x and 5)."""
+    return _NESTED_TOWER.sub("", key, count=1)
+
+
+class InModelLayout(Mapping):
+    """A state dict in 4.x names (ComfyUI files, files saved under either transformers) seen under the names of
+    `model` as the installed transformers built it; names the model does not have pass through unchanged, so the
+    loader's strict check still reports them."""
+
+    def __init__(self, sd: Mapping[str, torch.Tensor], model: torch.nn.Module):
+        own = {flat_key(name): name for name, _ in model.named_modules()}
+
+        def renamed(key: str) -> str:
+            layer = layer_of(key)
+            return own.get(flat_key(layer), layer) + key[len(layer):]
+
+        self._sd, self._keys = sd, {renamed(k): k for k in sd}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._sd[self._keys[key]]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def tower_file_tensors(tower: torch.nn.Module, level: str) -> dict[str, torch.Tensor]:
+    """A CLIP tower's tensors under the names ComfyUI's files use (`level` = "vision_model." for LLaVA's vision
+    tower, "text_model." for clip_l), whichever transformers built it."""
+    return {level + flat_key(k): v for k, v in tower.state_dict().items()}
 
 
 def _layer_count(keys, pattern: str) -> int:

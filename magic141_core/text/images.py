@@ -68,11 +68,23 @@ def image_hash(image: Image.Image) -> str:
     return h.hexdigest()
 
 
+def clip_image_processor_class():
+    """transformers' PIL-based CLIP image processor: `CLIPImageProcessorPil` in transformers 5 (its
+    `CLIPImageProcessor` wants torchvision and warns without it), `CLIPImageProcessor` in 4.x. Both compute the same
+    pixels; the torchvision ("fast") one differs slightly and is not used."""
+    import transformers
+
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+
+
+def load_image_processor(folder):
+    """The CLIP image processor a Hugging Face folder's preprocessor_config.json describes (local files only)."""
+    return clip_image_processor_class().from_pretrained(str(folder), local_files_only=True)
+
+
 def llava_image_processor(image_size: int = 336):
     """The LLaVA-1.5 / llava-llama-3 preprocessing for a folder or file that ships no preprocessor_config.json."""
-    from transformers import CLIPImageProcessor
-
-    return CLIPImageProcessor(
+    return clip_image_processor_class()(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         resample=Image.Resampling.BICUBIC,

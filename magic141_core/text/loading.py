@@ -20,7 +20,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, fill_, open_state_dict, save_safetensors, wrong_model_message
 from . import comfy_keys
-from .images import llava_image_processor
+from .images import llava_image_processor, load_image_processor
 from .prompts import IMAGE_TOKEN
 from .sources import LLAVA_CONFIG_KEY, ClipSource, LlavaSource, PathLike
 
@@ -47,12 +47,13 @@ def _transformers_version() -> tuple[int, int]:
     if (major, minor) < (4, 52):
         raise ImportError(
             f"Magic141's encoders need transformers >= 4.52 (LlavaModel), found {transformers.__version__}; "
-            "upgrade it with: pip install 'transformers>=4.52,<5'"
+            "upgrade it with: pip install -U transformers"
         )
     return major, minor
 
 
-def _dtype_kwarg(dtype: torch.dtype) -> dict:
+def dtype_kwarg(dtype: torch.dtype) -> dict:
+    """`from_pretrained`'s dtype argument under its name in the installed transformers (`torch_dtype` before 4.56)."""
     return {"dtype" if _transformers_version() >= (4, 56) else "torch_dtype": dtype}
 
 
@@ -133,8 +134,8 @@ def _load_int8_llava(raw, name: str, dtype: torch.dtype) -> nn.Module:
     config = LlavaConfig.from_dict(json.loads(raw.metadata[LLAVA_CONFIG_KEY]))
     with _parameters_on_meta():
         model = LlavaModel(config)
-    prepare_quantized_(model, qmap, name)
-    return fill_(model, raw, dtype, name, "LLaVA-Llama-3")
+    prepare_quantized_(model, qmap, name)  # int8 sits in the Llama, whose names transformers 4 and 5 share
+    return fill_(model, comfy_keys.InModelLayout(raw, model), dtype, name, "LLaVA-Llama-3")
 
 
 def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16, int8: bool = False) -> LlavaParts:
@@ -180,13 +181,13 @@ def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16, int8: bo
         config = comfy_keys.llava_config(sd, image_token_id, tokenizer.pad_token_id)
         with _parameters_on_meta():
             model = LlavaModel(config)
-        fill_(model, sd, dtype, f"{text_path.name} + {vision_path.name}", "LLaVA-Llama-3",
+        fill_(model, comfy_keys.InModelLayout(sd, model), dtype, f"{text_path.name} + {vision_path.name}", "LLaVA-Llama-3",
               quantize=_in_language_model if int8 else None)
     return LlavaParts(model, tokenizer, llava_image_processor(config.vision_config.image_size))
 
 
 def _load_llava_folder(folder: Path, tokenizer_folder: Path, dtype: torch.dtype) -> LlavaParts:
-    from transformers import AutoConfig, CLIPImageProcessor, LlavaForConditionalGeneration
+    from transformers import AutoConfig, LlavaForConditionalGeneration
 
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     if config.model_type != "llava":
@@ -195,13 +196,13 @@ def _load_llava_folder(folder: Path, tokenizer_folder: Path, dtype: torch.dtype)
             "llava-llama-3-8b-v1_1-transformers folder (its Llama-3 and its vision tower)"
         )
     full = LlavaForConditionalGeneration.from_pretrained(
-        str(folder), local_files_only=True, use_safetensors=True, **_dtype_kwarg(dtype)
+        str(folder), local_files_only=True, use_safetensors=True, **dtype_kwarg(dtype)
     )
     model = full.model.eval().requires_grad_(False)  # hidden states only: the LM head is dropped
     del full
     tokenizer = load_tokenizer(tokenizer_folder)
     if (folder / "preprocessor_config.json").is_file():
-        processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
+        processor = load_image_processor(folder)
     else:
         processor = llava_image_processor(config.vision_config.image_size)
     return LlavaParts(model, tokenizer, processor)
@@ -215,7 +216,7 @@ def load_clip(source: ClipSource, dtype: torch.dtype = torch.float16) -> ClipPar
     tokenizer = load_tokenizer(Path(source.tokenizer or source.folder))
     if source.is_folder:
         model = CLIPTextModel.from_pretrained(
-            str(source.folder), local_files_only=True, use_safetensors=True, **_dtype_kwarg(dtype)
+            str(source.folder), local_files_only=True, use_safetensors=True, **dtype_kwarg(dtype)
         )
         return ClipParts(model.eval().requires_grad_(False), tokenizer)
     path = Path(source.file)
@@ -227,4 +228,4 @@ def load_clip(source: ClipSource, dtype: torch.dtype = torch.float16) -> ClipPar
                                              tokenizer.pad_token_id)
         with _parameters_on_meta():
             model = CLIPTextModel(config)
-        return ClipParts(fill_(model, sd, dtype, path.name, "a CLIP-L text encoder"), tokenizer)
+        return ClipParts(fill_(model, comfy_keys.InModelLayout(sd, model), dtype, path.name, "a CLIP-L text encoder"), tokenizer)
