@@ -1,5 +1,5 @@
 """DiT forward time: ours vs diffusers' HunyuanVideoTransformer3DModel (and ComfyUI's native HunyuanVideo model when
-ComfyUI is importable), same weights, same inputs, on this machine, in one run.
+ComfyUI is installed: loaded by ComfyUI's own loader from the same weights), same inputs, on this machine, in one run.
 
 Prints median seconds per forward after warm-up, the ratio ours / diffusers, and the fraction of the machine's
 matmul peak each reaches (FLOPs counted with torch's FlopCounterMode; peak = a large fp32 matmul timed in this run).
@@ -61,27 +61,29 @@ def diffusers_model(config, sd, dtype):
     return model.to(dtype).eval()
 
 
-def comfy_model(config, sd, dtype):
-    """ComfyUI's native HunyuanVideo model, if ComfyUI can be imported (MAGIC141_COMFYUI = its folder)."""
-    root = os.environ.get("MAGIC141_COMFYUI")
-    if not root:
+def comfy_model(sd, dtype):
+    """ComfyUI's native HunyuanVideo model loaded from our weights by ComfyUI's own loader (model detection and its
+    key conversion, as native UNETLoader does), if ComfyUI is installed (scripts/setup_comfyui.sh: .host/ComfyUI,
+    or MAGIC141_HOST). Returns (diffusion_model, the dtype ComfyUI computes in) or None."""
+    host = Path(os.environ.get("MAGIC141_HOST", Path(__file__).resolve().parents[1] / ".host"))
+    if not (host / "ComfyUI" / "main.py").is_file():
         return None
-    sys.path.insert(0, root)
+    for path in (str(host / "stubs"), str(host / "ComfyUI")):  # stand-ins for torchvision/torchaudio on CPU torch
+        if path not in sys.path:
+            sys.path.insert(0, path)
     from comfy.cli_args import args
 
     args.cpu = True
-    import comfy.ops
-    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+    import comfy.sd
 
-    model = HunyuanVideo(
-        image_model=None, in_channels=33, out_channels=16, vec_in_dim=config.pooled_dim,
-        context_in_dim=config.text_dim, hidden_size=config.hidden_size, mlp_ratio=config.mlp_ratio,
-        num_heads=config.num_heads, depth=config.double_blocks, depth_single_blocks=config.single_blocks,
-        axes_dim=list(config.rope_axes), theta=256, patch_size=list(config.patch_size), qkv_bias=True,
-        guidance_embed=False, dtype=dtype, device="cpu", operations=comfy.ops.disable_weight_init,
-    )
-    model.load_state_dict(sd, strict=False)
-    return model.eval()
+    patcher = comfy.sd.load_diffusion_model_state_dict(dict(sd), model_options={"dtype": dtype})
+    if patcher is None:
+        raise RuntimeError("ComfyUI did not recognise the weights as a diffusion model")
+    model = patcher.model
+    if type(model).__name__ != "HunyuanVideoI2V":
+        raise RuntimeError(f"ComfyUI detected {type(model).__name__}, not HunyuanVideoI2V")
+    compute = model.manual_cast_dtype or model.get_dtype()
+    return model.diffusion_model.eval(), compute
 
 
 def inputs(shape, dtype, seed=0):
@@ -109,7 +111,7 @@ def run(quick: bool) -> dict:
     for dtype in (torch.float32, torch.bfloat16):
         ours = random_dit(config, seed=0, dtype=dtype)
         theirs = diffusers_model(config, sd, dtype)
-        comfy = comfy_model(config, sd, dtype)
+        comfy = comfy_model(sd, dtype)
         for label, shape in shapes.items():
             a = inputs(shape, dtype)
             i2v = torch.cat([a["x"], torch.nn.functional.pad(a["ref"], (0, 0, 0, 0, 0, shape[0] - 1)),
@@ -130,9 +132,17 @@ def run(quick: bool) -> dict:
                 row["ours s"] = median_time(ours_fn, repeats)
                 row["diffusers s"] = median_time(diffusers_fn, repeats)
                 if comfy is not None:
-                    row["comfyui s"] = median_time(lambda: comfy(
-                        i2v.to(dtype), a["t"], a["txt"].to(dtype), a["pooled"].to(dtype),
-                        txt_mask=a["mask"]), repeats)
+                    comfy_net, comfy_dtype = comfy
+                    # Native encoders hand ComfyUI unpadded tokens (its refiner averages over every token given):
+                    # the valid prefix, which is also all our model computes on.
+                    txt, mask = a["txt"][:, :TEXT_VALID].to(dtype), a["mask"][:, :TEXT_VALID]
+
+                    def comfy_fn():
+                        return comfy_net(i2v.to(dtype), a["t"], txt, y=a["pooled"].to(dtype), attention_mask=mask)
+
+                    row["comfyui s"] = median_time(comfy_fn, repeats)
+                    row["comfyui computes in"] = str(comfy_dtype).removeprefix("torch.")
+                    row["comfyui max |d| vs ours"] = (comfy_fn().float() - ours_fn().float()).abs().max().item()
             row["ours / diffusers"] = row["ours s"] / row["diffusers s"]
             row["ours % of fp32 peak"] = 100 * flops / row["ours s"] / peak[torch.float32]
             row["diffusers % of own-dtype peak"] = 100 * flops / row["diffusers s"] / peak[dtype]
@@ -173,8 +183,9 @@ if __name__ == "__main__":
     opts = parser.parse_args()
     result = run(opts.quick)
     last_shape = result["rows"][-1]["shape"]
-    result["ratios"] = {f"{r['dtype'].replace('float32', 'fp32').replace('bfloat16', 'bf16')} ours / diffusers":
-                        r["ours / diffusers"] for r in result["rows"] if r["shape"] == last_shape}
+    result["ratios"] = {f"{r['dtype'].replace('float32', 'fp32').replace('bfloat16', 'bf16')} ours / {ref}":
+                        r[f"ours / {ref}"] for r in result["rows"] if r["shape"] == last_shape
+                        for ref in ("diffusers", "comfyui") if f"ours / {ref}" in r}
     result["ours fp32, % of CPU time by op"] = where_time_goes(SHAPES["1.3k tokens"] if opts.quick else SHAPES["5k tokens"])
     print(json.dumps({"where the time goes (ours, fp32)": result["ours fp32, % of CPU time by op"]}))
     if opts.json:

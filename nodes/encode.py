@@ -43,7 +43,6 @@ class Magic141Encode:
     def encode(self, encoders, prompt, image, negative_prompt=NEGATIVE_PROMPT):
         if not prompt.strip():
             raise ValueError("the prompt is empty; describe the motion you want (e.g. 'the camera slowly pans left')")
-        glue.make_room(encoders.memory_bytes())
         conditioning = encoders.encode(prompt, rgb(image), negative=True, negative_prompt=negative_prompt)
         return (conditioning,)
 

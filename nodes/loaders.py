@@ -71,7 +71,8 @@ class Magic141EncoderLoader:
     DESCRIPTION = (
         "Loads Magic141's encoders: the LLaVA-Llama-3 model (its Llama-3 encodes the prompt, its vision branch the "
         "start image) and CLIP-L. Use the files HunyuanVideo workflows already use, or Hugging Face folders. Models "
-        "load on first use and leave the GPU after encoding; a repeated prompt and image are answered from a cache."
+        "load on first use and are managed like native text encoders (listed as loaded, offloaded when memory is needed or "
+        "by Unload models); a repeated prompt and image are answered from a cache."
     )
     CATEGORY = glue.CATEGORY
     RETURN_TYPES = ("MAGIC141_ENCODERS",)
@@ -125,11 +126,11 @@ class Magic141EncoderLoader:
             clip_source = ClipSource(folder=str(clip_path))
         else:
             clip_source = ClipSource(file=str(clip_path), tokenizer=str(glue.comfy_tokenizer("sd1_tokenizer")))
-        device = glue.compute_device()
+        device = glue.text_encoder_device()
         weight_dtype = ENCODER_DTYPES[dtype] or (torch.float32 if device.type == "cpu" else torch.float16)
         encoders = Magic141Encoders(llava_source, clip_source, device=device, dtype=weight_dtype,
                                     cache_dir=glue.temp_dir() / "magic141_embeddings",
-                                    int8=int8 == "quantize on load")
+                                    int8=int8 == "quantize on load", place=glue.ManagedPlacement())
         return (encoders,)
 
 

@@ -9,16 +9,19 @@ from PIL import Image, ImageOps
 from ..magic141_core.priors import ClipEmbedder, ImageIndex, resolve_inside
 from . import comfy_glue as glue
 
-_EMBEDDERS: dict[str, ClipEmbedder] = {}  # one loaded CLIP per model folder, reused across runs
+_EMBEDDERS: dict[str, tuple[ClipEmbedder, glue.ManagedPlacement]] = {}  # one CLIP per model folder, reused
 
 
 def _embedder(folder: str) -> ClipEmbedder:
+    """The retrieval CLIP of `folder`, on the compute device under ComfyUI's model management."""
     path = glue.model_entry("clip_vision", folder)
     key = f"{path}:{path.stat().st_mtime_ns}"
     if key not in _EMBEDDERS:
         _EMBEDDERS.clear()
-        _EMBEDDERS[key] = ClipEmbedder(path)
-    return _EMBEDDERS[key]
+        _EMBEDDERS[key] = ClipEmbedder(path), glue.ManagedPlacement()
+    embedder, place = _EMBEDDERS[key]
+    place([embedder.model])
+    return embedder
 
 
 class Magic141RetrievePrior:

@@ -85,7 +85,7 @@ def main() -> int:
            "--database-url", f"sqlite:///{args.base / 'comfyui.db'}"]
     if not torch.cuda.is_available():
         cmd.append("--cpu")
-    env = {**os.environ, "PYTHONPATH": str(HOST / "tvstub")}
+    env = {**os.environ, "PYTHONPATH": str(HOST / "stubs")}
     server = subprocess.Popen(cmd, cwd=COMFYUI, env=env)
     try:
         deadline = time.time() + 180

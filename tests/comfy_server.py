@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-from comfyui_env import COMFYUI, PACK_NAME, REPO, TVSTUB, require_host
+from comfyui_env import COMFYUI, PACK_NAME, REPO, STUBS, require_host
 
 
 class ComfyServer:
@@ -33,7 +33,7 @@ class ComfyServer:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"
-        env = {**os.environ, "PYTHONPATH": str(TVSTUB)}
+        env = {**os.environ, "PYTHONPATH": str(STUBS)}
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(base), "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
                "--preview-method", "latent2rgb", *extra_args]

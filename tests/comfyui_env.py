@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 HOST = Path(os.environ.get("MAGIC141_HOST", REPO / ".host"))
 COMFYUI = HOST / "ComfyUI"
-TVSTUB = HOST / "tvstub"
+STUBS = HOST / "stubs"
 PACK_NAME = "Magic141"
 
 
@@ -26,7 +26,7 @@ def require_host():
 def import_comfy(base: Path):
     """Import ComfyUI on the CPU with every user folder under `base`."""
     require_host()
-    for path in (str(TVSTUB), str(COMFYUI)):
+    for path in (str(STUBS), str(COMFYUI)):
         if path not in sys.path:
             sys.path.insert(0, path)
     from comfy.cli_args import args

@@ -125,6 +125,33 @@ def test_encode_node_builds_image_and_text_tokens_with_a_negative(pack, encoders
         run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="  ", image=image)
 
 
+@pytest.mark.compat
+def test_encoders_are_loaded_models_of_comfyui_and_unload_with_it(pack, demo_files):
+    """Magic141's encoders live under ComfyUI's memory management like native text encoders: listed as loaded
+    after Encode, with their size, and taken out by 'Unload models' (unload_all_models)."""
+    import comfy.model_management as mm
+
+    (enc,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"], llava=demo_files["llava"].name,
+                      llava_vision=demo_files["vision"].name, clip_l=demo_files["clip_l"].name, dtype="fp32")
+    mm.unload_all_models()
+    run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=enc, prompt="memory check",
+             image=torch.rand(1, 64, 64, 3))
+    models = enc.models()
+    assert len(models) == 2  # LLaVA and CLIP-L
+    loaded = {id(m.model.model): m for m in mm.current_loaded_models}
+    for model in models:
+        assert id(model) in loaded, f"{type(model).__name__} is not among ComfyUI's loaded models"
+        patcher = loaded[id(model)].model
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        assert patcher.model_size() == weights > 0  # its size, for ComfyUI to make room
+        assert patcher.loaded_size() == weights and next(model.parameters()).device == patcher.load_device
+    mm.unload_all_models()
+    assert not {id(m.model.model) for m in mm.current_loaded_models} & {id(m) for m in models}
+    for patcher in enc.place.patchers:
+        assert patcher.loaded_size() == 0  # offloaded: nothing of it counted on the compute device
+        assert all(p.device == patcher.offload_device for p in patcher.model.parameters())
+
+
 def test_encoder_loader_names_a_missing_vision_file(pack, demo_files):
     with pytest.raises(ValueError, match="vision tower"):
         run_node(pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"], llava=demo_files["llava"].name,

@@ -30,6 +30,8 @@ from magic141_core.text.prompts import (
 from magic141_core.text.sources import ClipSource, LlavaSource
 from tiny_llava import IMAGE_SIZE, LAYERS, PROMPTS, build_tiny_encoders, one_thread, random_image  # noqa: F401
 
+pytestmark = pytest.mark.compat  # the encoders run under transformers 5 and 4.5x (scripts/test.sh)
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -357,7 +359,8 @@ def test_alpha_grey_and_odd_sized_images_are_preprocessed_as_the_reference(tiny)
 
 # ------------------------------------------------------------------------------------------ the real tokenizer
 def _comfy_llama_tokenizer() -> Path | None:
-    for root in (os.environ.get("MAGIC141_COMFYUI"), Path(__file__).resolve().parents[1] / ".host" / "ComfyUI"):
+    host = Path(os.environ.get("MAGIC141_HOST", Path(__file__).resolve().parents[1] / ".host"))
+    for root in (os.environ.get("MAGIC141_COMFYUI"), host / "ComfyUI"):
         if root and (Path(root) / "comfy/text_encoders/llama_tokenizer/tokenizer.json").is_file():
             return Path(root) / "comfy/text_encoders/llama_tokenizer"
     return None

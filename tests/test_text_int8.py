@@ -11,6 +11,8 @@ from magic141_core.checkpoints import CheckpointError
 from magic141_core.text import Magic141Encoders, load_llava
 from magic141_core.text.sources import LlavaSource
 
+pytestmark = pytest.mark.compat  # the encoders run under transformers 5 and 4.5x (scripts/test.sh)
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -6,8 +6,10 @@
     # cond.positive.tokens [B, 146 + 256, 4096], .mask [B, 402], .pooled [B, 768]
 
 Models load lazily on the first cache miss, run on `device`, and go back to the CPU afterwards when
-`offload_after_encode` (the 8B LLaVA would otherwise hold the memory the transformer needs next). A re-run with
-the same prompt and image is answered from the cache without loading anything.
+`offload_after_encode` (the 8B LLaVA would otherwise hold the memory the transformer needs next). A host with its
+own memory management (ComfyUI) passes `place` instead: it is handed the loaded models before each use, moves them
+where they should run and decides itself when to offload them. A re-run with the same prompt and image is answered
+from the cache without loading anything.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from ..conditioning import Conditioning, TextConditioning
 from . import prompts as recipe
@@ -52,19 +55,23 @@ class Magic141Encoders:
         output_dtype: dtype of the returned embeddings (the DiT takes fp32 text inputs).
         cache_dir: folder for the on-disk cache (None: memory only).
         cache_items: entries kept in memory (a text entry is ~4 MB, an image entry ~2.4 MB in fp32).
-        offload_after_encode: move the encoders back to the CPU after each encode.
+        offload_after_encode: move the encoders back to the CPU after each encode (ignored with `place`).
+        place: `place(models)` puts the loaded models ([LLaVA, CLIP-L] nn.Modules) on the device they should run on
+            before each use, and owns offloading (ComfyUI's model management). None: `device`, then the CPU.
         int8: quantize the Llama-3 (LLM and VLM language model, 98 % of the weights) to int8 while loading
             (optimum-quanto, paper §3.2): about half the memory. A pre-quantized LLaVA file is int8 regardless.
     """
 
     def __init__(self, llava: LlavaSource, clip: ClipSource, *, device=None, dtype: torch.dtype = torch.float16,
                  output_dtype: torch.dtype = torch.float32, cache_dir=None, cache_items: int = 32,
-                 offload_after_encode: bool = True, int8: bool = False):
+                 offload_after_encode: bool = True, int8: bool = False,
+                 place: Callable[[list[nn.Module]], None] | None = None):
         check_sources(llava, clip)  # every missing file of both, before anything loads
         self.llava_source, self.clip_source = llava, clip
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype, self.output_dtype = dtype, output_dtype
-        self.offload_after_encode = offload_after_encode
+        self.offload_after_encode = offload_after_encode and place is None
+        self.place = place
         self.int8 = int8
         self.identity = (f"{sources_identity(llava, clip, dtype)}-{_RECIPE}-{str(output_dtype).removeprefix('torch.')}"
                          + ("-int8" if int8 else ""))
@@ -104,14 +111,9 @@ class Magic141Encoders:
             self.clip = load_clip(self.clip_source, self.dtype)
         return self
 
-    def memory_bytes(self) -> int:
-        """Device memory the encoders need: their parameters once loaded, else the weight files' size in `dtype`."""
-        if self.loaded:
-            params = [p for parts in (self.llava, self.clip) for p in parts.model.parameters()]
-            return sum(p.numel() * p.element_size() for p in params)
-        files = [f for source in (self.llava_source, self.clip_source) for p in source.paths()
-                 for f in ([p] if p.is_file() else p.glob("*.safetensors"))]
-        return sum(f.stat().st_size for f in files) * self.dtype.itemsize // 2  # files are 16-bit (fp8 undercounts)
+    def models(self) -> list[nn.Module]:
+        """The loaded models (LLaVA, CLIP-L); empty before the first encode that needs them."""
+        return [parts.model for parts in (self.llava, self.clip) if parts is not None]
 
     def offload(self, device="cpu"):
         """Move the encoders to `device` (CPU by default) to free the accelerator for the transformer."""
@@ -125,7 +127,10 @@ class Magic141Encoders:
 
     def _ready(self):
         self.load()
-        self.offload(self.device)
+        if self.place is not None:
+            self.place(self.models())
+        else:
+            self.offload(self.device)
 
     @contextmanager
     def _session(self):

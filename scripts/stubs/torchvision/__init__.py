@@ -1,4 +1,4 @@
-"""Minimal torchvision stand-in: only what ComfyUI 0.3.75 and spandrel import at start-up (see docs/comfyui-host.md).
+"""Minimal torchvision stand-in: what ComfyUI (0.3.75 and 0.30) and spandrel import at start-up (see docs/comfyui-host.md).
 
 PyPI's torchvision builds for torch 2.13 are CUDA builds that fail to import beside the CPU torch wheel.
 """

@@ -34,6 +34,15 @@ def resize(img, size, interpolation=InterpolationMode.BILINEAR, max_size=None, a
     return y if img.ndim >= 4 else y.squeeze(0)
 
 
+def pil_to_tensor(pic):
+    """[C, H, W] uint8 tensor of a PIL image (imported by transformers 5 once it sees a torchvision)."""
+    import numpy as np
+
+    array = np.array(pic, copy=True)
+    array = array[..., None] if array.ndim == 2 else array
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
 def rotate(*args, **kwargs):
     raise NotImplementedError("torchvision stand-in: rotate is not available")
 
