@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 import comfy
 import comfy.latent_formats
 import comfy.model_management as mm
@@ -110,6 +112,15 @@ def load(patcher: comfy.model_patcher.ModelPatcher):
     return patcher.model
 
 
+class _Holder(torch.nn.Module):
+    """A plain module around a transformers model: patchers set attributes (`device`, ...) that transformers' models
+    keep read-only."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+
 class ManagedPlacement:
     """The `place(models)` hook of models the core loads lazily (Magic141's encoders, the retrieval CLIP): each model
     gets one patcher, ComfyUI moves them to the compute device before use (offloading others to make room), they are
@@ -120,8 +131,8 @@ class ManagedPlacement:
         self.patchers: list[comfy.model_patcher.ModelPatcher] = []
 
     def __call__(self, models) -> None:
-        if [p.model for p in self.patchers] != list(models):  # first use, or the models were reloaded
-            self.patchers = [managed(m, text_encoder=self.text_encoder) for m in models]
+        if [p.model.inner for p in self.patchers] != list(models):  # first use, or the models were reloaded
+            self.patchers = [managed(_Holder(m), text_encoder=self.text_encoder) for m in models]
         mm.load_models_gpu(self.patchers, force_full_load=True)
 
 

@@ -138,7 +138,7 @@ def test_encoders_are_loaded_models_of_comfyui_and_unload_with_it(pack, demo_fil
              image=torch.rand(1, 64, 64, 3))
     models = enc.models()
     assert len(models) == 2  # LLaVA and CLIP-L
-    loaded = {id(m.model.model): m for m in mm.current_loaded_models}
+    loaded = {id(m.model.model.inner): m for m in mm.current_loaded_models if hasattr(m.model.model, "inner")}
     for model in models:
         assert id(model) in loaded, f"{type(model).__name__} is not among ComfyUI's loaded models"
         patcher = loaded[id(model)].model
@@ -146,7 +146,7 @@ def test_encoders_are_loaded_models_of_comfyui_and_unload_with_it(pack, demo_fil
         assert patcher.model_size() == weights > 0  # its size, for ComfyUI to make room
         assert patcher.loaded_size() == weights and next(model.parameters()).device == patcher.load_device
     mm.unload_all_models()
-    assert not {id(m.model.model) for m in mm.current_loaded_models} & {id(m) for m in models}
+    assert not {id(getattr(m.model.model, "inner", None)) for m in mm.current_loaded_models} & {id(m) for m in models}
     for patcher in enc.place.patchers:
         assert patcher.loaded_size() == 0  # offloaded: nothing of it counted on the compute device
         assert all(p.device == patcher.offload_device for p in patcher.model.parameters())
