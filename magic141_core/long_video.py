@@ -23,7 +23,7 @@ import torch
 from .color import match_color
 from .errors import oom_advice
 from .pipeline import latent_shape, sample_latent
-from .sampling import Step
+from .sampling import Step, flow_sigmas
 from .vae import scale_latent, unscale_latent
 from .video_io import to_uint8
 
@@ -63,6 +63,7 @@ class LongVideoSettings:
     anchor: str = "prior"  # VLM image tokens from the original "prior" or from each window's "frame"
 
     def __post_init__(self):
+        flow_sigmas(self.steps, self.shift)  # steps and shift checked before the first window, not at it
         if self.anchor not in ("prior", "frame"):
             raise ValueError(f"anchor must be 'prior' or 'frame', got {self.anchor!r}")
         if not (0 <= self.noise_augmentation <= 1):

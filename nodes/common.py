@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..magic141_core.image import nearest_bucket, resize_center_crop, rgb
+from ..magic141_core.sampling import SEED_RANGE, SHIFT_RANGE
 
 RESOLUTIONS = ["540p", "720p", "custom"]
 
@@ -17,13 +18,13 @@ VIDEO_SIZE = {
 
 SAMPLING = {
     "steps": ("INT", {"default": 4, "min": 1, "max": 100, "tooltip": "Euler steps. 4 matches the DMD2 distillation."}),
-    "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.01,
+    "shift": ("FLOAT", {"default": 5.0, "min": SHIFT_RANGE[0], "max": SHIFT_RANGE[1], "step": 0.01,
                         "tooltip": "Flow-matching timestep shift. The official sampler uses 5."}),
     "guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,
                            "tooltip": "1.0 is the distilled default (one forward per step). Above 1 on a model "
                                       "without a guidance embedder, classifier-free guidance runs with the negative "
                                       "prompt (twice the compute)."}),
-    "seed": ("INT", {"default": 39, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+    "seed": ("INT", {"default": 39, "min": SEED_RANGE[0], "max": SEED_RANGE[1], "control_after_generate": True,
                      "tooltip": "Noise seed; the noise is drawn on the CPU so a seed gives the same video on any "
                                 "device."}),
 }

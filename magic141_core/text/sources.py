@@ -47,7 +47,7 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
     return ["tokenizer.json (or vocab.json + merges.txt)"]
 
 
-def _missing_weights(folder: Path) -> list[str]:
+def missing_weights(folder: Path) -> list[str]:
     """Missing or empty safetensors of a Hugging Face folder, shards of an index included."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -68,7 +68,7 @@ def _folder_problem(what: str, folder: Path, tokenizer: Path | None) -> str | No
     if not folder.is_dir():
         return f"{what} at {folder} is missing (no such folder)"
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
-    missing += _missing_weights(folder)
+    missing += missing_weights(folder)
     missing += _missing_tokenizer_files(Path(tokenizer or folder))
     return f"{what} at {folder} is incomplete; missing: {', '.join(missing)}" if missing else None
 
