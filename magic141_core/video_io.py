@@ -57,6 +57,14 @@ def to_uint8_frames(frames) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3])
 
 
+def check_settings(fps: float, crf: int) -> None:
+    """ValueError unless 0 < fps <= 240 (NaN and inf refused) and crf is 0..51."""
+    if not (0 < fps <= 240):
+        raise ValueError(f"fps must be in (0, 240], got {fps}")
+    if not (0 <= crf <= 51):
+        raise ValueError(f"crf (quality) must be 0..51, got {crf}")
+
+
 class Mp4Writer:
     """Stream RGB frames to an H.264 MP4. Use as a context manager; an exception inside aborts the file.
 
@@ -68,10 +76,7 @@ class Mp4Writer:
     """
 
     def __init__(self, path, fps: float, crf: int = 19, metadata: dict | None = None, keep_partial: bool = False):
-        if not (0 < fps <= 240):
-            raise ValueError(f"fps must be in (0, 240], got {fps}")
-        if not (0 <= crf <= 51):
-            raise ValueError(f"crf (quality) must be 0..51, got {crf}")
+        check_settings(fps, crf)
         self.path, self.fps, self.crf = Path(path), fps, int(crf)
         self.metadata, self.keep_partial = metadata or {}, keep_partial
         refuse_existing(self.path, "video")  # before any frame is rendered, not after
