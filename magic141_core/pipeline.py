@@ -22,14 +22,18 @@ from .sampling import NUM_TRAIN_TIMESTEPS, Step, euler_sample, flow_sigmas, make
 from .vae.shapes import SPATIAL_COMPRESSION, latent_frames
 
 SIZE_MULTIPLE = 16  # VAE x2 patch
+MAX_SIDE = 4096  # the nodes' largest width / height
 
 
 def latent_shape(frames: int, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int, int]:
-    """[B, 16, T, H/8, W/8] for a clip; height and width must be positive multiples of 16."""
+    """[B, 16, T, H/8, W/8] for a clip; height and width must be positive multiples of 16, at most MAX_SIDE
+    (ValueError naming the value and the nearest allowed one)."""
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
             near = max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE) if value > 0 else SIZE_MULTIPLE
-            raise ValueError(f"{name} must be a positive multiple of 16, got {value}; use {near}")
+            raise ValueError(f"{name} must be a positive multiple of 16, got {value}; use {min(near, MAX_SIDE)}")
+        if value > MAX_SIDE:
+            raise ValueError(f"{name} must be at most {MAX_SIDE}, got {value}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     return (batch, LATENT_CHANNELS, latent_frames(frames), height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
+STEPS_RANGE = (1, 100)  # the nodes' range; the distilled model uses 4
 SHIFT_RANGE = (0.01, 100.0)  # the nodes' range; below about 1e-7 the fp32 schedule's first sigma is 1/0 = inf
 SEED_RANGE = (0, 2**64 - 1)  # the nodes' range (ComfyUI's seed widgets); torch's generator takes 64 bits
 
@@ -43,11 +44,12 @@ def flow_sigmas(steps: int, shift: float = 5.0) -> torch.Tensor:
     (diffusers' FlowMatchEulerDiscreteScheduler with a static shift, as the official Magic141 sampler uses).
 
     4 steps, shift 5: 1, 0.9375, 0.8333, 0.625, 0 (timesteps 1000, 937.5, 833.33, 625).
-    Raises ValueError for steps < 1 or a shift outside SHIFT_RANGE (every caller passes here, so a shift that would
+    Raises ValueError for steps outside STEPS_RANGE or a shift outside SHIFT_RANGE (every caller passes here, so a shift that would
     make the schedule non-finite never reaches the sampler).
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}; the distilled model uses 4")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not (STEPS_RANGE[0] <= steps <= STEPS_RANGE[1]):
+        raise ValueError(f"steps must be a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}, got {steps!r}; "
+                         "the distilled model uses 4")
     shift = check_shift(shift)
     sigmas = torch.linspace(1, 0, steps + 1)
     return shift * sigmas / (1 + (shift - 1) * sigmas)

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from ..magic141_core.image import nearest_bucket, resize_center_crop, rgb
-from ..magic141_core.sampling import SEED_RANGE, SHIFT_RANGE
+from ..magic141_core.pipeline import MAX_SIDE
+from ..magic141_core.sampling import SEED_RANGE, SHIFT_RANGE, STEPS_RANGE
 
 RESOLUTIONS = ["540p", "720p", "custom"]
 
 VIDEO_SIZE = {
     "resolution": (RESOLUTIONS, {"default": "540p", "tooltip": "540p/720p: the official bucket nearest the image's "
                                  "aspect ratio (resize + centre crop). custom: width and height below."}),
-    "width": ("INT", {"default": 960, "min": 16, "max": 4096, "step": 16,
+    "width": ("INT", {"default": 960, "min": 16, "max": MAX_SIDE, "step": 16,
                       "tooltip": "Video width (custom only); a multiple of 16."}),
-    "height": ("INT", {"default": 544, "min": 16, "max": 4096, "step": 16,
+    "height": ("INT", {"default": 544, "min": 16, "max": MAX_SIDE, "step": 16,
                        "tooltip": "Video height (custom only); a multiple of 16."}),
 }
 
 SAMPLING = {
-    "steps": ("INT", {"default": 4, "min": 1, "max": 100, "tooltip": "Euler steps. 4 matches the DMD2 distillation."}),
+    "steps": ("INT", {"default": 4, "min": STEPS_RANGE[0], "max": STEPS_RANGE[1],
+                      "tooltip": "Euler steps. 4 matches the DMD2 distillation."}),
     "shift": ("FLOAT", {"default": 5.0, "min": SHIFT_RANGE[0], "max": SHIFT_RANGE[1], "step": 0.01,
                         "tooltip": "Flow-matching timestep shift. The official sampler uses 5."}),
     "guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,

@@ -27,6 +27,7 @@ def _load_image(path: Path) -> torch.Tensor:
 
 def _fit(image: torch.Tensor, resolution: str) -> torch.Tensor:
     from ..image import nearest_bucket, resize_center_crop
+    from ..pipeline import latent_shape
 
     if resolution in ("540p", "720p"):
         width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
@@ -35,6 +36,7 @@ def _fit(image: torch.Tensor, resolution: str) -> torch.Tensor:
             width, height = (int(v) for v in resolution.lower().split("x"))
         except ValueError:
             raise ValueError(f"--resolution must be 540p, 720p or WIDTHxHEIGHT, got {resolution!r}") from None
+    latent_shape(1, height, width)  # multiples of 16, at most MAX_SIDE: refused before anything is resized
     return resize_center_crop(image, width, height)
 
 
