@@ -25,7 +25,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _TAG = "m141tmp"
-_TEMP_NAME = re.compile(rf"^\..*\.{_TAG}-(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.partial(\.[A-Za-z0-9]+)?$")
+_TEMP_NAME = re.compile(rf"^\..*\.{_TAG}-(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+"
+                        r"\.partial(\.[A-Za-z0-9]+)?$")
 
 
 def _umask() -> int:

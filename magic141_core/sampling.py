@@ -44,8 +44,8 @@ def flow_sigmas(steps: int, shift: float = 5.0) -> torch.Tensor:
     (diffusers' FlowMatchEulerDiscreteScheduler with a static shift, as the official Magic141 sampler uses).
 
     4 steps, shift 5: 1, 0.9375, 0.8333, 0.625, 0 (timesteps 1000, 937.5, 833.33, 625).
-    Raises ValueError for steps outside STEPS_RANGE or a shift outside SHIFT_RANGE (every caller passes here, so a shift that would
-    make the schedule non-finite never reaches the sampler).
+    Raises ValueError for steps outside STEPS_RANGE or a shift outside SHIFT_RANGE (every caller passes here, so a
+    shift that would make the schedule non-finite never reaches the sampler).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or not (STEPS_RANGE[0] <= steps <= STEPS_RANGE[1]):
         raise ValueError(f"steps must be a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}, got {steps!r}; "

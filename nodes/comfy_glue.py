@@ -156,7 +156,7 @@ def output_file(filename_prefix: str, extension: str, width: int = 0, height: in
     folder is, or passes through, a link to somewhere outside the output folder is refused with ValueError."""
     out_dir = folder_paths.get_output_directory()
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, width, height)
-    inside(Path(out_dir), Path(folder), f"filename_prefix {filename_prefix!r}")
+    _inside_output(Path(out_dir), Path(folder), f"filename_prefix {filename_prefix!r}")
     while True:
         filename = f"{name}_{counter:05}_.{extension}"
         path = Path(folder) / filename
@@ -164,11 +164,11 @@ def output_file(filename_prefix: str, extension: str, width: int = 0, height: in
             break
         counter += 1
     os.makedirs(folder, exist_ok=True)
-    inside(Path(out_dir), path.parent, f"filename_prefix {filename_prefix!r}")  # made now: check it again, resolved
+    _inside_output(Path(out_dir), path.parent, f"filename_prefix {filename_prefix!r}")  # now made: check again
     return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
 
 
-def inside(root: Path, path: Path, what: str) -> Path:
+def _inside_output(root: Path, path: Path, what: str) -> Path:
     """`path` resolved (symlinks followed, as far as it exists); ValueError naming `what` if it leaves `root`."""
     resolved, root = path.resolve(), root.resolve()
     if resolved != root and root not in resolved.parents:

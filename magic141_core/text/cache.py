@@ -71,10 +71,10 @@ class EmbeddingCache:
         tensor and `description` when any value is NaN or inf: such an embedding is never cached."""
         bad = _finite(tensors)
         if bad is not None:
+            what = f"{bad} for {description[:80]}" if description else bad
             raise NonFiniteEmbedding(
-                f"the encoder produced NaN or infinite values ({bad}{' for ' + description[:80] if description else ''})"
-                "; its weights are broken or overflow in this dtype. Nothing was cached; load the encoders in fp32 "
-                "or with other files")
+                f"the encoder produced NaN or infinite values ({what}); its weights are broken or overflow in this "
+                "dtype. Nothing was cached; load the encoders in fp32 or with other files")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         self._remember(key, tensors)
         if self.directory is not None and not self._path(key).exists():  # same key, same content: written once
