@@ -55,11 +55,9 @@ class ClipEmbedder:
                 "(config.json, model.safetensors, tokenizer and preprocessor files) there"
             )
         if missing_weights(folder):  # safetensors only: pickle weights (pytorch_model.bin) are never read
-            pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
             raise FileNotFoundError(
-                f"the CLIP folder {folder} has no safetensors weights ({', '.join(missing_weights(folder))} missing"
-                f"{'; it holds only ' + ', '.join(pickles) if pickles else ''}). Magic141 reads Hugging Face folders "
-                "with safetensors only (pickle files can run code); use a folder with model.safetensors, e.g. "
+                f"the CLIP folder {folder} has no usable safetensors weights (missing: "
+                f"{', '.join(missing_weights(folder))}); use a folder with model.safetensors, e.g. "
                 "openai/clip-vit-large-patch14")
         self.model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                                torch_dtype=dtype).to(device).eval()

@@ -125,6 +125,11 @@ def test_a_retrieval_clip_folder_with_only_pickle_weights_is_refused(tmp_path):
     folder = save_tiny_clip(tmp_path / "clip")
     torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="no safetensors weights .*holds only pytorch_model.bin.*safetensors "
-                                                "only"):
+    with pytest.raises(FileNotFoundError, match="no usable safetensors weights .*holds only pytorch_model.bin.*read "
+                                                "with safetensors only"):
         ClipEmbedder(folder)
+    from magic141_core.text import ClipSource
+
+    with pytest.raises(FileNotFoundError, match="holds only pytorch_model.bin, and Hugging Face folders are read with "
+                                                "safetensors only"):
+        ClipSource(folder=str(folder)).check()  # the encoders' CLIP-L folder: the same rule, the same words

@@ -48,7 +48,8 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
 
 
 def missing_weights(folder: Path) -> list[str]:
-    """Missing or empty safetensors of a Hugging Face folder, shards of an index included."""
+    """Missing or empty safetensors of a Hugging Face folder, shards of an index included; a folder with only pickle
+    weights (pytorch_model.bin) is named as such: those are never read."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -58,7 +59,10 @@ def missing_weights(folder: Path) -> list[str]:
     elif (folder / "model.safetensors").is_file():
         shards = ["model.safetensors"]
     else:
-        return ["model.safetensors (or model-*-of-*.safetensors with model.safetensors.index.json)"]
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        note = (f"; the folder holds only {', '.join(pickles)}, and Hugging Face folders are read with safetensors "
+                "only (pickle files can run code)") if pickles else ""
+        return [f"model.safetensors (or model-*-of-*.safetensors with model.safetensors.index.json){note}"]
     missing = [s for s in shards if not (folder / s).is_file()]
     empty = [f"{s} (empty file)" for s in shards if (folder / s).is_file() and (folder / s).stat().st_size == 0]
     return missing + empty
