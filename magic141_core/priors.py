@@ -111,6 +111,8 @@ class ImageIndex:
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.folder}")
         self.index_path = Path(index_path) if index_path else self.folder / INDEX_NAME
+        if self.index_path.suffix != ".safetensors":
+            raise ValueError(f"the index file {self.index_path} must be a .safetensors file name")
         self.keys: list[tuple[str, int, int]] = []  # (relative path, size, mtime_ns) per row
         self.embeddings = torch.zeros(0, 0)
         self.model_identity = ""
@@ -140,8 +142,6 @@ class ImageIndex:
                 return
             except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
                 damage = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
-        if os.path.islink(self.index_path):
-            raise FileExistsError(f"the index file {self.index_path} is a link; it is not written through. Remove it")
         self.rebuilt = damage[:200]
         log.warning("the retrieval index %s is damaged (%s); rebuilding it from the images", self.index_path,
                     self.rebuilt)

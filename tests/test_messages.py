@@ -177,3 +177,6 @@ def test_an_index_path_naming_another_file_is_never_written_over(embedder, tmp_p
     save_safetensors({"w": torch.ones(2)}, model)
     with pytest.raises(FileExistsError, match="model.safetensors exists and is not a Magic141 retrieval index"):
         ImageIndex(tmp_path, model)
+    with pytest.raises(ValueError, match="idx.bin must be a .safetensors file name"):
+        ImageIndex(tmp_path, tmp_path / "idx.bin")  # else a later run could not recognise its own index
+    assert model.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
