@@ -35,13 +35,14 @@ from magic141_core.errors import OutOfMemory, oom_advice
     (["generate", "--out", "."], "--out . is a folder; give a file name in it, e.g. --out magic141.mp4"),
     (["generate", "--out", "taken.mp4"], "taken.mp4 already exists; the --out file is not written over it"),
     (["quantize", "--dit", "taken.mp4", "--out", "taken.mp4"], "taken.mp4 already exists"),
+    (["bench", "--quick", "--json", "taken.mp4"], "taken.mp4 already exists"),  # before minutes of benchmarks
 ])
 def test_bad_numbers_and_outputs_get_one_line_before_any_work(args, message, tmp_path):
     from comfyui_env import COMFYUI
 
     (tmp_path / "i.png").write_bytes((COMFYUI / "input" / "example.png").read_bytes())
     (tmp_path / "taken.mp4").write_bytes(b"the user's video")
-    video = [] if args[0] == "quantize" else ["--image", "i.png", "--demo-dir", "demo"]
+    video = [] if args[0] in ("quantize", "bench") else ["--image", "i.png", "--demo-dir", "demo"]
     prompt = {"long": ["--prompts", "x"], "generate": ["--prompt", "x"]}.get(args[0], [])
     result = cli(*args, *prompt, *video, cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr

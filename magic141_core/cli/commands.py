@@ -191,5 +191,7 @@ def cmd_retrieve(args):
 def cmd_bench(args):
     from .bench import run_benchmarks
 
+    if args.json is not None:  # a new file, checked before the minutes of benchmarks
+        args.json = new_output(args.json, "bench.json", ".json", "--json")
     run_benchmarks(REPO / "benchmarks", quick=args.quick, out=args.json)
 
