@@ -1,6 +1,6 @@
-"""Files on a real ComfyUI server (issue 22 §2, issue 20 §5): an output prefix through a symlink leading out of
+"""Files and numbers on a real ComfyUI server (issue 22 §2-3, issue 20 §5): an output prefix through a symlink out of
 output/ is refused and the next prompt runs; a killed run's hidden temporary video is cleaned up by the next save
-and never listed as an output."""
+and never listed as an output; a NaN duration, which ComfyUI's range check lets through, gets one clear message."""
 
 from __future__ import annotations
 
@@ -56,3 +56,11 @@ def test_a_prefix_through_a_symlink_out_of_output_is_refused_and_the_next_prompt
     (video,) = outputs_mp4(server, history)
     assert mp4s_on_disk(server) - before == {video.relative_to(server.base)}
     assert not stale.exists() and [p.name for p in folder.iterdir()] == [video.name]
+
+
+def test_a_nan_duration_passes_comfyuis_range_check_and_gets_our_message(server, object_info):
+    prompt, _ = api_prompt(server, object_info, "long_video", Magic141LongVideo={
+        "resolution": "custom", "width": 64, "height": 48, "duration": "nan", "unit": "windows", "window_length": 5,
+        "filename_prefix": "never"})  # ComfyUI turns "nan" into float NaN, which no min/max comparison stops
+    assert "the number of windows must be a whole number from 1 to 3600, got nan" in error_of(server, prompt)
+    assert not list((server.base / "output").glob("never*"))
