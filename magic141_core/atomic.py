@@ -1,15 +1,32 @@
-"""Atomic file output: write to a temporary file beside the target, then rename it into place.
+"""Atomic, non-destructive file output: write to a temporary file beside the target, then publish it under a name
+that does not exist yet.
 
-Every file the pack writes (videos, int8 checkpoints, caches, retrieval indexes) goes through `atomic_path`, so a
-crash, an interrupt or a full disk leaves either the previous file or no file, never a half-written one.
+Every file the pack writes (videos, int8 checkpoints, caches, retrieval indexes, demo models) goes through
+`atomic_path` or `make_temp_beside` + `publish`, so a crash, an interrupt or a full disk leaves either the previous
+file or no file, never a half-written one; and, unless a caller replaces its own file on purpose (`overwrite=True`:
+the retrieval index), an existing file is never replaced: publishing is a hard link, which fails when the name
+exists (no race between checking and writing).
+
+Temporary files are hidden (`.<stem>.m141tmp-<host>-<pid>.<random>.partial<ext>`) and carry the writing process's
+id, so the leftovers of a killed run (SIGKILL, power loss) are recognised and deleted the next time the pack writes
+into that folder (`sweep_stale_temps`), while another live process's temporary files are left alone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_TAG = "m141tmp"
+_TEMP_NAME = re.compile(rf"^\..*\.{_TAG}-(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+"
+                        r"\.partial(\.[A-Za-z0-9]+)?$")
 
 
 def _umask() -> int:
@@ -18,24 +35,103 @@ def _umask() -> int:
     return mask
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the pack's temporary files in `folder` left by processes of this machine that no longer run (a killed
+    run's hidden `.partial` files); returns what was deleted. Files of live processes and every other file stay."""
+    removed, host = [], _host()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match and match["host"] == host and not _alive(int(match["pid"])) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                continue
+    if removed:
+        log.info("removed %d unfinished file(s) of earlier, stopped runs in %s", len(removed), folder)
+    return removed
+
+
 def make_temp_beside(path: Path, suffix: str) -> Path:
-    """An empty temporary file in `path`'s folder, with the permissions a normal new file would get (mkstemp's
-    0600 would leave outputs unreadable to other users)."""
+    """An empty hidden temporary file in `path`'s folder (created if missing), named after this process so a killed
+    run's leftovers can be recognised, with the permissions a normal new file gets (mkstemp's 0600 would leave
+    outputs unreadable to other users). Stale leftovers of dead runs in that folder are deleted first."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    sweep_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{_TAG}-{_host()}-{os.getpid()}.", suffix=suffix,
+                               dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     return Path(tmp)
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path in the target's folder; on success rename it to `path`, on error delete it."""
+def refuse_existing(path: str | os.PathLike, what: str = "file") -> None:
+    """Raise `FileExistsError` naming `path` when something (a file, a folder, a dangling link) is already there."""
+    if os.path.lexists(path):
+        raise FileExistsError(f"{path} already exists; the {what} is not written over it (Magic141 never replaces "
+                              "an existing file). Choose another name, or move the existing file away")
+
+
+def next_free(path: str | os.PathLike) -> Path:
+    """`path` when nothing is there yet, else the first free `<stem>_2<suffix>`, `<stem>_3<suffix>`, ..."""
     path = Path(path)
+    n = 2
+    candidate = path
+    while os.path.lexists(candidate):
+        candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+def publish(tmp: Path, path: Path, overwrite: bool = False) -> Path:
+    """Move the finished temporary file `tmp` to `path` atomically. Without `overwrite` an existing `path` is never
+    replaced: `FileExistsError` naming it (and `tmp` stays for the caller to delete)."""
+    if overwrite:
+        os.replace(tmp, path)
+        return path
+    try:
+        os.link(tmp, path)  # fails if `path` exists, atomically
+    except FileExistsError:
+        refuse_existing(path)
+        raise
+    except OSError:  # a filesystem without hard links: check, then rename (a tiny race, only there)
+        refuse_existing(path)
+        os.replace(tmp, path)
+        return path
+    os.unlink(tmp)
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False):
+    """Yield a temporary path in the target's folder; on success publish it as `path`, on error delete it.
+
+    Without `overwrite`, an existing `path` is refused before anything is written (`FileExistsError` naming it)."""
+    path = Path(path)
+    if not overwrite:
+        refuse_existing(path)
     tmp = make_temp_beside(path, f".partial{path.suffix}")
     try:
         yield tmp
-        os.replace(tmp, path)
-    except BaseException:
+        publish(tmp, path, overwrite)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise

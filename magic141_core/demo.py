@@ -140,8 +140,9 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
         save_dit(passthrough_dit(demo_dit_config()), paths["dit"], dtype=torch.bfloat16)
     if not (paths["llava"].is_file() and paths["vision"].is_file()):
         text, vision = comfy_llava_files(_demo_llava(Path(llama_tokenizer), seed + 1))
-        save_safetensors({k: v.to(torch.bfloat16) for k, v in text.items()}, paths["llava"])
-        save_safetensors({k: v.to(torch.bfloat16) for k, v in vision.items()}, paths["vision"])
+        for role, tensors in (("llava", text), ("vision", vision)):
+            if not paths[role].is_file():  # never over an existing file
+                save_safetensors({k: v.to(torch.bfloat16) for k, v in tensors.items()}, paths[role])
     if not paths["clip_l"].is_file():
         clip = _demo_clip_text(Path(clip_tokenizer), seed + 2)
         clip_tensors = tower_file_tensors(clip, "text_model.")

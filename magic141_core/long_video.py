@@ -23,7 +23,7 @@ import torch
 from .color import match_color
 from .errors import oom_advice
 from .pipeline import latent_shape, sample_latent
-from .sampling import Step
+from .sampling import Step, check_seed, flow_sigmas
 from .vae import scale_latent, unscale_latent
 from .video_io import to_uint8
 
@@ -37,16 +37,54 @@ def window_prompts(prompts: str | list[str], windows: int) -> list[str]:
     return [lines[min(k, len(lines) - 1)] for k in range(windows)]
 
 
+MAX_SECONDS = 3600.0  # the Long Video node's duration limit: an hour
+MAX_WINDOWS = 3600  # the same limit counted in windows (lists sized by it are built before the first window)
+
+
 def window_seeds(seed: int, windows: int) -> list[int]:
     """Window k's noise seed: seed + k (reproducible, and each window differs)."""
-    return [(int(seed) + k) % 2**64 for k in range(windows)]
+    return [(check_seed(int(seed)) + k) % 2**64 for k in range(check_windows(windows))]
+
+
+def check_windows(windows) -> int:
+    """`windows` as an int when it is a whole number from 1 to MAX_WINDOWS, else ValueError saying what is wrong."""
+    if isinstance(windows, bool) or not isinstance(windows, int) or not (1 <= windows <= MAX_WINDOWS):
+        raise ValueError(f"the number of windows must be a whole number from 1 to {MAX_WINDOWS}, got {windows!r}")
+    return windows
+
+
+def check_window_frames(window_frames: int) -> int:
+    """A long video's window length: 4k+1 frames with k >= 1 (each window must add frames after the seam)."""
+    if isinstance(window_frames, bool) or not isinstance(window_frames, int) or window_frames < 5 \
+            or (window_frames - 1) % 4:
+        raise ValueError(f"a long video's window length must be 4k+1 frames, at least 5 (5, 9, ..., 81), got "
+                         f"{window_frames!r}")
+    return window_frames
 
 
 def windows_for(seconds: float, fps: float, window_frames: int = 81) -> int:
-    """Windows needed for at least `seconds` of video (N windows give N(F-1)+1 frames)."""
-    if not (seconds > 0 and fps > 0):
-        raise ValueError(f"duration and fps must be positive, got {seconds} s at {fps} fps")
+    """Windows needed for at least `seconds` of video (N windows give N(F-1)+1 frames). ValueError for a duration
+    outside (0, MAX_SECONDS], an fps outside (0, 240] (NaN and inf included) or a bad window length."""
+    check_window_frames(window_frames)
+    if not (0 < fps <= 240):
+        raise ValueError(f"fps must be a number in (0, 240], got {fps!r}")
+    if not (0 < seconds <= MAX_SECONDS):
+        raise ValueError(f"the duration must be a number of seconds in (0, {MAX_SECONDS:g}], got {seconds!r}")
     return max(1, math.ceil((seconds * fps - 1) / (window_frames - 1)))
+
+
+def count_windows(duration: float, unit: str, fps: float, window_frames: int) -> int:
+    """The number of windows of a long video whose `duration` is counted in `unit` ("seconds" or "windows"; a
+    fractional window count is rounded, at least 1), validated with one clear ValueError for every caller (the CLI's
+    --seconds / --windows, the Long Video node's duration)."""
+    if unit == "seconds":
+        return windows_for(duration, fps, window_frames)
+    if unit != "windows":
+        raise ValueError(f"unit must be 'seconds' or 'windows', got {unit!r}")
+    check_window_frames(window_frames)
+    if not (0 < duration <= MAX_WINDOWS):  # NaN and inf fail here, before round()
+        raise ValueError(f"the number of windows must be a whole number from 1 to {MAX_WINDOWS}, got {duration!r}")
+    return max(1, round(duration))
 
 
 def total_frames(windows: int, window_frames: int) -> int:
@@ -63,6 +101,7 @@ class LongVideoSettings:
     anchor: str = "prior"  # VLM image tokens from the original "prior" or from each window's "frame"
 
     def __post_init__(self):
+        flow_sigmas(self.steps, self.shift)  # steps and shift checked before the first window, not at it
         if self.anchor not in ("prior", "frame"):
             raise ValueError(f"anchor must be 'prior' or 'frame', got {self.anchor!r}")
         if not (0 <= self.noise_augmentation <= 1):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .checkpoints import read_metadata, read_state_dict, save_safetensors
+from .checkpoints import CheckpointError, read_metadata, read_state_dict, save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class ClipEmbedder:
 
         from .text.images import load_image_processor
         from .text.loading import dtype_kwarg
+        from .text.sources import missing_weights
 
         folder = Path(folder)
         missing = [f for f in ("config.json", "preprocessor_config.json") if not (folder / f).is_file()]
@@ -55,10 +56,18 @@ class ClipEmbedder:
                 f"{folder} is not a CLIP model folder (missing {missing or 'the folder'}); put a Hugging Face CLIPModel "
                 "(config.json, model.safetensors, tokenizer and preprocessor files) there"
             )
-        self.model = CLIPModel.from_pretrained(folder, local_files_only=True, **dtype_kwarg(dtype)).to(device).eval()
+        if missing_weights(folder):  # safetensors only: pickle weights (pytorch_model.bin) are never read
+            raise FileNotFoundError(
+                f"the CLIP folder {folder} has no usable safetensors weights (missing: "
+                f"{', '.join(missing_weights(folder))}); use a folder with model.safetensors, e.g. "
+                "openai/clip-vit-large-patch14")
+        self.model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                               **dtype_kwarg(dtype)).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.processor = load_image_processor(folder)
-        weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+        # CLIP's position table bounds the prompt; tokenizers without model_max_length would not truncate by default
+        self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
+        weights = sorted(folder.glob("*.safetensors"))
         stamp = [(w.name, w.stat().st_size) for w in weights] + [(folder / "config.json").read_text()]
         self.identity = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
 
@@ -74,7 +83,10 @@ class ClipEmbedder:
 
     @torch.inference_mode()
     def embed_text(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        """L2-normalised text embeddings [N, D]; prompts longer than CLIP's position table (77 tokens for CLIP-L)
+        are truncated to it, as the encoders' CLIP-L does."""
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
+                                return_tensors="pt").to(self.device)
         features = self.model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return _normalized(features)
 
@@ -109,24 +121,46 @@ class ImageIndex:
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.folder}")
         self.index_path = Path(index_path) if index_path else self.folder / INDEX_NAME
+        if self.index_path.suffix != ".safetensors":
+            raise ValueError(f"the index file {self.index_path} must be a .safetensors file name")
         self.keys: list[tuple[str, int, int]] = []  # (relative path, size, mtime_ns) per row
         self.embeddings = torch.zeros(0, 0)
         self.model_identity = ""
-        if self.index_path.is_file():
+        self.rebuilt = ""  # why a damaged index is being rebuilt from scratch ("" when it was read)
+        if os.path.lexists(self.index_path):
             self._load()
 
     def _load(self):
-        meta = read_metadata(self.index_path)
-        if meta.get("format") != _INDEX_FORMAT:
-            log.warning("ignoring %s: not a Magic141 index (it will be rebuilt)", self.index_path)
-            return
-        self.keys = [tuple(k) for k in json.loads(meta["files"])]
-        self.model_identity = meta["model"]
-        self.embeddings = read_state_dict(self.index_path)["embeddings"]
+        """Read the index. A damaged one (unreadable, a field missing, rows not matching the files) is rebuilt from
+        scratch on the next `update`, with a warning; a file that is not an index at all is never written over."""
+        try:
+            meta = read_metadata(self.index_path) if self.index_path.is_file() else {}
+        except CheckpointError as e:
+            meta, damage = {}, str(e).split(";")[0]
+        else:
+            damage = "" if self.index_path.is_file() else "not a regular file"
+        if meta.get("format") != _INDEX_FORMAT and self.index_path.name != INDEX_NAME:
+            raise FileExistsError(f"the index file {self.index_path} exists and is not a Magic141 retrieval index; it "
+                                  "is not written over. Choose another index path, or move that file away")
+        if not damage:
+            try:
+                keys = [(str(name), int(size), int(mtime)) for name, size, mtime in json.loads(meta["files"])]
+                embeddings = read_state_dict(self.index_path)["embeddings"]
+                if embeddings.ndim != 2 or len(embeddings) != len(keys) or not torch.isfinite(embeddings).all():
+                    raise ValueError(f"{len(keys)} files but embeddings of shape {tuple(embeddings.shape)}")
+                self.keys, self.model_identity, self.embeddings = keys, str(meta["model"]), embeddings.float()
+                return
+            except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+                damage = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
+        self.rebuilt = damage[:200]
+        log.warning("the retrieval index %s is damaged (%s); rebuilding it from the images", self.index_path,
+                    self.rebuilt)
 
     def save(self):
+        """Write the index atomically over the previous index (its own file; never over anything else)."""
         save_safetensors({"embeddings": self.embeddings.contiguous()}, self.index_path,
-                         {"format": _INDEX_FORMAT, "model": self.model_identity, "files": json.dumps(self.keys)})
+                         {"format": _INDEX_FORMAT, "model": self.model_identity, "files": json.dumps(self.keys)},
+                         overwrite=True)
 
     def scan(self) -> Iterator[tuple[str, int, int]]:
         """(relative path, size, mtime_ns) of every image file under the folder, sorted."""

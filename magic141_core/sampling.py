@@ -13,17 +13,44 @@ from dataclasses import dataclass
 import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
+STEPS_RANGE = (1, 100)  # the nodes' range; the distilled model uses 4
+SHIFT_RANGE = (0.01, 100.0)  # the nodes' range; below about 1e-7 the fp32 schedule's first sigma is 1/0 = inf
+SEED_RANGE = (0, 2**64 - 1)  # the nodes' range (ComfyUI's seed widgets); torch's generator takes 64 bits
+
+
+def check_shift(shift: float) -> float:
+    """`shift` as a float when it is a number in SHIFT_RANGE, else ValueError naming the value and the range."""
+    low, high = SHIFT_RANGE
+    try:
+        value = float(shift)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (low <= value <= high):  # NaN fails too
+        raise ValueError(f"shift must be a number from {low} to {high:g}, got {shift!r}; Magic141 uses 5.0")
+    return value
+
+
+def check_seed(seed: int) -> int:
+    """`seed` when it is a whole number in SEED_RANGE, else ValueError naming the value and the range (a larger
+    seed would silently wrap around to another one)."""
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, int) or not (low <= seed <= high):
+        raise ValueError(f"seed must be a whole number from {low} to {high} (2**64 - 1), got {seed!r}")
+    return seed
 
 
 def flow_sigmas(steps: int, shift: float = 5.0) -> torch.Tensor:
-    """sigma' = shift*sigma / (1 + (shift-1)*sigma) over sigma = linspace(1, 0, steps+1); fp32 like the reference.
+    """sigma' = shift*sigma / (1 + (shift-1)*sigma) over sigma = linspace(1, 0, steps+1); fp32 like the reference
+    (diffusers' FlowMatchEulerDiscreteScheduler with a static shift, as the official Magic141 sampler uses).
 
     4 steps, shift 5: 1, 0.9375, 0.8333, 0.625, 0 (timesteps 1000, 937.5, 833.33, 625).
+    Raises ValueError for steps outside STEPS_RANGE or a shift outside SHIFT_RANGE (every caller passes here, so a
+    shift that would make the schedule non-finite never reaches the sampler).
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}; the distilled model uses 4")
-    if not (math.isfinite(shift) and shift > 0):
-        raise ValueError(f"shift must be a positive number, got {shift!r}; Magic141 uses 5.0")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not (STEPS_RANGE[0] <= steps <= STEPS_RANGE[1]):
+        raise ValueError(f"steps must be a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}, got {steps!r}; "
+                         "the distilled model uses 4")
+    shift = check_shift(shift)
     sigmas = torch.linspace(1, 0, steps + 1)
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
@@ -34,8 +61,9 @@ def timesteps(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def make_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """Standard normal noise drawn on the CPU in fp32, so a seed gives the same video on every device."""
-    generator = torch.Generator("cpu").manual_seed(int(seed))
+    """Standard normal noise drawn on the CPU in fp32, so a seed gives the same video on every device.
+    `seed` must be in SEED_RANGE (ValueError otherwise)."""
+    generator = torch.Generator("cpu").manual_seed(check_seed(int(seed)))
     return torch.randn(shape, generator=generator, dtype=torch.float32)
 
 

@@ -22,7 +22,7 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from .atomic import make_temp_beside
+from .atomic import make_temp_beside, next_free, publish, refuse_existing
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +57,29 @@ def to_uint8_frames(frames) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3])
 
 
+def check_settings(fps: float, crf: int) -> None:
+    """ValueError unless 0 < fps <= 240 (NaN and inf refused) and crf is 0..51."""
+    if not (0 < fps <= 240):
+        raise ValueError(f"fps must be in (0, 240], got {fps}")
+    if not (0 <= crf <= 51):
+        raise ValueError(f"crf (quality) must be 0..51, got {crf}")
+
+
 class Mp4Writer:
     """Stream RGB frames to an H.264 MP4. Use as a context manager; an exception inside aborts the file.
+
+    `path` must not exist yet (`FileExistsError` naming it, raised here, before any work); frames go to a hidden
+    temporary file beside it that becomes `path` only when complete.
 
     `crf`: x264 constant rate factor (0 lossless ... 51 worst; 17-23 is visually good).
     `keep_partial`: on abort, keep the frames written so far as `<stem>_partial.mp4` instead of deleting them.
     """
 
     def __init__(self, path, fps: float, crf: int = 19, metadata: dict | None = None, keep_partial: bool = False):
-        if not (0 < fps <= 240):
-            raise ValueError(f"fps must be in (0, 240], got {fps}")
-        if not (0 <= crf <= 51):
-            raise ValueError(f"crf (quality) must be 0..51, got {crf}")
+        check_settings(fps, crf)
         self.path, self.fps, self.crf = Path(path), fps, int(crf)
         self.metadata, self.keep_partial = metadata or {}, keep_partial
+        refuse_existing(self.path, "video")  # before any frame is rendered, not after
         self.frames_written = 0
         self._proc = None
         self._size = None
@@ -127,8 +136,7 @@ class Mp4Writer:
                 raise ValueError(f"no frames were written to {self.path.name}")
             if not self._finish_ffmpeg():
                 raise RuntimeError(f"ffmpeg could not finish {self.path.name}")
-            os.replace(self._tmp, self.path)
-            return self.path
+            return publish(self._tmp, self.path)  # never over an existing file
         finally:
             self._cleanup()
 
@@ -137,9 +145,8 @@ class Mp4Writer:
         try:
             finished = self._finish_ffmpeg()
             if self.keep_partial and finished and self.frames_written > 0:
-                partial = self.path.with_name(f"{self.path.stem}_partial{self.path.suffix}")
-                os.replace(self._tmp, partial)
-                return partial
+                partial = next_free(self.path.with_name(f"{self.path.stem}_partial{self.path.suffix}"))
+                return publish(self._tmp, partial)
             return None
         finally:
             self._cleanup()

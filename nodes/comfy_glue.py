@@ -34,9 +34,22 @@ def model_folders(folder: str) -> list[str]:
     return sorted(found)
 
 
-def model_folder(folder: str) -> Path:
-    """The first (default) folder ComfyUI uses for `folder` models: where the pack saves model files."""
-    return Path(folder_paths.get_folder_paths(folder)[0])
+def new_model_file(folder: str, filename: str) -> Path:
+    """Where the pack saves a new model file: `models/<folder>/<filename>` of ComfyUI's layout (in stock ComfyUI
+    `diffusion_models` lists `models/unet` first, so the first folder is not it), else the first folder listed.
+
+    Raises FileExistsError naming the file when `filename` exists in ANY of `folder`'s folders: the save would
+    replace a model, or be shadowed by one that loaders find first."""
+    existing = folder_paths.get_full_path(folder, filename)
+    if existing is not None:
+        raise FileExistsError(f"a model named {filename!r} already exists ({existing}); nothing was written. Choose "
+                              "another filename (saving never replaces or shadows a model)")
+    roots = [Path(p) for p in folder_paths.get_folder_paths(folder)]
+    root = next((r for r in roots if r.name == folder), roots[0])
+    path = root / filename
+    if os.path.lexists(path):  # a dangling link or a folder, which the lookup above does not report
+        raise FileExistsError(f"{path} already exists; nothing was written. Choose another filename")
+    return path
 
 
 def model_entry(folder: str, name: str) -> Path:
@@ -168,17 +181,31 @@ def progress_callback():
 
 
 def output_file(filename_prefix: str, extension: str, width: int = 0, height: int = 0) -> tuple[Path, dict]:
-    """Next free `<prefix>_00001_.<ext>` in ComfyUI's output folder, and its UI record (filename, subfolder, type)."""
+    """Next free `<prefix>_00001_.<ext>` in ComfyUI's output folder, and its UI record (filename, subfolder, type).
+
+    The folder is checked after resolving symlinks (ComfyUI's own check compares unresolved paths): a prefix whose
+    folder is, or passes through, a link to somewhere outside the output folder is refused with ValueError."""
     out_dir = folder_paths.get_output_directory()
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, width, height)
+    _inside_output(Path(out_dir), Path(folder), f"filename_prefix {filename_prefix!r}")
     while True:
         filename = f"{name}_{counter:05}_.{extension}"
         path = Path(folder) / filename
-        if not path.exists():
+        if not os.path.lexists(path):
             break
         counter += 1
     os.makedirs(folder, exist_ok=True)
+    _inside_output(Path(out_dir), path.parent, f"filename_prefix {filename_prefix!r}")  # now made: check again
     return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
+
+
+def _inside_output(root: Path, path: Path, what: str) -> Path:
+    """`path` resolved (symlinks followed, as far as it exists); ValueError naming `what` if it leaves `root`."""
+    resolved, root = path.resolve(), root.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ValueError(f"{what} points outside the output folder ({path} resolves to {resolved}, a symlink "
+                         f"leading out of {root}?); refused. Use a prefix inside the output folder")
+    return resolved
 
 
 def metadata_enabled() -> bool:

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 from ..magic141_core.image import nearest_bucket, resize_center_crop, rgb
+from ..magic141_core.pipeline import MAX_SIDE
+from ..magic141_core.sampling import SEED_RANGE, SHIFT_RANGE, STEPS_RANGE
 
 RESOLUTIONS = ["540p", "720p", "custom"]
 
 VIDEO_SIZE = {
     "resolution": (RESOLUTIONS, {"default": "540p", "tooltip": "540p/720p: the official bucket nearest the image's "
                                  "aspect ratio (resize + centre crop). custom: width and height below."}),
-    "width": ("INT", {"default": 960, "min": 16, "max": 4096, "step": 16,
+    "width": ("INT", {"default": 960, "min": 16, "max": MAX_SIDE, "step": 16,
                       "tooltip": "Video width (custom only); a multiple of 16."}),
-    "height": ("INT", {"default": 544, "min": 16, "max": 4096, "step": 16,
+    "height": ("INT", {"default": 544, "min": 16, "max": MAX_SIDE, "step": 16,
                        "tooltip": "Video height (custom only); a multiple of 16."}),
 }
 
 SAMPLING = {
-    "steps": ("INT", {"default": 4, "min": 1, "max": 100, "tooltip": "Euler steps. 4 matches the DMD2 distillation."}),
-    "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.01,
+    "steps": ("INT", {"default": 4, "min": STEPS_RANGE[0], "max": STEPS_RANGE[1],
+                      "tooltip": "Euler steps. 4 matches the DMD2 distillation."}),
+    "shift": ("FLOAT", {"default": 5.0, "min": SHIFT_RANGE[0], "max": SHIFT_RANGE[1], "step": 0.01,
                         "tooltip": "Flow-matching timestep shift. The official sampler uses 5."}),
     "guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,
                            "tooltip": "1.0 is the distilled default (one forward per step). Above 1 on a model "
                                       "without a guidance embedder, classifier-free guidance runs with the negative "
                                       "prompt (twice the compute)."}),
-    "seed": ("INT", {"default": 39, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+    "seed": ("INT", {"default": 39, "min": SEED_RANGE[0], "max": SEED_RANGE[1], "control_after_generate": True,
                      "tooltip": "Noise seed; the noise is drawn on the CPU so a seed gives the same video on any "
                                 "device."}),
 }

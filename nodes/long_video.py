@@ -6,10 +6,10 @@ import dataclasses
 
 from ..magic141_core.long_video import (
     LongVideoSettings,
+    count_windows,
     generate_long_video,
     window_prompts,
     window_seeds,
-    windows_for,
 )
 from ..magic141_core.pipeline import latent_frames
 from ..magic141_core.video_io import Mp4Writer
@@ -69,7 +69,7 @@ class Magic141LongVideo:
                steps, shift, guidance, seed, color_match, noise_augmentation, anchor, fps, quality, filename_prefix,
                prompt=None, extra_pnginfo=None):
         latent_frames(window_length)  # validates 4k+1
-        windows = max(1, round(duration)) if unit == "windows" else windows_for(duration, fps, window_length)
+        windows = count_windows(duration, unit, fps, window_length)  # NaN, 0, too long: one clear message
         settings = LongVideoSettings(steps=steps, shift=shift, guidance=guidance, color_match=color_match,
                                      noise_augmentation=noise_augmentation,
                                      anchor="prior" if anchor == "prior" else "frame")

@@ -55,7 +55,8 @@ class Magic141SaveInt8:
     DESCRIPTION = (
         "Saves int8 checkpoints (optimum-quanto, about half the size): the transformer into "
         "models/diffusion_models, the LLaVA encoder (int8 Llama-3, vision tower included) into models/text_encoders. "
-        "Later runs load them directly as int8 without ever holding float weights."
+        "Later runs load them directly as int8 without ever holding float weights. A name that already exists in "
+        "those folders is refused: no model is ever replaced."
     )
     CATEGORY = glue.CATEGORY
     RETURN_TYPES = ("STRING",)
@@ -84,6 +85,10 @@ class Magic141SaveInt8:
                              "no folders)")
         if model is None and encoders is None:
             raise ValueError("connect a model (Magic141 Model Loader) or encoders (Magic141 Encoder Loader) to save")
+        if model is not None:  # both names checked before either file is written
+            glue.new_model_file("diffusion_models", f"{name}.safetensors")
+        if encoders is not None:
+            glue.new_model_file("text_encoders", f"{name}_llava.safetensors")
         saved = []
         if model is not None:
             saved.append(self._save_dit(model.model, name))
@@ -95,9 +100,9 @@ class Magic141SaveInt8:
     def _save_dit(dit, name: str) -> str:
         from ..magic141_core.quant import quantization_map
 
+        path = glue.new_model_file("diffusion_models", f"{name}.safetensors")  # refused before any work
         if not quantization_map(dit):  # a float model: re-read its file quantizing layer by layer (it stays float)
             dit = load_dit(dit.source_path, dtype=torch.bfloat16, int8=True)
-        path = glue.model_folder("diffusion_models") / f"{name}.safetensors"
         save_dit(dit, path)
         return path.name
 
@@ -106,9 +111,9 @@ class Magic141SaveInt8:
         from ..magic141_core.text import load_llava
         from ..magic141_core.text.loading import save_llava
 
+        path = glue.new_model_file("text_encoders", f"{name}.safetensors")
         # quantized while re-read from its files, so the loaded encoders (float or int8) stay as they are
         parts = load_llava(encoders.llava_source, torch.bfloat16, int8=True)
-        path = glue.model_folder("text_encoders") / f"{name}.safetensors"
         save_llava(parts.model, path)
         return path.name
 

@@ -24,7 +24,9 @@ def require_host():
 
 
 def import_comfy(base: Path):
-    """Import ComfyUI on the CPU with every user folder under `base`."""
+    """Import ComfyUI on the CPU with every user folder under `base`, laid out exactly as `main.py --base-directory
+    base` lays it out: ComfyUI's own folder lists, rebased (so `diffusion_models` is [models/unet,
+    models/diffusion_models] and `text_encoders` is [models/text_encoders, models/clip], as users have them)."""
     require_host()
     for path in (str(STUBS), str(COMFYUI)):
         if path not in sys.path:
@@ -34,14 +36,18 @@ def import_comfy(base: Path):
     args.cpu = True  # must precede comfy.model_management on a CPU-only torch
     import folder_paths
 
+    old, new = folder_paths.models_dir, str(base / "models")
+    for paths, *_ in folder_paths.folder_names_and_paths.values():
+        paths[:] = [new + p[len(old):] if p == old or p.startswith(old + os.sep) else p for p in paths]
+    folder_paths.models_dir = new
+    getattr(folder_paths, "filename_list_cache", {}).clear()
     for sub in ("output", "input", "temp"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     folder_paths.set_output_directory(str(base / "output"))
     folder_paths.set_input_directory(str(base / "input"))
     folder_paths.set_temp_directory(str(base / "temp"))
-    for folder in ("diffusion_models", "vae", "text_encoders", "clip_vision", "checkpoints", "LLM"):
+    for folder in ("diffusion_models", "vae", "text_encoders", "clip_vision", "checkpoints"):
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-        folder_paths.add_model_folder_path(folder, str(base / "models" / folder), is_default=True)
     return folder_paths
 
 

@@ -75,9 +75,10 @@ def test_a_damaged_int8_llava_map_is_a_clear_error(tiny, tmp_path):
     with safe_open(str(good), "pt") as f:
         tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     source = dict(tokenizer=tiny["llama_tok_dir"])
-    for damage, message in [("{not json", "quantization map is corrupt"),
-                            ('{"language_model.no_such_layer": "qint8"}', "does not have or that are not linear")]:
-        bad = tmp_path / "bad.safetensors"
+    for i, (damage, message) in enumerate([("{not json", "quantization map is corrupt"),
+                                           ('{"language_model.no_such_layer": "qint8"}',
+                                            "does not have or that are not linear")]):
+        bad = tmp_path / f"bad{i}.safetensors"  # a new file each time: files are never written over
         save_safetensors(tensors, bad, {**metadata, QUANT_METADATA_KEY: damage})
         with pytest.raises(CheckpointError, match=message):
             load_llava(LlavaSource(text_encoder=bad, **source), torch.float32)

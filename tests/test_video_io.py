@@ -44,12 +44,14 @@ def test_streamed_chunks_equal_one_write(tmp_path):
     assert np.array_equal(read_mp4(tmp_path / "a.mp4")[0], read_mp4(tmp_path / "b.mp4")[0])
 
 
-def test_an_error_mid_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
+def test_an_error_mid_write_leaves_no_file_and_an_existing_file_is_never_replaced(tmp_path):
     target = tmp_path / "clip.mp4"
     write_mp4(target, torch.rand(2, 16, 16, 3), fps=8)
     before = target.read_bytes()
+    with pytest.raises(FileExistsError, match="clip.mp4 already exists"):  # refused before any frame
+        Mp4Writer(target, fps=8)
     with pytest.raises(KeyboardInterrupt):
-        with Mp4Writer(target, fps=8) as w:
+        with Mp4Writer(tmp_path / "new.mp4", fps=8) as w:
             w.write(torch.rand(4, 16, 16, 3))
             raise KeyboardInterrupt
     assert target.read_bytes() == before

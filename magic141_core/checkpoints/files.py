@@ -106,11 +106,14 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         return f.metadata() or {}
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None):
-    """Write tensors to `path` atomically (temporary file, then rename): a failure leaves any old file intact."""
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None,
+                     overwrite: bool = False):
+    """Write tensors to `path` atomically (temporary file beside it, then published): a failure leaves no file and
+    any old file intact. An existing `path` raises `FileExistsError` naming it before anything is written, unless
+    `overwrite` (only for a file the caller owns and replaces on purpose, e.g. the retrieval index)."""
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 

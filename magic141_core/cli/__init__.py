@@ -1,4 +1,5 @@
-"""`python -m magic141_core`: generate, long, quantize, index, retrieve, bench. Errors are one line and exit 2.
+"""`python -m magic141_core`: generate, long, quantize, index, retrieve, bench. Errors are one line and exit 2;
+output paths are checked before any work, and an existing file is never written over.
 
 `generate` and `long` also run under `torchrun --nproc-per-node N -m magic141_core ...` (sequence parallel, see
 docs/parallel.md): every rank samples, rank 0 alone writes files and shows progress, and an error on any rank ends
@@ -26,15 +27,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _seed(text: str) -> int:
+    """--seed: a whole number in the nodes' range (a larger one would silently wrap around to another seed)."""
+    from ..sampling import check_seed
+
+    try:
+        return check_seed(int(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e) if text.lstrip("+-").isdigit() else f"not a whole number: {text!r}")
+
+
 def _video_args(p: argparse.ArgumentParser, default_out: str):
     p.add_argument("--image", type=Path, required=True, help="the start image (the prior)")
-    p.add_argument("--out", type=Path, default=Path(default_out), help="MP4 to write (default: %(default)s)")
+    p.add_argument("--out", type=Path, help=f"MP4 to write, a new file (default: {default_out}, or {default_out[:-4]}"
+                   "_2.mp4 ... when taken)")
+    p.set_defaults(default_out=default_out)
     p.add_argument("--frames", type=int, default=81, help="frames per clip / window, 4k+1 (default: %(default)s)")
     p.add_argument("--resolution", default="540p", help="540p, 720p (official buckets) or WIDTHxHEIGHT")
     p.add_argument("--steps", type=int, default=4, help="default: %(default)s (the distilled count)")
     p.add_argument("--shift", type=float, default=5.0, help="default: %(default)s")
     p.add_argument("--guidance", type=float, default=1.0, help="default: %(default)s (distilled; >1 runs CFG)")
-    p.add_argument("--seed", type=int, default=39, help="default: %(default)s")
+    p.add_argument("--seed", type=_seed, default=39, help="0 to 2**64-1 (default: %(default)s)")
     p.add_argument("--fps", type=float, default=24.0, help="default: %(default)s")
     p.add_argument("--crf", type=int, default=19, help="x264 quality, lower is better (default: %(default)s)")
     p.add_argument("--no-color-match", action="store_true", help="long videos: no colour matching at seams")
@@ -79,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--llava", type=Path, help="ComfyUI's llava_llama3 text encoder file (or an HF LLaVA folder)")
     p.add_argument("--llava-vision", type=Path, help="llava_llama3_vision.safetensors (with a --llava file)")
     add_comfyui_arg(p)
-    p.add_argument("--out", type=Path, required=True, help="the int8 .safetensors to write")
+    p.add_argument("--out", type=Path, required=True, help="the int8 .safetensors to write (a new file)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("index", help="index an image folder for the retrieval prior",
@@ -118,10 +131,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 -- every error is one line (the traceback with -v)
         if args.verbose:
             raise
         message = " ".join(str(e).split())
+        if not isinstance(e, (ValueError, OSError, RuntimeError)):  # not one of ours: say what it was
+            message = f"{type(e).__name__}: {message} (unexpected; run with -v for details and please report it)"
         print(f"error{'' if world == 1 else f' (rank {rank})'}: {message}", file=sys.stderr)
         return 2
     if joined:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def _load_image(path: Path) -> torch.Tensor:
 
 def _fit(image: torch.Tensor, resolution: str) -> torch.Tensor:
     from ..image import nearest_bucket, resize_center_crop
+    from ..pipeline import latent_shape
 
     if resolution in ("540p", "720p"):
         width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
@@ -34,16 +36,38 @@ def _fit(image: torch.Tensor, resolution: str) -> torch.Tensor:
             width, height = (int(v) for v in resolution.lower().split("x"))
         except ValueError:
             raise ValueError(f"--resolution must be 540p, 720p or WIDTHxHEIGHT, got {resolution!r}") from None
+    latent_shape(1, height, width)  # multiples of 16, at most MAX_SIDE: refused before anything is resized
     return resize_center_crop(image, width, height)
+
+
+def new_output(path: Path | None, default: str, suffix: str, flag: str = "--out") -> Path:
+    """The file a command will write, checked before any work: `path` (which must not exist, be a `suffix` file and
+    lie in a folder that exists or can be made, and that we may write in), or the first free `default` name."""
+    from ..atomic import next_free, refuse_existing
+
+    if path is None:
+        return next_free(Path(default))
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name in it, e.g. {flag} {path / default}")
+    refuse_existing(path, f"{flag} file")
+    if path.suffix.lower() != suffix:
+        raise ValueError(f"{flag} {path} must be a {suffix} file name (e.g. {path.with_suffix(suffix)})")
+    folder = path.absolute().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path}: cannot write in {existing}; choose a folder you may write in")
+    return path
 
 
 def run_video(args, windows: int, prompts: str):
     """Render `windows` windows (1 = a single clip) to args.out; returns the path."""
     from ..long_video import CoreFrameVAE, LongVideoSettings, generate_long_video, window_prompts, window_seeds
     from ..pipeline import latent_frames
-    from ..video_io import Mp4Writer
+    from ..video_io import Mp4Writer, check_settings
 
     latent_frames(args.frames)  # validates 4k+1 before anything loads
+    check_settings(args.fps, args.crf)
+    args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
     settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance,
                                  color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation)
     prior = _fit(_load_image(args.image), args.resolution)
@@ -85,10 +109,11 @@ def cmd_generate(args):
 
 
 def cmd_long(args):
-    from ..long_video import windows_for
+    from ..long_video import count_windows
 
+    windows = (count_windows(args.windows, "windows", args.fps, args.frames) if args.windows is not None
+               else count_windows(args.seconds, "seconds", args.fps, args.frames))
     prompts = Path(args.prompts[1:]).read_text() if args.prompts.startswith("@") else args.prompts
-    windows = args.windows or windows_for(args.seconds, args.fps, args.frames)
     out = run_video(args, windows, prompts)
     if out is None:  # not rank 0
         return
@@ -104,6 +129,7 @@ def cmd_long(args):
 def cmd_quantize(args):
     from ..quant import weight_bytes
 
+    args.out = new_output(args.out, "model_int8.safetensors", ".safetensors")  # before minutes of quantizing, not after
     if args.dit is not None:
         from ..dit.loading import load_dit, save_dit
 
@@ -165,5 +191,7 @@ def cmd_retrieve(args):
 def cmd_bench(args):
     from .bench import run_benchmarks
 
+    if args.json is not None:  # a new file, checked before the minutes of benchmarks
+        args.json = new_output(args.json, "bench.json", ".json", "--json")
     run_benchmarks(REPO / "benchmarks", quick=args.quick, out=args.json)
 

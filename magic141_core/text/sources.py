@@ -47,8 +47,9 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
     return ["tokenizer.json (or vocab.json + merges.txt)"]
 
 
-def _missing_weights(folder: Path) -> list[str]:
-    """Missing or empty safetensors of a Hugging Face folder, shards of an index included."""
+def missing_weights(folder: Path) -> list[str]:
+    """Missing or empty safetensors of a Hugging Face folder, shards of an index included; a folder with only pickle
+    weights (pytorch_model.bin) is named as such: those are never read."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -58,7 +59,10 @@ def _missing_weights(folder: Path) -> list[str]:
     elif (folder / "model.safetensors").is_file():
         shards = ["model.safetensors"]
     else:
-        return ["model.safetensors (or model-*-of-*.safetensors with model.safetensors.index.json)"]
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        note = (f"; the folder holds only {', '.join(pickles)}, and Hugging Face folders are read with safetensors "
+                "only (pickle files can run code)") if pickles else ""
+        return [f"model.safetensors (or model-*-of-*.safetensors with model.safetensors.index.json){note}"]
     missing = [s for s in shards if not (folder / s).is_file()]
     empty = [f"{s} (empty file)" for s in shards if (folder / s).is_file() and (folder / s).stat().st_size == 0]
     return missing + empty
@@ -68,7 +72,7 @@ def _folder_problem(what: str, folder: Path, tokenizer: Path | None) -> str | No
     if not folder.is_dir():
         return f"{what} at {folder} is missing (no such folder)"
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
-    missing += _missing_weights(folder)
+    missing += missing_weights(folder)
     missing += _missing_tokenizer_files(Path(tokenizer or folder))
     return f"{what} at {folder} is incomplete; missing: {', '.join(missing)}" if missing else None
 
