@@ -147,6 +147,12 @@ class OfficialView(Mapping):
     def __iter__(self):
         return iter(self._sources)
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The official tensor's shape from its sources' shapes (file header where available), without reading."""
+        shapes = [tuple(self._sd.shape(s)) if hasattr(self._sd, "shape") else tuple(self._sd[s].shape)
+                  for s in self._sources[key]]
+        return (sum(s[0] for s in shapes), *shapes[0][1:]) if len(shapes) > 1 else shapes[0]
+
     def __len__(self) -> int:
         return len(self._sources)
 
