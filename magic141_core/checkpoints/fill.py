@@ -63,7 +63,8 @@ def _check_plan(leaves: dict[str, nn.Module], sd: Mapping, by_layer: dict[str, l
     stray = sorted(k for layer, keys in by_layer.items() if layer not in leaves for k in keys)
     if stray:
         raise CheckpointError(f"{name} has tensors {what} does not use, e.g. {stray[:5]}")
-    header = hasattr(sd, "shape")
+    # shapes from the file header (lazy files) or the tensors themselves (a dict already in memory); else per layer
+    header = sd.shape if hasattr(sd, "shape") else (lambda k: sd[k].shape) if isinstance(sd, dict) else None
     for prefix, layer in leaves.items():
         for tensor_name, tensor in _own_tensors(layer).items():
             key = f"{prefix}.{tensor_name}" if prefix else tensor_name
@@ -71,9 +72,9 @@ def _check_plan(leaves: dict[str, nn.Module], sd: Mapping, by_layer: dict[str, l
                 if key + "._data" in sd:
                     continue  # a pre-quantized weight (quanto's _data / _scale), checked when its layer loads
                 raise CheckpointError(f"{name} does not fit {what} its shapes describe: tensor '{key}' is missing")
-            if header and tuple(sd.shape(key)) != tuple(tensor.shape):
+            if header is not None and tuple(header(key)) != tuple(tensor.shape):
                 raise CheckpointError(f"{name} does not fit {what} its shapes describe: tensor '{key}' has shape "
-                                      f"{list(sd.shape(key))}, the model needs {list(tensor.shape)}")
+                                      f"{list(header(key))}, the model needs {list(tensor.shape)}")
 
 
 def _assign_own(layer: nn.Module, prefix: str, part: dict[str, torch.Tensor], name: str, what: str) -> None:

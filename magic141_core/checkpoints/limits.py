@@ -46,7 +46,7 @@ def parse_json_object(text: str | None, file: str, key: str) -> dict:
     return value
 
 
-def _check_value(file: str, name: str, value, default):
+def _check_value(file: str, name: str, value, default, any_length: bool = False):
     """`value` converted to the type of `default` (int, float, bool, tuple of ints), or a CheckpointError."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -54,7 +54,7 @@ def _check_value(file: str, name: str, value, default):
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
-            raise config_error(file, name, f"is {value!r}", f"a whole number from 0 to {MAX_SIZE}")
+            raise config_error(file, name, f"is {str(value)[:200]}", f"a whole number from 0 to {MAX_SIZE}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
@@ -62,11 +62,13 @@ def _check_value(file: str, name: str, value, default):
             raise config_error(file, name, f"is {value!r}", f"a positive finite number up to {MAX_SIZE}")
         return float(value)
     if isinstance(default, tuple):
-        ok = isinstance(value, list) and (len(value) == len(default) or not default) and all(
+        length = (1, MAX_BLOCKS) if any_length else (len(default), len(default))
+        ok = isinstance(value, list) and length[0] <= len(value) <= length[1] and all(
             isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE for v in value)
-        if not ok or not value:
-            raise config_error(file, name, f"is {value!r}",
-                               f"a list of {len(default) or 'one or more'} whole numbers from 1 to {MAX_SIZE}")
+        if not ok:
+            count = f"1 to {MAX_BLOCKS}" if any_length else str(len(default))
+            raise config_error(file, name, f"is {str(value)[:200]}", f"a list of {count} whole numbers from 1 to "
+                               f"{MAX_SIZE}")
         return tuple(value)
     raise TypeError(f"no rule for config field {name} of type {type(default).__name__}")  # a programming error
 
@@ -80,11 +82,11 @@ def make_config(cls, values: dict, file: str, source: str = "its tensors"):
                               f"To fix: {REFIT}") from None
 
 
-def read_json_config(cls, text: str | None, file: str, key: str):
+def read_json_config(cls, text: str | None, file: str, key: str, any_length: tuple[str, ...] = ()):
     """The dataclass config `cls` stored as JSON under metadata `key`, every field checked before use.
 
     Each field must be present, known, of its default's type (int, float, bool, or a list of ints of the same
-    length), and within `MAX_SIZE`. Raises CheckpointError naming the file, the field, what it holds, what was
+    length, or of 1..`MAX_BLOCKS` items for the fields in `any_length`), and within `MAX_SIZE`. Raises CheckpointError naming the file, the field, what it holds, what was
     expected and the fix. The values are then checked against the file's tensors by the loader (block counts here,
     shapes in `fill.fill_`) before any weight is read.
     """
@@ -97,7 +99,8 @@ def read_json_config(cls, text: str | None, file: str, key: str):
     missing = [name for name in fields if name not in data]
     if missing:
         raise config_error(file, missing[0], "is missing", "every field of the configuration")
-    values = {name: _check_value(file, name, data[name], default) for name, default in fields.items()}
+    values = {name: _check_value(file, name, data[name], default, name in any_length)
+              for name, default in fields.items()}
     return make_config(cls, values, file, f"its metadata '{key}'")
 
 

@@ -7,7 +7,6 @@ are read with the pack's safe reader, renamed by `comfy_keys`, and assigned into
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import ChainMap
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import CheckpointError, fill_, open_state_dict, save_safetensors, wrong_model_message
+from ..checkpoints.limits import config_error, parse_json_object
 from . import comfy_keys
 from .images import llava_image_processor
 from .prompts import IMAGE_TOKEN
@@ -109,6 +109,18 @@ class _Renamed(Mapping):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The tensor's shape from the file header (an fp8 weight has its float shape), nothing read."""
+        raw = self._raw
+        return tuple(raw.shape(self._keys[key])) if hasattr(raw, "shape") else tuple(raw[self._keys[key]].shape)
+
+
+class _Chain(ChainMap):
+    """The text and vision files as one mapping, with header shapes (`shape`) like each of them."""
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return next(m.shape(key) for m in self.maps if key in m)
+
 
 def _in_language_model(layer: str) -> bool:
     """int8 goes to the Llama-3 (98 % of LLaVA's weights); the vision tower and projector stay float (paper §3.2)."""
@@ -124,13 +136,71 @@ def save_llava(model: nn.Module, path: PathLike) -> None:
     save_safetensors(dict(model.state_dict()), path, metadata)
 
 
+def _checked_llava_config(raw, name: str):
+    """The LlavaConfig in a self-contained LLaVA file's metadata, refused (naming the field) unless every size that
+    shapes the model equals what the file's tensors hold, before anything is built."""
+    from transformers import LlavaConfig
+
+    data = parse_json_object(raw.metadata.get(LLAVA_CONFIG_KEY), name, LLAVA_CONFIG_KEY)
+    try:
+        config = LlavaConfig.from_dict(data)
+        text, vision = config.text_config, config.vision_config
+        claimed = {"text_config.vocab_size": text.vocab_size, "text_config.hidden_size": text.hidden_size,
+                   "text_config.num_hidden_layers": text.num_hidden_layers,
+                   "text_config.intermediate_size": text.intermediate_size,
+                   "text_config.num_attention_heads x head_dim": text.num_attention_heads * text.head_dim,
+                   "vision_config.hidden_size": vision.hidden_size, "vision_config.patch_size": vision.patch_size,
+                   "vision_config.num_hidden_layers": vision.num_hidden_layers,
+                   "vision_config.positions": (vision.image_size // vision.patch_size) ** 2 + 1}
+    except Exception as e:  # transformers' own checks, a missing sub-config, a wrong type
+        raise config_error(name, LLAVA_CONFIG_KEY, f"is not a LLaVA configuration ({type(e).__name__}: "
+                           f"{str(e)[:200]})", "the config this pack wrote") from None
+    present = _Int8Shapes(raw)
+    found = comfy_keys.llava_config(present, config.image_token_index, config.pad_token_id, name)
+    ftext, fvision = found.text_config, found.vision_config
+    actual = {"text_config.vocab_size": ftext.vocab_size, "text_config.hidden_size": ftext.hidden_size,
+              "text_config.num_hidden_layers": ftext.num_hidden_layers,
+              "text_config.intermediate_size": ftext.intermediate_size,
+              "text_config.num_attention_heads x head_dim": present.shape(
+                  "language_model.layers.0.self_attn.q_proj.weight")[0],
+              "vision_config.hidden_size": fvision.hidden_size, "vision_config.patch_size": fvision.patch_size,
+              "vision_config.num_hidden_layers": fvision.num_hidden_layers,
+              "vision_config.positions": present.shape(
+                  "vision_tower.vision_model.embeddings.position_embedding.weight")[0]}
+    for field, value in claimed.items():
+        if value != actual[field]:
+            raise config_error(name, field, f"says {value} but the file's tensors hold {actual[field]}",
+                               f"{actual[field]}")
+    return config
+
+
+class _Int8Shapes(Mapping):
+    """A pre-quantized file's tensor headers under their float names (`weight._data` read as `weight`)."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._keys = {k.removesuffix("._data"): k for k in raw if not k.endswith("._scale")}
+
+    def __getitem__(self, key):
+        return self._raw[self._keys[key]]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._raw.shape(self._keys[key]))
+
+
 def _load_int8_llava(raw, name: str, dtype: torch.dtype) -> nn.Module:
-    from transformers import LlavaConfig, LlavaModel
+    from transformers import LlavaModel
 
     from ..quant import prepare_quantized_, read_quantization_map
 
     qmap = read_quantization_map(raw.metadata, name) or {}
-    config = LlavaConfig.from_dict(json.loads(raw.metadata[LLAVA_CONFIG_KEY]))
+    config = _checked_llava_config(raw, name)
     with _parameters_on_meta():
         model = LlavaModel(config)
     prepare_quantized_(model, qmap, name)
@@ -176,8 +246,9 @@ def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16, int8: bo
                 f"{vision_path.name} has no multi_modal_projector: it is a plain CLIP vision model, not "
                 "llava_llama3_vision.safetensors (LLaVA's vision tower with its projector)"
             )
-        sd = ChainMap(text, vision)
-        config = comfy_keys.llava_config(sd, image_token_id, tokenizer.pad_token_id)
+        sd = _Chain(text, vision)
+        config = comfy_keys.llava_config(sd, image_token_id, tokenizer.pad_token_id,
+                                         f"{text_path.name} + {vision_path.name}")
         with _parameters_on_meta():
             model = LlavaModel(config)
         fill_(model, sd, dtype, f"{text_path.name} + {vision_path.name}", "LLaVA-Llama-3",
@@ -224,7 +295,7 @@ def load_clip(source: ClipSource, dtype: torch.dtype = torch.float16) -> ClipPar
         if "text_model.embeddings.token_embedding.weight" not in sd:
             raise CheckpointError(wrong_model_message(path.name, sd, "a CLIP-L text encoder", []))
         config = comfy_keys.clip_text_config(sd, tokenizer.eos_token_id, tokenizer.bos_token_id,
-                                             tokenizer.pad_token_id)
+                                             tokenizer.pad_token_id, path.name)
         with _parameters_on_meta():
             model = CLIPTextModel(config)
         return ClipParts(fill_(model, sd, dtype, path.name, "a CLIP-L text encoder"), tokenizer)
