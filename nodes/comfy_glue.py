@@ -15,6 +15,8 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
+from ..magic141_core.interrupt import set_interrupt_check
+
 CATEGORY = "Magic141"
 LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()  # scale 0.476986 and the latent -> RGB preview factors
 
@@ -107,6 +109,9 @@ def load(patcher: comfy.model_patcher.ModelPatcher):
 
 def check_interrupt():
     mm.throw_exception_if_processing_interrupted()
+
+
+set_interrupt_check(check_interrupt)  # the core's long loops (loading checkpoints layer by layer) honour Cancel
 
 
 def step_callback(total: int, preview: bool = True):

@@ -115,13 +115,15 @@ def block_count(keys: Iterable[str], prefix: str, file: str, limit: int = MAX_BL
     for key in keys:
         if (m := pattern.match(key)) is not None:
             found.setdefault(int(m.group(1)), key)
-    count = len(found)
-    for index in sorted(found):
-        if index >= count or index >= limit:
-            raise CheckpointError(
-                f"{file}: tensor '{found[index]}' names {prefix} block {index}, past the {count} {prefix} block(s) the "
-                f"file holds tensors for (indices must run 0..n-1 without gaps, n at most {limit}). The file is "
-                "damaged or crafted; choose another file")
+    count = 0
+    while count in found and count < limit:
+        count += 1
+    if count < len(found):  # an index past a gap, or past the limit
+        index = min(i for i in found if i >= count)
+        raise CheckpointError(
+            f"{file}: tensor '{found[index]}' names {prefix} block {index}, but the file holds tensors for "
+            f"{prefix} blocks 0..{count - 1} only (numbered from 0 without gaps, at most {limit}). The file is "
+            "damaged or crafted; choose another file")
     return count
 
 

@@ -64,11 +64,8 @@ def load_vae(
     sd = vae_state_dict_from_file(path, dtype)
     name = Path(path).name
     stored = read_metadata(path).get(CONFIG_METADATA_KEY)
-    if stored is None:
-        config = VAEConfig.from_state_dict(sd, file=name)
-    else:
-        config = VAEConfig.from_json(stored, name)
-        config.check_tensors(sd, name)
+    config = VAEConfig.from_state_dict(sd, file=name) if stored is None else VAEConfig.from_json(stored, name)
+    config.check_tensors(sd, name)  # the decoder's levels too, before anything is built
     return build_vae(config, sd, name).to(device)
 
 
