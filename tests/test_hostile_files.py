@@ -237,6 +237,21 @@ def test_loading_stops_between_layers_when_the_host_interrupts(tmp_path):
     assert load_dit(tmp_path / "dit.safetensors") is not None  # and a later load runs
 
 
+def test_the_pack_wires_comfyuis_interrupt_into_loading(pack, demo_models):
+    import comfy.model_management as mm
+    from conftest import run_node
+
+    loader = pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"]
+    mm.interrupt_current_processing(True)  # what ComfyUI's /interrupt sets
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_node(loader, model_name=DEMO_FILES["dit"][1], weight_dtype="bf16")
+    finally:
+        mm.interrupt_current_processing(False)
+    (patcher,) = run_node(loader, model_name=DEMO_FILES["dit"][1], weight_dtype="bf16")  # the next load runs
+    assert patcher.model.config.double_blocks == 2
+
+
 def test_the_cli_refuses_nan_weights_with_one_line_and_writes_no_video(demo_models, tmp_path):
     sd = _read(demo_models["dit"])
     key = "double_blocks.1.img_attn_qkv.weight"
