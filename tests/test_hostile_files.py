@@ -26,7 +26,7 @@ from magic141_core.checkpoints.limits import MAX_BLOCKS
 from magic141_core.demo import DEMO_FILES, random_dit
 from magic141_core.dit.loading import CONFIG_METADATA_KEY
 from magic141_core.interrupt import set_interrupt_check
-from magic141_core.vae import load_vae, save_vae
+from magic141_core.vae import load_vae
 from magic141_core.vae.config import tiny_vae
 from magic141_core.vae.loading import CONFIG_METADATA_KEY as VAE_KEY
 from magic141_core.vae.loading import random_vae
@@ -72,8 +72,8 @@ def replaced(sd: dict, key: str, tensor: torch.Tensor) -> dict:
 DIT_CASES = {
     # 1. counts and sizes the tensors do not back
     "double block 100000000, inferred": (lambda: with_block(dit_tensors(), "double_blocks", HUGE), None,
-                                         "double_blocks.100000000.img_attn_k_norm.weight' names double_blocks block 100000000, but the "
-                                         "file holds tensors for double_blocks blocks 0..0 only"),
+                                         "double_blocks.100000000.img_attn_k_norm.weight' names double_blocks block "
+                                         "100000000, but the file holds tensors for double_blocks blocks 0..0 only"),
     "double block 100000000, with config": (lambda: with_block(dit_tensors(), "double_blocks", HUGE), "config",
                                             "'double_blocks.100000000."),
     "single block 100000000": (lambda: with_block(dit_tensors(), "single_blocks", HUGE), None,
@@ -308,7 +308,8 @@ def test_a_file_link_pointing_outside_is_never_indexed_read_or_returned(linked_f
     # an index written elsewhere (or before a link was swapped in) never yields the outside path either
     save_safetensors({"embeddings": torch.cat([index.embeddings, own[None], own[None]])}, index.index_path,
                      {"format": "magic141-clip-index-v1", "model": embedder.identity,
-                      "files": json.dumps([*map(list, index.keys), ["leak.png", 1, 1], ["../../private/secret.png", 1, 1]])})
+                      "files": json.dumps([*map(list, index.keys), ["leak.png", 1, 1],
+                                           ["../../private/secret.png", 1, 1]])})
     reloaded = ImageIndex(root / "priors", roots=[root])
     assert sorted(k[0] for k in reloaded.keys) == ["inside.png", "real.png"]
     (root / "priors" / "real.png").unlink()  # swapped for a link after indexing: refused at read time

@@ -12,7 +12,8 @@ through here:
   sane, naming the first offending key;
 - `tensor_shape`: the shape of a tensor a config is read from, refused (naming the key) when missing or of the wrong
   rank, without reading its data where the file allows;
-- `make_config`: the dataclass built from checked values, its own consistency errors turned into the same message.
+- `make_config`: the dataclass built from checked values, its own consistency errors turned into the same message;
+- `parse_json_object` / `config_error`: the same parsing and message for configs another library builds (LLaVA's).
 """
 
 from __future__ import annotations
@@ -86,9 +87,10 @@ def read_json_config(cls, text: str | None, file: str, key: str, any_length: tup
     """The dataclass config `cls` stored as JSON under metadata `key`, every field checked before use.
 
     Each field must be present, known, of its default's type (int, float, bool, or a list of ints of the same
-    length, or of 1..`MAX_BLOCKS` items for the fields in `any_length`), and within `MAX_SIZE`. Raises CheckpointError naming the file, the field, what it holds, what was
-    expected and the fix. The values are then checked against the file's tensors by the loader (block counts here,
-    shapes in `fill.fill_`) before any weight is read.
+    length, or of 1..`MAX_BLOCKS` items for the fields in `any_length`), and within `MAX_SIZE`. Raises
+    CheckpointError naming the file, the field, what it holds, what was expected and the fix. The loader then
+    checks the values against the file's tensors (block counts with `block_count` / `check_count`, shapes in
+    `fill.fill_`) before any weight is read.
     """
     data = parse_json_object(text, file, key)
     fields = {f.name: f.default for f in dataclasses.fields(cls)}
