@@ -7,10 +7,13 @@ state dict's shapes. Our own saved files also carry it in the safetensors metada
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
+
+from .checkpoints.files import CheckpointError
+from .checkpoints.limits import block_count, make_config, read_json_config, tensor_shape
 
 LATENT_CHANNELS = 16  # HunyuanVideo VAE latent channels
 I2V_IN_CHANNELS = 2 * LATENT_CHANNELS + 1  # noisy latent + reference latent + first-frame mask = 33
@@ -59,54 +62,58 @@ class DiTConfig:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "DiTConfig":
-        d = json.loads(text)
-        for key in ("patch_size", "rope_axes"):
-            d[key] = tuple(d[key])
-        return cls(**d)
+    def from_json(cls, text: str, file: str = "config") -> "DiTConfig":
+        """The config stored as JSON, every field checked (`checkpoints.limits.read_json_config`)."""
+        return read_json_config(cls, text, file, "magic141_dit_config")
 
     @classmethod
-    def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> "DiTConfig":
-        """Infer the config from checkpoint-named weights (official HunyuanVideo / Magic141 names)."""
-        proj = sd["img_in.proj.weight"]  # [hidden, in_channels, pt, ph, pw]
-        hidden, in_channels, *patch = proj.shape
-        head_dim = sd["double_blocks.0.img_attn_q_norm.weight"].shape[0]
-        out_features = sd["final_layer.linear.weight"].shape[0]
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], file: str = "state dict") -> "DiTConfig":
+        """Infer the config from checkpoint-named weights (official HunyuanVideo / Magic141 names).
+
+        Every size comes from a tensor shape (read from the file header where possible) and every block count from
+        `limits.block_count`, so nothing is larger than the tensors present. Raises CheckpointError naming the file
+        and the tensor when one is missing, of the wrong rank, or inconsistent with the others."""
+        hidden, in_channels, *patch = tensor_shape(sd, "img_in.proj.weight", file, ndim=5)
+        (head_dim,) = tensor_shape(sd, "double_blocks.0.img_attn_q_norm.weight", file, ndim=1)
+        out_features = tensor_shape(sd, "final_layer.linear.weight", file, ndim=2)[0]
         patch_numel = patch[0] * patch[1] * patch[2]
-        return cls(
+        try:
+            rope_axes = default_rope_axes(head_dim)
+        except ValueError as e:
+            raise CheckpointError(f"{file}: {e}") from None
+        return make_config(cls, dict(
             hidden_size=hidden,
-            num_heads=hidden // head_dim,
-            double_blocks=_count_blocks(sd, "double_blocks"),
-            single_blocks=_count_blocks(sd, "single_blocks"),
-            refiner_blocks=_count_blocks(sd, "txt_in.individual_token_refiner.blocks"),
-            mlp_ratio=sd["double_blocks.0.img_mlp.fc1.weight"].shape[0] / hidden,
+            num_heads=max(hidden // head_dim, 1),
+            **{field: block_count(sd, prefix, file) for field, prefix in BLOCK_PREFIXES.items()},
+            mlp_ratio=tensor_shape(sd, "double_blocks.0.img_mlp.fc1.weight", file, ndim=2)[0] / hidden,
             in_channels=in_channels,
-            out_channels=out_features // patch_numel,
+            out_channels=max(out_features // patch_numel, 1),
             patch_size=tuple(patch),
-            text_dim=sd["txt_in.input_embedder.weight"].shape[1],
-            pooled_dim=sd["vector_in.in_layer.weight"].shape[1],
-            rope_axes=default_rope_axes(head_dim),
+            text_dim=tensor_shape(sd, "txt_in.input_embedder.weight", file, ndim=2)[1],
+            pooled_dim=tensor_shape(sd, "vector_in.in_layer.weight", file, ndim=2)[1],
+            rope_axes=rope_axes,
             guidance_embed="guidance_in.mlp.0.weight" in sd,
             text_guidance_embed="text_guidance_in.mlp.0.weight" in sd,
-        )
+        ), file)
+
+
+BLOCK_PREFIXES = {  # config field -> the key prefix its blocks are stored under
+    "double_blocks": "double_blocks",
+    "single_blocks": "single_blocks",
+    "refiner_blocks": "txt_in.individual_token_refiner.blocks",
+}
 
 
 def default_rope_axes(head_dim: int) -> tuple[int, int, int]:
     """HunyuanVideo splits the head dim 1/8 to time and the rest equally to height and width: 128 -> (16, 56, 56)."""
     t = head_dim // 8
     hw = (head_dim - t) // 2
-    if t % 2 or hw % 2 or t + 2 * hw != head_dim:
+    if t % 2 or hw % 2 or t + 2 * hw != head_dim or t == 0:
         raise ValueError(
             f"cannot infer the RoPE split for head dim {head_dim}; save the model with its config "
             "(magic141_core.checkpoints.save_dit) so the split is stored in the file"
         )
     return (t, hw, hw)
-
-
-def _count_blocks(sd: dict, prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    indices = {int(m.group(1)) for key in sd if (m := pattern.match(key))}
-    return max(indices) + 1 if indices else 0
 
 
 def full_13b(**overrides) -> DiTConfig:

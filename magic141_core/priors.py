@@ -34,9 +34,24 @@ def resolve_inside(root: str | os.PathLike, relative: str) -> Path:
     if not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
         raise ValueError(f"folder {relative!r} must be a relative path inside {root} (no '..', not absolute)")
     path = (root / relative).resolve()  # follows symlinks
-    if path != root and root not in path.parents:
+    if not is_inside(path, [root]):
         raise ValueError(f"folder {relative!r} resolves outside {root} (a symlink pointing out?); refused")
     return path
+
+
+def is_inside(path: str | os.PathLike, roots) -> bool:
+    """True when `path`, with every symlink followed, is one of the `roots` (resolved) or lies under one."""
+    resolved = Path(path).resolve()
+    return any(resolved == root or root in resolved.parents for root in (Path(r).resolve() for r in roots))
+
+
+def file_inside(path: str | os.PathLike, roots) -> Path:
+    """`path` resolved (symlinks followed), or ValueError when it lands outside every root: a file symlink inside an
+    allowed folder that points at a private file elsewhere is never read. Check right before reading."""
+    if not is_inside(path, roots):
+        raise ValueError(f"{Path(path).name} is a link to a file outside the allowed folders; refused. Copy the "
+                         "image into the folder instead of linking it")
+    return Path(path).resolve()
 
 
 class ClipEmbedder:
@@ -114,12 +129,17 @@ class UpdateStats:
 
 
 class ImageIndex:
-    """CLIP embeddings of every image under `folder` (recursively), stored in `index_path`."""
+    """CLIP embeddings of every image under `folder` (recursively), stored in `index_path`.
 
-    def __init__(self, folder: str | os.PathLike, index_path: str | os.PathLike | None = None):
+    `roots`: the folders reads may resolve into (default: `folder`). A file whose real path (symlinks followed) is
+    outside them is skipped when scanning, dropped when an index is loaded, and refused when read or returned, each
+    time checked again, so a link swapped in after indexing is caught too."""
+
+    def __init__(self, folder: str | os.PathLike, index_path: str | os.PathLike | None = None, roots=None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.folder}")
+        self.roots = [Path(r).resolve() for r in (roots or [self.folder])]
         self.index_path = Path(index_path) if index_path else self.folder / INDEX_NAME
         if self.index_path.suffix != ".safetensors":
             raise ValueError(f"the index file {self.index_path} must be a .safetensors file name")
@@ -127,7 +147,8 @@ class ImageIndex:
         self.embeddings = torch.zeros(0, 0)
         self.model_identity = ""
         self.rebuilt = ""  # why a damaged index is being rebuilt from scratch ("" when it was read)
-        if os.path.lexists(self.index_path):
+        # the default index lives in the folder: a link there pointing out of the roots is not read (saving replaces it)
+        if os.path.lexists(self.index_path) and (index_path is not None or is_inside(self.index_path, self.roots)):
             self._load()
 
     def _load(self):
@@ -148,7 +169,9 @@ class ImageIndex:
                 embeddings = read_state_dict(self.index_path)["embeddings"]
                 if embeddings.ndim != 2 or len(embeddings) != len(keys) or not torch.isfinite(embeddings).all():
                     raise ValueError(f"{len(keys)} files but embeddings of shape {tuple(embeddings.shape)}")
-                self.keys, self.model_identity, self.embeddings = keys, str(meta["model"]), embeddings.float()
+                rows = [i for i, k in enumerate(keys) if self._allowed(k[0])]  # an index never yields a path outside
+                self.keys, self.model_identity = [keys[i] for i in rows], str(meta["model"])
+                self.embeddings = embeddings[rows].float() if rows else torch.zeros(0, 0)
                 return
             except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
                 damage = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
@@ -162,10 +185,19 @@ class ImageIndex:
                          {"format": _INDEX_FORMAT, "model": self.model_identity, "files": json.dumps(self.keys)},
                          overwrite=True)
 
+    def _allowed(self, relative: str) -> bool:
+        """A stored or scanned relative path that stays inside the folder and resolves inside the roots."""
+        rel = Path(relative)
+        return not rel.is_absolute() and ".." not in rel.parts and is_inside(self.folder / rel, self.roots)
+
     def scan(self) -> Iterator[tuple[str, int, int]]:
-        """(relative path, size, mtime_ns) of every image file under the folder, sorted."""
+        """(relative path, size, mtime_ns) of every image file under the folder whose real path is inside the
+        roots, sorted; links pointing outside are skipped with a warning."""
         for path in sorted(self.folder.rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path != self.index_path:
+                if not is_inside(path, self.roots):
+                    log.warning("skipping %s: a link to a file outside the allowed folders", path.name)
+                    continue
                 stat = path.stat()
                 yield path.relative_to(self.folder).as_posix(), stat.st_size, stat.st_mtime_ns
 
@@ -204,7 +236,7 @@ class ImageIndex:
 
     def _open(self, relative: str) -> Image.Image | None:
         try:
-            with Image.open(self.folder / relative) as image:
+            with Image.open(file_inside(self.folder / relative, self.roots)) as image:
                 return image.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as e:
             log.warning("skipping %s: not a readable image (%s)", relative, e)
@@ -216,7 +248,8 @@ class ImageIndex:
             raise ValueError(f"the index of {self.folder} is empty; add images and index it first")
         scores = self.embeddings @ text_embedding.reshape(-1).to(self.embeddings.dtype)
         top = torch.topk(scores, min(k, len(self.keys)))
-        return [Match(self.folder / self.keys[i][0], float(s)) for s, i in zip(top.values, top.indices)]
+        matches = [Match(self.folder / self.keys[i][0], float(s)) for s, i in zip(top.values, top.indices)]
+        return [m for m in matches if is_inside(m.path, self.roots)]  # a link swapped in since indexing: dropped
 
 
 def retrieve(folder, prompt: str, embedder: ClipEmbedder, k: int = 5, index_path=None,

@@ -17,6 +17,8 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
+from ..magic141_core.interrupt import set_interrupt_check
+
 CATEGORY = "Magic141"
 LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()  # scale 0.476986 and the latent -> RGB preview factors
 
@@ -151,6 +153,9 @@ class ManagedPlacement:
 
 def check_interrupt():
     mm.throw_exception_if_processing_interrupted()
+
+
+set_interrupt_check(check_interrupt)  # the core's long loops (loading checkpoints layer by layer) honour Cancel
 
 
 def step_callback(total: int, preview: bool = True):

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..magic141_core.priors import ClipEmbedder, ImageIndex, resolve_inside
+from ..magic141_core.priors import ClipEmbedder, ImageIndex, file_inside, resolve_inside
 from . import comfy_glue as glue
 
 _EMBEDDERS: dict[str, tuple[ClipEmbedder, glue.ManagedPlacement]] = {}  # one CLIP per model folder, reused
@@ -60,13 +60,13 @@ class Magic141RetrievePrior:
         root, relative = glue.image_folders()[folder]
         images = resolve_inside(root, relative)
         embedder = _embedder(clip_model)
-        index = ImageIndex(images)
+        index = ImageIndex(images, roots=[root])  # every file read must resolve inside input/ (or the priors root)
         index.update(embedder, progress=glue.progress_callback())
         matches = index.query(embedder.embed_text([prompt])[0], k)
         if pick >= len(matches):
             raise ValueError(f"pick {pick} is past the {len(matches)} matches found; use 0..{len(matches) - 1}")
         match = matches[pick]
-        with Image.open(match.path) as image:
+        with Image.open(file_inside(match.path, [root])) as image:  # checked again right before reading
             rgb = ImageOps.exif_transpose(image).convert("RGB")
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
         return (pixels, match.path.relative_to(images).as_posix(), match.score)

@@ -270,3 +270,71 @@ def test_twenty_queued_prompts_survive_an_interrupt_in_the_middle(server, object
     new = mp4s_on_disk(server) - before
     assert len(new) == 19 and not any("q07" in str(p) for p in new)
     assert not [p for p in (server.base / "output").rglob("*") if ".partial" in p.name]
+
+
+def _hostile_dit(server, name: str) -> str:
+    """A copy of the demo transformer made hostile (issue 20): a crafted block index, NaN weights, or a config that
+    is not JSON. Returns its file name in models/diffusion_models."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder, demo = DEMO_FILES["dit"]
+    with safe_open(str(server.base / "models" / folder / demo), "pt") as f:
+        sd, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    if name == "block index 100000000":
+        sd["double_blocks.100000000.img_mod.linear.weight"] = sd["double_blocks.0.img_mod.linear.weight"].clone()
+    elif name == "NaN weights":
+        sd["single_blocks.1.linear1.weight"] = sd["single_blocks.1.linear1.weight"] * float("nan")
+    else:
+        meta = {k: "{not json" if k == "magic141_dit_config" else v for k, v in meta.items()}
+    filename = f"hostile_{name.replace(' ', '_')}.safetensors"
+    save_file(sd, str(server.base / "models" / folder / filename), metadata=meta)
+    return filename
+
+
+@pytest.mark.parametrize("name, message", [
+    ("block index 100000000", "tensor 'double_blocks.100000000.img_mod.linear.weight' names double_blocks block "
+                              "100000000"),
+    ("NaN weights", "tensor 'single_blocks.1.linear1.weight' holds NaN or infinite values"),
+    ("config not JSON", "config field 'magic141_dit_config' is not valid JSON"),
+])
+def test_a_hostile_checkpoint_is_refused_at_once_and_the_server_goes_on(server, object_info, name, message):
+    filename = _hostile_dit(server, name)
+    prompt, _ = api_prompt(server, object_info, "image_to_video", Magic141ImageToVideo=CPU_SIZE,
+                           Magic141ModelLoader={"model_name": filename})
+    loader = node_id(prompt, "Magic141ModelLoader")
+    pid = server.queue(prompt)
+    started = deadline = None
+    while True:  # time from the loader starting to its error, as the websocket reports them
+        messages = server.messages_for(pid)
+        if started is None and any(m["type"] == "executing" and m["data"].get("node") == loader for m in messages):
+            started = time.time()
+        errors = [m["data"] for m in messages if m["type"] == "execution_error"]
+        if errors:
+            refused_after = time.time() - started
+            break
+        deadline = deadline or time.time() + 300
+        assert time.time() < deadline, "the hostile file was never refused"
+        time.sleep(0.005)
+    assert errors[0]["node_id"] == loader and message in errors[0]["exception_message"]
+    assert filename in errors[0]["exception_message"]
+    assert refused_after < 2.0
+    start = time.time()
+    server.get("/system_stats")
+    assert time.time() - start < 1.0
+    after, _ = api_prompt(server, object_info, "image_to_video",
+                          Magic141ImageToVideo={"resolution": "custom", "width": 32, "height": 32, "length": 5})
+    assert server.wait(server.queue(after))["status"]["status_str"] == "success"
+
+
+def test_an_image_link_pointing_out_of_input_is_never_retrieved(server, object_info, tmp_path):
+    private = tmp_path / "private.png"
+    Image.fromarray(np.full((90, 120, 3), 200, dtype=np.uint8)).save(private)
+    linked = server.base / "input" / "linked_priors"
+    linked.mkdir(exist_ok=True)
+    (linked / "leak.png").unlink(missing_ok=True)
+    (linked / "leak.png").symlink_to(private)
+    prompt, _ = api_prompt(server, object_info, "retrieval_prior_to_video", Magic141ImageToVideo=CPU_SIZE,
+                           Magic141RetrievePrior={"folder": "input/linked_priors"})
+    message = error_of(server, prompt)  # the link is the folder's only image: nothing left to index or return
+    assert "the index of" in message and "linked_priors is empty" in message

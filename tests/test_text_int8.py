@@ -82,3 +82,44 @@ def test_a_damaged_int8_llava_map_is_a_clear_error(tiny, tmp_path):
         save_safetensors(tensors, bad, {**metadata, QUANT_METADATA_KEY: damage})
         with pytest.raises(CheckpointError, match=message):
             load_llava(LlavaSource(text_encoder=bad, **source), torch.float32)
+
+
+def test_a_damaged_int8_llava_config_or_tensor_set_is_refused_before_building(tiny, tmp_path):
+    import json
+    import time
+
+    from safetensors import safe_open
+
+    from magic141_core.checkpoints import save_safetensors
+    from magic141_core.text.loading import save_llava
+    from magic141_core.text.sources import LLAVA_CONFIG_KEY
+
+    good = tmp_path / "good.safetensors"
+    save_llava(_comfy_encoders(tiny, tiny["files"]["llava_llama3_fp16"], int8=True).load().llava.model, good)
+    with safe_open(str(good), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    config = json.loads(metadata[LLAVA_CONFIG_KEY])
+
+    def with_config(section, **changes):
+        return json.dumps({**config, section: {**config[section], **changes}})
+
+    layer0 = next(k for k in sorted(tensors) if k.startswith("language_model.layers.0."))
+    scale = next(k for k in sorted(tensors) if k.endswith("._scale"))
+    cases = [  # (tensors, config text, message)
+        (tensors, "{not json", f"'{LLAVA_CONFIG_KEY}' is not valid JSON"),
+        (tensors, "[]", "is a list; expected a JSON object"),
+        (tensors, with_config("text_config", num_hidden_layers=100_000_000),
+         "'text_config.num_hidden_layers' says 100000000 but the file's tensors hold"),
+        (tensors, with_config("vision_config", image_size=100_000), "'vision_config.positions' says"),
+        (tensors, with_config("vision_config", patch_size=0), "is not a LLaVA configuration"),
+        ({**tensors, layer0.replace(".0.", ".100000000.", 1): tensors[layer0]}, metadata[LLAVA_CONFIG_KEY],
+         "names language_model.layers block 100000000"),
+        ({**tensors, scale: tensors[scale] * float("nan")}, metadata[LLAVA_CONFIG_KEY], f"'{scale}' holds NaN"),
+    ]
+    for sd, text, message in cases:
+        bad = tmp_path / "bad.safetensors"
+        save_safetensors({k: v.clone() for k, v in sd.items()}, bad, {**metadata, LLAVA_CONFIG_KEY: text})
+        start = time.perf_counter()
+        with pytest.raises(CheckpointError, match=message):
+            load_llava(LlavaSource(text_encoder=bad, tokenizer=tiny["llama_tok_dir"]), torch.float32)
+        assert time.perf_counter() - start < 2.0

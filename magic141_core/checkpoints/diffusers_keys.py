@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 import torch
+\nfrom .files import shape_of
 
 _TOP = [
     ("img_in.proj", ["x_embedder.proj"]),
@@ -146,6 +147,11 @@ class OfficialView(Mapping):
 
     def __iter__(self):
         return iter(self._sources)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The official tensor's shape from its sources' shapes (file header where available), without reading."""
+        shapes = [shape_of(self._sd, s) for s in self._sources[key]]
+        return (sum(s[0] for s in shapes), *shapes[0][1:]) if len(shapes) > 1 else shapes[0]
 
     def __len__(self) -> int:
         return len(self._sources)

@@ -40,8 +40,9 @@ class LazyStateDict(Mapping):
     `mmap=True` where their format allows. Values come back in the file's dtype.
     """
 
-    def __init__(self, keys, get, name: str, metadata: dict | None = None):
+    def __init__(self, keys, get, name: str, metadata: dict | None = None, shape=None):
         self._get, self.name, self.metadata = get, name, metadata or {}
+        self._shape = shape
         keys = list(keys)
         self.prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in keys)), "")
         # a full ComfyUI checkpoint prefixes the diffusion model; its other parts (VAE, text encoders) are skipped
@@ -59,6 +60,36 @@ class LazyStateDict(Mapping):
     def __contains__(self, key) -> bool:
         return key in self._keys
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The tensor's shape, from the file header when the format has one (no data read)."""
+        return tuple(self._shape(self._keys[key])) if self._shape else tuple(self[key].shape)
+
+
+def shape_of(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    """The shape of tensor `key`: from the file header when the mapping offers `shape(key)`, else by reading it."""
+    return tuple(sd.shape(key)) if hasattr(sd, "shape") else tuple(sd[key].shape)
+
+
+class RenamedView(Mapping):
+    """The tensors of `sd` under new names (`names`: {new: old}), read on access through `read(sd, old)` (default:
+    `sd[old]`), with header shapes (`shape`) passed through. Nothing is read until a tensor is asked for."""
+
+    def __init__(self, sd: Mapping[str, torch.Tensor], names: dict[str, str], read=None):
+        self._sd, self._keys = sd, names
+        self._read = read or (lambda source, key: source[key])
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._read(self._sd, self._keys[key])
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return shape_of(self._sd, self._keys[key])
+
 
 @contextmanager
 def open_state_dict(path: str | os.PathLike) -> Iterator[LazyStateDict]:
@@ -70,7 +101,8 @@ def open_state_dict(path: str | os.PathLike) -> Iterator[LazyStateDict]:
         raise CheckpointError(f"{path.name} is empty (0 bytes); the download or copy did not finish")
     if path.suffix == ".safetensors":
         with _open_safetensors(path) as f:
-            yield LazyStateDict(f.keys(), lambda key: _read_safetensor(path, f, key), path.name, f.metadata())
+            yield LazyStateDict(f.keys(), lambda key: _read_safetensor(path, f, key), path.name, f.metadata(),
+                                lambda key: f.get_slice(key).get_shape())
     elif path.suffix in PICKLE_SUFFIXES:
         sd = {k: v for k, v in _torch_load(path).items() if isinstance(v, torch.Tensor)}
         yield LazyStateDict(sd, sd.__getitem__, path.name)

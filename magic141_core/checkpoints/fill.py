@@ -1,9 +1,13 @@
 """Fill a model built on the meta device from a (lazy) state dict, layer by layer, quantizing linears on the way.
 
-Shared by every loader that may quantize (the DiT, the LLaVA encoder). Each layer's tensors are read (memory-mapped
-for safetensors), converted to the requested dtype, handed over with `load_state_dict(assign=True)`, and, when the
-caller asks, quantized right away. So no randomly initialised copy is ever made, the float model is never held
-twice, and quantize-on-load peaks at the int8 model plus one float layer and its temporaries.
+Shared by every loader that may quantize (the DiT, the LLaVA encoder, CLIP-L). Before any tensor is read, every
+layer's expected tensors are matched against the file's names and (from the file header) shapes, so a file that
+does not fit is refused before anything is allocated. Then each layer's tensors are read (memory-mapped for
+safetensors), converted to the requested dtype, checked for NaN / inf (one `aminmax` pass per tensor: no copy, no
+mask), handed over with `load_state_dict(assign=True)`, and, when the caller asks, quantized right away. So no
+randomly initialised copy is ever made, the float model is never held twice, quantize-on-load peaks at the int8
+model plus one float layer and its temporaries, and the host's interrupt (`interrupt.check_interrupt`) is honoured
+between layers.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import torch
 from torch import nn
 
 from ..device import release_freed_memory
+from ..interrupt import check_interrupt
 from .files import CheckpointError, converted
+
+_CHUNK = 1 << 24  # elements converted at a time for dtypes without a CPU min/max (fp8)
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -31,6 +38,45 @@ def layer_of(key: str) -> str:
     return module
 
 
+def is_finite(tensor: torch.Tensor) -> bool:
+    """True unless a floating-point tensor holds NaN or +-inf. One min/max pass (NaN propagates into both), no
+    temporary the size of the tensor; fp8 is widened a chunk at a time. Integer tensors are always finite."""
+    if not tensor.is_floating_point() or tensor.numel() == 0 or tensor.device.type == "meta":
+        return True
+    flat = tensor.reshape(-1)
+    chunks = [flat] if tensor.element_size() > 1 else [c.to(torch.float16) for c in flat.split(_CHUNK)]
+    for chunk in chunks:
+        low, high = torch.aminmax(chunk)
+        if not (torch.isfinite(low) and torch.isfinite(high)):
+            return False
+    return True
+
+
+def _own_tensors(layer: nn.Module) -> dict[str, torch.Tensor]:
+    buffers = {k: v for k, v in layer._buffers.items() if k not in layer._non_persistent_buffers_set}
+    return {k: v for k, v in (*layer._parameters.items(), *buffers.items()) if v is not None}
+
+
+def _check_plan(leaves: dict[str, nn.Module], sd: Mapping, by_layer: dict[str, list[str]], name: str,
+                what: str) -> None:
+    """Refuse, before reading any tensor, a file whose names or (header) shapes do not fit the model built."""
+    stray = sorted(k for layer, keys in by_layer.items() if layer not in leaves for k in keys)
+    if stray:
+        raise CheckpointError(f"{name} has tensors {what} does not use, e.g. {stray[:5]}")
+    # shapes from the file header (lazy files) or the tensors themselves (a dict already in memory); else per layer
+    header = sd.shape if hasattr(sd, "shape") else (lambda k: sd[k].shape) if isinstance(sd, dict) else None
+    for prefix, layer in leaves.items():
+        for tensor_name, tensor in _own_tensors(layer).items():
+            key = f"{prefix}.{tensor_name}" if prefix else tensor_name
+            if key not in sd:
+                if key + "._data" in sd:
+                    continue  # a pre-quantized weight (quanto's _data / _scale), checked when its layer loads
+                raise CheckpointError(f"{name} does not fit {what} its shapes describe: tensor '{key}' is missing")
+            if header is not None and tuple(header(key)) != tuple(tensor.shape):
+                raise CheckpointError(f"{name} does not fit {what} its shapes describe: tensor '{key}' has shape "
+                                      f"{list(header(key))}, the model needs {list(tensor.shape)}")
+
+
 def _assign_own(layer: nn.Module, prefix: str, part: dict[str, torch.Tensor], name: str, what: str) -> None:
     """Hand `layer` its own tensors (not its children's) by assignment, strictly, through the module's own loading
     hook, so modules that load specially (quanto's int8 layers) do so."""
@@ -44,19 +90,37 @@ def _assign_own(layer: nn.Module, prefix: str, part: dict[str, torch.Tensor], na
                               f"{detail[:600]}")
 
 
+def _read_finite(sd: Mapping[str, torch.Tensor], key: str, dtype: torch.dtype | None, name: str) -> torch.Tensor:
+    """Tensor `key` in `dtype`, refused when it holds NaN / inf (in the file, or only after the conversion)."""
+    tensor = converted(sd[key], dtype)
+    if is_finite(tensor):
+        return tensor
+    if is_finite(sd[key]):
+        raise CheckpointError(f"{name}: tensor '{key}' holds values beyond the range of {dtype} (they become inf "
+                              "when converted); load it in bf16 or fp32 instead")
+    raise CheckpointError(f"{name}: tensor '{key}' holds NaN or infinite values (the first such tensor found); the "
+                          "file is damaged or its training diverged. Refused: it would give a black or noisy video. "
+                          "Choose another file")
+
+
 def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None, name: str, what: str,
           quantize: Callable[[str], bool] | None = None) -> nn.Module:
     """Assign every tensor of `sd` to `model` (built on meta) layer by layer, strictly.
 
     `quantize(layer name)`: which float linears become int8 right after loading (None: none). `what` names the
-    model in errors ("the transformer"). Returns the model in eval mode without gradients."""
+    model in errors ("the transformer"). Raises CheckpointError, before reading any tensor, for names or header
+    shapes that do not fit; while loading, for a tensor holding NaN / inf (naming the first). The host's interrupt
+    is checked between layers. Returns the model in eval mode without gradients."""
     by_layer: dict[str, list[str]] = {}
     for key in sd:
         by_layer.setdefault(layer_of(key), []).append(key)
+    leaves = dict(_leaves(model))
+    _check_plan(leaves, sd, by_layer, name, what)
     consumed = set()
-    for prefix, layer in _leaves(model):
+    for prefix, layer in leaves.items():
+        check_interrupt()
         keys = by_layer.get(prefix, [])
-        _assign_own(layer, prefix, {k: converted(sd[k], dtype) for k in keys}, name, what)
+        _assign_own(layer, prefix, {k: _read_finite(sd, k, dtype, name) for k in keys}, name, what)
         consumed.update(keys)
         if quantize is not None and isinstance(layer, nn.Linear) and quantize(prefix):
             from ..quant import quantize_layer_

@@ -26,7 +26,8 @@ from ..checkpoints import (
     save_safetensors,
     wrong_model_message,
 )
-from ..config import DiTConfig
+from ..checkpoints.limits import block_count, check_count
+from ..config import BLOCK_PREFIXES, DiTConfig
 from .model import Magic141DiT
 
 CONFIG_METADATA_KEY = "magic141_dit_config"
@@ -44,6 +45,19 @@ def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Ten
         if missing:
             raise CheckpointError(wrong_model_message(path.name, sd, "a Magic141 / HunyuanVideo transformer", missing))
         yield sd
+
+
+def read_dit_config(sd: Mapping[str, torch.Tensor], name: str) -> DiTConfig:
+    """The file's config: from its metadata (checked field by field, then its block counts against the tensors
+    present) or inferred from its tensors. Raises CheckpointError naming the file, the field or key, and the fix,
+    before anything is built."""
+    stored = getattr(sd, "metadata", {}).get(CONFIG_METADATA_KEY)
+    if stored is None:
+        return DiTConfig.from_state_dict(sd, name)
+    config = DiTConfig.from_json(stored, name)
+    for field, prefix in BLOCK_PREFIXES.items():
+        check_count(name, field, getattr(config, field), block_count(sd, prefix, name), prefix)
+    return config
 
 
 def _every_linear(name: str) -> bool:
@@ -72,15 +86,15 @@ def load_dit(
     name = Path(path).name
     with open_dit_weights(path) as sd:
         metadata = getattr(sd, "metadata", {})
-        stored = metadata.get(CONFIG_METADATA_KEY)
+        stored = metadata.get(CONFIG_METADATA_KEY)  # None, or the text read_dit_config checks
         qmap = None
         if QUANT_METADATA_KEY in metadata:  # a pre-quantized file (optimum-quanto is imported only then)
             from ..quant import read_quantization_map
 
             qmap = read_quantization_map(metadata, name)
-        if qmap is not None and not stored:
+        if qmap is not None and stored is None:
             raise CheckpointError(f"{name}: an int8 file must carry its model config; re-create it with this pack")
-        config = DiTConfig.from_json(stored) if stored else DiTConfig.from_state_dict(sd)
+        config = read_dit_config(sd, name)
         with torch.device("meta"):
             model = Magic141DiT(config)
         if qmap is not None:

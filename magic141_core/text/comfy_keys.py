@@ -11,7 +11,7 @@ Key names (from ComfyUI's `comfy/text_encoders/llama.py`, `comfy/clip_model.py`,
   `position_ids` buffer are dropped.
 - transformers 5 flattened `CLIPTextModel` / `CLIPVisionModel`: their tensors lost the `text_model.` / `vision_model.`
   level (`vision_tower.embeddings.*` where 4.x has `vision_tower.vision_model.embeddings.*`). The names here are the
-  4.x ones, which ComfyUI's files also use; `InModelLayout` renames them to whatever the installed transformers
+  4.x ones, which ComfyUI's files also use; `in_model_layout` renames them to whatever the installed transformers
   built, so every file loads under both.
 - fp8: "scaled fp8" files mark themselves with a `scaled_fp8` tensor and store `<layer>.scale_weight` (and maybe
   `scale_input`); newer files store `<layer>.weight_scale` / `input_scale`. The weight is fp8 * scale; it is
@@ -25,7 +25,9 @@ from collections.abc import Mapping
 
 import torch
 
+from ..checkpoints.files import RenamedView
 from ..checkpoints.fill import layer_of
+from ..checkpoints.limits import block_count, tensor_shape
 
 LLAMA_HEAD_DIM = 128  # Llama-3-8B: 32 heads x 128 (8 key/value heads)
 CLIP_HEAD_DIM = 64  # CLIP ViT-L/14 text (12 x 64) and vision (16 x 64) towers
@@ -79,28 +81,17 @@ def flat_key(key: str) -> str:
     return _NESTED_TOWER.sub("", key, count=1)
 
 
-class InModelLayout(Mapping):
+def in_model_layout(sd: Mapping[str, torch.Tensor], model: torch.nn.Module) -> RenamedView:
     """A state dict in 4.x names (ComfyUI files, files saved under either transformers) seen under the names of
     `model` as the installed transformers built it; names the model does not have pass through unchanged, so the
     loader's strict check still reports them."""
+    own = {flat_key(name): name for name, _ in model.named_modules()}
 
-    def __init__(self, sd: Mapping[str, torch.Tensor], model: torch.nn.Module):
-        own = {flat_key(name): name for name, _ in model.named_modules()}
+    def renamed(key: str) -> str:
+        layer = layer_of(key)
+        return own.get(flat_key(layer), layer) + key[len(layer):]
 
-        def renamed(key: str) -> str:
-            layer = layer_of(key)
-            return own.get(flat_key(layer), layer) + key[len(layer):]
-
-        self._sd, self._keys = sd, {renamed(k): k for k in sd}
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self._sd[self._keys[key]]
-
-    def __iter__(self):
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
+    return RenamedView(sd, {renamed(k): k for k in sd})
 
 
 def tower_file_tensors(tower: torch.nn.Module, level: str) -> dict[str, torch.Tensor]:
@@ -109,25 +100,21 @@ def tower_file_tensors(tower: torch.nn.Module, level: str) -> dict[str, torch.Te
     return {level + flat_key(k): v for k, v in tower.state_dict().items()}
 
 
-def _layer_count(keys, pattern: str) -> int:
-    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
-    if not found:
-        raise KeyError(pattern)
-    return max(found) + 1
-
-
-def llama_config(sd: dict[str, torch.Tensor]):
-    """LlamaConfig of a `language_model.*` state dict (Llama-3 conventions for what weights cannot show)."""
+def llama_config(sd: Mapping[str, torch.Tensor], file: str = "state dict"):
+    """LlamaConfig of a `language_model.*` state dict (Llama-3 conventions for what weights cannot show). Sizes
+    come from tensor shapes (file headers where possible) and the layer count from `limits.block_count`."""
     from transformers import LlamaConfig
 
-    vocab, hidden = sd["language_model.embed_tokens.weight"].shape
+    vocab, hidden = tensor_shape(sd, "language_model.embed_tokens.weight", file, ndim=2)
     return LlamaConfig(
         vocab_size=vocab,
         hidden_size=hidden,
-        intermediate_size=sd["language_model.layers.0.mlp.gate_proj.weight"].shape[0],
-        num_hidden_layers=_layer_count(sd, r"language_model\.layers\.(\d+)\."),
-        num_attention_heads=sd["language_model.layers.0.self_attn.q_proj.weight"].shape[0] // LLAMA_HEAD_DIM,
-        num_key_value_heads=sd["language_model.layers.0.self_attn.k_proj.weight"].shape[0] // LLAMA_HEAD_DIM,
+        intermediate_size=tensor_shape(sd, "language_model.layers.0.mlp.gate_proj.weight", file, ndim=2)[0],
+        num_hidden_layers=block_count(sd, "language_model.layers", file),
+        num_attention_heads=tensor_shape(sd, "language_model.layers.0.self_attn.q_proj.weight", file, ndim=2)[0]
+        // LLAMA_HEAD_DIM,
+        num_key_value_heads=tensor_shape(sd, "language_model.layers.0.self_attn.k_proj.weight", file, ndim=2)[0]
+        // LLAMA_HEAD_DIM,
         head_dim=LLAMA_HEAD_DIM,
         max_position_embeddings=8192,
         rms_norm_eps=1e-5,
@@ -136,16 +123,17 @@ def llama_config(sd: dict[str, torch.Tensor]):
     )
 
 
-def clip_vision_config(sd: dict[str, torch.Tensor], prefix: str = "vision_tower.vision_model."):
+def clip_vision_config(sd: Mapping[str, torch.Tensor], prefix: str = "vision_tower.vision_model.",
+                       file: str = "state dict"):
     """CLIPVisionConfig of LLaVA's vision tower (ViT-L/14-336 for llava-llama-3)."""
     from transformers import CLIPVisionConfig
 
-    hidden, _, patch, _ = sd[prefix + "embeddings.patch_embedding.weight"].shape
-    positions = sd[prefix + "embeddings.position_embedding.weight"].shape[0]
+    hidden, _, patch, _ = tensor_shape(sd, prefix + "embeddings.patch_embedding.weight", file, ndim=4)
+    positions = tensor_shape(sd, prefix + "embeddings.position_embedding.weight", file, ndim=2)[0]
     return CLIPVisionConfig(
         hidden_size=hidden,
-        intermediate_size=sd[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=_layer_count(sd, re.escape(prefix) + r"encoder\.layers\.(\d+)\."),
+        intermediate_size=tensor_shape(sd, prefix + "encoder.layers.0.mlp.fc1.weight", file, ndim=2)[0],
+        num_hidden_layers=block_count(sd, prefix + "encoder.layers", file),
         num_attention_heads=hidden // CLIP_HEAD_DIM,
         image_size=round((positions - 1) ** 0.5) * patch,
         patch_size=patch,
@@ -154,13 +142,14 @@ def clip_vision_config(sd: dict[str, torch.Tensor], prefix: str = "vision_tower.
     )
 
 
-def llava_config(sd: dict[str, torch.Tensor], image_token_id: int, pad_token_id: int | None = None):
+def llava_config(sd: Mapping[str, torch.Tensor], image_token_id: int, pad_token_id: int | None = None,
+                 file: str = "state dict"):
     """LlavaConfig of a mapped LlavaModel state dict, as xtuner/llava-llama-3-8b-v1_1-transformers sets it."""
     from transformers import LlavaConfig
 
     return LlavaConfig(
-        text_config=llama_config(sd),
-        vision_config=clip_vision_config(sd),
+        text_config=llama_config(sd, file),
+        vision_config=clip_vision_config(sd, file=file),
         image_token_index=image_token_id,
         pad_token_id=pad_token_id,
         projector_hidden_act="gelu",
@@ -169,18 +158,20 @@ def llava_config(sd: dict[str, torch.Tensor], image_token_id: int, pad_token_id:
     )
 
 
-def clip_text_config(sd: dict[str, torch.Tensor], eos_token_id: int, bos_token_id: int, pad_token_id: int):
+def clip_text_config(sd: Mapping[str, torch.Tensor], eos_token_id: int, bos_token_id: int, pad_token_id: int,
+                     file: str = "state dict"):
     """CLIPTextConfig of a `text_model.*` state dict (openai CLIP-L: 12 layers x 768, 77 positions)."""
     from transformers import CLIPTextConfig
 
-    vocab, hidden = sd["text_model.embeddings.token_embedding.weight"].shape
+    vocab, hidden = tensor_shape(sd, "text_model.embeddings.token_embedding.weight", file, ndim=2)
     return CLIPTextConfig(
         vocab_size=vocab,
         hidden_size=hidden,
-        intermediate_size=sd["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=_layer_count(sd, r"text_model\.encoder\.layers\.(\d+)\."),
-        num_attention_heads=hidden // CLIP_HEAD_DIM,
-        max_position_embeddings=sd["text_model.embeddings.position_embedding.weight"].shape[0],
+        intermediate_size=tensor_shape(sd, "text_model.encoder.layers.0.mlp.fc1.weight", file, ndim=2)[0],
+        num_hidden_layers=block_count(sd, "text_model.encoder.layers", file),
+        num_attention_heads=max(hidden // CLIP_HEAD_DIM, 1),
+        max_position_embeddings=tensor_shape(sd, "text_model.embeddings.position_embedding.weight", file,
+                                             ndim=2)[0],
         hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
         # pooled = hidden state at the first end-of-text token (the reference's argmax over ids finds the same one)

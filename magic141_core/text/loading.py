@@ -7,7 +7,6 @@ are read with the pack's safe reader, renamed by `comfy_keys`, and assigned into
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import ChainMap
 from collections.abc import Mapping
@@ -19,6 +18,8 @@ import torch
 from torch import nn
 
 from ..checkpoints import CheckpointError, fill_, open_state_dict, save_safetensors, wrong_model_message
+from ..checkpoints.files import RenamedView
+from ..checkpoints.limits import config_error, parse_json_object
 from . import comfy_keys
 from .images import llava_image_processor, load_image_processor
 from .prompts import IMAGE_TOKEN
@@ -88,27 +89,25 @@ def _parameters_on_meta():
         nn.Module.register_parameter = register
 
 
-class _Renamed(Mapping):
-    """The tensors of a ComfyUI file under transformers names, read on access (fp8 times its scale, in fp32)."""
+def _renamed(raw: Mapping[str, torch.Tensor], rename, name: str, expected: str) -> RenamedView:
+    """The tensors of a ComfyUI file under transformers names, read on access (fp8 times its scale, in fp32). Every
+    name is checked before any tensor is read."""
+    names = {}
+    for key in raw:
+        try:
+            new = rename(key)
+        except KeyError:
+            raise CheckpointError(wrong_model_message(name, list(raw), expected, [key])) from None
+        if new is not None:
+            names[new] = key
+    return RenamedView(raw, names, comfy_keys.read_tensor)
 
-    def __init__(self, raw: Mapping[str, torch.Tensor], rename, name: str, expected: str):
-        self._raw, self._keys = raw, {}
-        for key in raw:  # check every name before reading any tensor
-            try:
-                new = rename(key)
-            except KeyError:
-                raise CheckpointError(wrong_model_message(name, list(raw), expected, [key])) from None
-            if new is not None:
-                self._keys[new] = key
 
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return comfy_keys.read_tensor(self._raw, self._keys[key])
+class _Chain(ChainMap):
+    """The text and vision files as one mapping, with header shapes (`shape`) like each of them."""
 
-    def __iter__(self):
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
+    def shape(self, key: str) -> tuple[int, ...]:
+        return next(m.shape(key) for m in self.maps if key in m)
 
 
 def _in_language_model(layer: str) -> bool:
@@ -125,17 +124,60 @@ def save_llava(model: nn.Module, path: PathLike) -> None:
     save_safetensors(dict(model.state_dict()), path, metadata)
 
 
+def _checked_llava_config(raw, name: str):
+    """The LlavaConfig in a self-contained LLaVA file's metadata, refused (naming the field) unless every size that
+    shapes the model equals what the file's tensors hold, before anything is built."""
+    from transformers import LlavaConfig
+
+    data = parse_json_object(raw.metadata.get(LLAVA_CONFIG_KEY), name, LLAVA_CONFIG_KEY)
+    try:
+        config = LlavaConfig.from_dict(data)
+        text, vision = config.text_config, config.vision_config
+        claimed = {"text_config.vocab_size": text.vocab_size, "text_config.hidden_size": text.hidden_size,
+                   "text_config.num_hidden_layers": text.num_hidden_layers,
+                   "text_config.intermediate_size": text.intermediate_size,
+                   "text_config.num_attention_heads x head_dim": text.num_attention_heads * text.head_dim,
+                   "vision_config.hidden_size": vision.hidden_size, "vision_config.patch_size": vision.patch_size,
+                   "vision_config.num_hidden_layers": vision.num_hidden_layers,
+                   "vision_config.positions": (vision.image_size // vision.patch_size) ** 2 + 1}
+    except Exception as e:  # transformers' own checks, a missing sub-config, a wrong type
+        raise config_error(name, LLAVA_CONFIG_KEY, f"is not a LLaVA configuration ({type(e).__name__}: "
+                           f"{str(e)[:200]})", "the config this pack wrote") from None
+    present = _int8_shapes(raw)
+    found = comfy_keys.llava_config(present, config.image_token_index, config.pad_token_id, name)
+    ftext, fvision = found.text_config, found.vision_config
+    actual = {"text_config.vocab_size": ftext.vocab_size, "text_config.hidden_size": ftext.hidden_size,
+              "text_config.num_hidden_layers": ftext.num_hidden_layers,
+              "text_config.intermediate_size": ftext.intermediate_size,
+              "text_config.num_attention_heads x head_dim": present.shape(
+                  "language_model.layers.0.self_attn.q_proj.weight")[0],
+              "vision_config.hidden_size": fvision.hidden_size, "vision_config.patch_size": fvision.patch_size,
+              "vision_config.num_hidden_layers": fvision.num_hidden_layers,
+              "vision_config.positions": present.shape(
+                  "vision_tower.vision_model.embeddings.position_embedding.weight")[0]}
+    for field, value in claimed.items():
+        if value != actual[field]:
+            raise config_error(name, field, f"says {value} but the file's tensors hold {actual[field]}",
+                               f"{actual[field]}")
+    return config
+
+
+def _int8_shapes(raw) -> RenamedView:
+    """A pre-quantized file's tensor headers under their float names (`weight._data` read as `weight`)."""
+    return RenamedView(raw, {k.removesuffix("._data"): k for k in raw if not k.endswith("._scale")})
+
+
 def _load_int8_llava(raw, name: str, dtype: torch.dtype) -> nn.Module:
-    from transformers import LlavaConfig, LlavaModel
+    from transformers import LlavaModel
 
     from ..quant import prepare_quantized_, read_quantization_map
 
     qmap = read_quantization_map(raw.metadata, name) or {}
-    config = LlavaConfig.from_dict(json.loads(raw.metadata[LLAVA_CONFIG_KEY]))
+    config = _checked_llava_config(raw, name)
     with _parameters_on_meta():
         model = LlavaModel(config)
     prepare_quantized_(model, qmap, name)  # int8 sits in the Llama, whose names transformers 4 and 5 share
-    return fill_(model, comfy_keys.InModelLayout(raw, model), dtype, name, "LLaVA-Llama-3")
+    return fill_(model, comfy_keys.in_model_layout(raw, model), dtype, name, "LLaVA-Llama-3")
 
 
 def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16, int8: bool = False) -> LlavaParts:
@@ -167,21 +209,22 @@ def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16, int8: bo
             model = _load_int8_llava(raw_text, text_path.name, dtype)
             return LlavaParts(model, tokenizer, llava_image_processor(model.config.vision_config.image_size))
         vision_path = Path(source.vision)
-        text = _Renamed(raw_text, comfy_keys.llava_key, text_path.name, "a llava-llama-3 text encoder")
+        text = _renamed(raw_text, comfy_keys.llava_key, text_path.name, "a llava-llama-3 text encoder")
         if not any(k.startswith("language_model.") for k in text):
             raise CheckpointError(wrong_model_message(text_path.name, text, "a llava-llama-3 text encoder", []))
-        vision = _Renamed(files.enter_context(open_state_dict(vision_path)), comfy_keys.llava_key, vision_path.name,
+        vision = _renamed(files.enter_context(open_state_dict(vision_path)), comfy_keys.llava_key, vision_path.name,
                           "the llava-llama-3 vision tower")
         if "multi_modal_projector.linear_1.weight" not in vision:
             raise CheckpointError(
                 f"{vision_path.name} has no multi_modal_projector: it is a plain CLIP vision model, not "
                 "llava_llama3_vision.safetensors (LLaVA's vision tower with its projector)"
             )
-        sd = ChainMap(text, vision)
-        config = comfy_keys.llava_config(sd, image_token_id, tokenizer.pad_token_id)
+        sd = _Chain(text, vision)
+        config = comfy_keys.llava_config(sd, image_token_id, tokenizer.pad_token_id,
+                                         f"{text_path.name} + {vision_path.name}")
         with _parameters_on_meta():
             model = LlavaModel(config)
-        fill_(model, comfy_keys.InModelLayout(sd, model), dtype, f"{text_path.name} + {vision_path.name}", "LLaVA-Llama-3",
+        fill_(model, comfy_keys.in_model_layout(sd, model), dtype, f"{text_path.name} + {vision_path.name}", "LLaVA-Llama-3",
               quantize=_in_language_model if int8 else None)
     return LlavaParts(model, tokenizer, llava_image_processor(config.vision_config.image_size))
 
@@ -221,11 +264,11 @@ def load_clip(source: ClipSource, dtype: torch.dtype = torch.float16) -> ClipPar
         return ClipParts(model.eval().requires_grad_(False), tokenizer)
     path = Path(source.file)
     with open_state_dict(path) as raw:
-        sd = _Renamed(raw, comfy_keys.clip_key, path.name, "a CLIP-L text encoder")
+        sd = _renamed(raw, comfy_keys.clip_key, path.name, "a CLIP-L text encoder")
         if "text_model.embeddings.token_embedding.weight" not in sd:
             raise CheckpointError(wrong_model_message(path.name, sd, "a CLIP-L text encoder", []))
         config = comfy_keys.clip_text_config(sd, tokenizer.eos_token_id, tokenizer.bos_token_id,
-                                             tokenizer.pad_token_id)
+                                             tokenizer.pad_token_id, path.name)
         with _parameters_on_meta():
             model = CLIPTextModel(config)
-        return ClipParts(fill_(model, comfy_keys.InModelLayout(sd, model), dtype, path.name, "a CLIP-L text encoder"), tokenizer)
+        return ClipParts(fill_(model, comfy_keys.in_model_layout(sd, model), dtype, path.name, "a CLIP-L text encoder"), tokenizer)

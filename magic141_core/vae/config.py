@@ -7,10 +7,12 @@ GroupNorm group count (32 in every released file), which our own saved files sto
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
+
+from ..checkpoints.limits import block_count, check_count, make_config, read_json_config, tensor_shape
 
 from .shapes import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 
@@ -58,31 +60,38 @@ class VAEConfig:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "VAEConfig":
-        d = json.loads(text)
-        d["block_out_channels"] = tuple(d["block_out_channels"])
-        return cls(**d)
+    def from_json(cls, text: str, file: str = "config") -> "VAEConfig":
+        """The config stored as JSON, every field checked (`checkpoints.limits.read_json_config`)."""
+        return read_json_config(cls, text, file, "magic141_vae_config", any_length=("block_out_channels",))
 
     @classmethod
-    def from_state_dict(cls, sd: dict[str, torch.Tensor], norm_groups: int = 32) -> "VAEConfig":
-        """Infer the config from official-named weights (`encoder.down_blocks.N...`, `decoder.up_blocks.N...`)."""
-        levels = _count(sd, r"encoder\.down_blocks\.(\d+)\.")
-        widths = tuple(sd[f"encoder.down_blocks.{i}.resnets.0.conv2.conv.weight"].shape[0] for i in range(levels))
-        return cls(
-            in_channels=sd["encoder.conv_in.conv.weight"].shape[1],
-            out_channels=sd["decoder.conv_out.conv.weight"].shape[0],
-            latent_channels=sd["decoder.conv_in.conv.weight"].shape[1],
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], norm_groups: int = 32,
+                        file: str = "state dict") -> "VAEConfig":
+        """Infer the config from official-named weights (`encoder.down_blocks.N...`, `decoder.up_blocks.N...`).
+
+        Levels and resnets are counted with `limits.block_count` and sizes read from tensor shapes, so nothing is
+        larger than the tensors present; a missing or malformed tensor raises CheckpointError naming it."""
+        levels = block_count(sd, "encoder.down_blocks", file)
+        widths = tuple(tensor_shape(sd, f"encoder.down_blocks.{i}.resnets.0.conv2.conv.weight", file, ndim=5)[0]
+                       for i in range(levels))
+        return make_config(cls, dict(
+            in_channels=tensor_shape(sd, "encoder.conv_in.conv.weight", file, ndim=5)[1],
+            out_channels=tensor_shape(sd, "decoder.conv_out.conv.weight", file, ndim=5)[0],
+            latent_channels=tensor_shape(sd, "decoder.conv_in.conv.weight", file, ndim=5)[1],
             block_out_channels=widths,
-            layers_per_block=_count(sd, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."),
+            layers_per_block=block_count(sd, "encoder.down_blocks.0.resnets", file),
             norm_groups=norm_groups,
             mid_attention="encoder.mid_block.attentions.0.to_q.weight" in sd,
-        )
+        ), file)
 
-
-def _count(sd: dict, pattern: str) -> int:
-    regex = re.compile(pattern)
-    indices = {int(m.group(1)) for key in sd if (m := regex.match(key))}
-    return max(indices) + 1 if indices else 0
+    def check_tensors(self, sd: Mapping[str, torch.Tensor], file: str) -> None:
+        """Refuse a config (from metadata) whose level and resnet counts are not the blocks the file holds."""
+        check_count(file, "block_out_channels", len(self.block_out_channels),
+                    block_count(sd, "encoder.down_blocks", file), "encoder.down_blocks")
+        check_count(file, "block_out_channels", len(self.block_out_channels),
+                    block_count(sd, "decoder.up_blocks", file), "decoder.up_blocks")
+        check_count(file, "layers_per_block", self.layers_per_block,
+                    block_count(sd, "encoder.down_blocks.0.resnets", file), "encoder.down_blocks.0.resnets")
 
 
 def hunyuan_video_vae(**overrides) -> VAEConfig:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, read_metadata, read_state_dict, save_safetensors, wrong_model_message
+from ..checkpoints import CheckpointError, fill_, read_metadata, read_state_dict, save_safetensors, wrong_model_message
 from ..demo import randomize_
 from .config import VAEConfig
 from .keys import normalize_keys
@@ -30,18 +30,13 @@ _REQUIRED = (
 
 
 def build_vae(config: VAEConfig, sd: dict[str, torch.Tensor], name: str = "state dict") -> HunyuanVideoVAE:
-    """A model holding exactly the tensors of `sd` (official names), checked strictly."""
+    """A model holding exactly the tensors of `sd` (official names), checked strictly (names and shapes before any
+    assignment, NaN / inf per tensor, the host's interrupt between layers: `checkpoints.fill_`)."""
     with torch.device("meta"):
         model = HunyuanVideoVAE(config)
-    try:
-        model.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split("\n", 1)[-1].split())
-        raise CheckpointError(
-            f"{name} does not fit the VAE its shapes describe (levels {config.block_out_channels}, "
-            f"{config.layers_per_block} resnets per level, {config.latent_channels} latent channels): {detail[:600]}"
-        ) from None
-    return model.eval().requires_grad_(False)
+    what = (f"the VAE (levels {config.block_out_channels}, {config.layers_per_block} resnets per level, "
+            f"{config.latent_channels} latent channels)")
+    return fill_(model, sd, None, name, what)
 
 
 def vae_state_dict_from_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
@@ -67,15 +62,11 @@ def load_vae(
     Weights stay in `dtype`; on a CPU without fast half precision the model computes in fp32 (see `device.py`).
     """
     sd = vae_state_dict_from_file(path, dtype)
+    name = Path(path).name
     stored = read_metadata(path).get(CONFIG_METADATA_KEY)
-    try:
-        config = VAEConfig.from_json(stored) if stored else VAEConfig.from_state_dict(sd)
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(
-            f"{Path(path).name}: cannot infer the VAE's configuration from its tensors ({e}); a file saved with "
-            "magic141_core.vae.save_vae stores it"
-        ) from None
-    return build_vae(config, sd, Path(path).name).to(device)
+    config = VAEConfig.from_state_dict(sd, file=name) if stored is None else VAEConfig.from_json(stored, name)
+    config.check_tensors(sd, name)  # the decoder's levels too, before anything is built
+    return build_vae(config, sd, name).to(device)
 
 
 def save_vae(model: HunyuanVideoVAE, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
