@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping
 
 import torch
-\nfrom .files import shape_of
+
+from .files import shape_of
 
 _TOP = [
     ("img_in.proj", ["x_embedder.proj"]),
