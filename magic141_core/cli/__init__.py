@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="image + prompt -> MP4 (one clip)", description="One clip from an image.")
     p.add_argument("--prompt", required=True, help="what happens in the clip")
+    p.add_argument("--profile", action="store_true", help="afterwards, print the wall time of each stage (load, "
+                   "encoders, VAE encode, each DiT step, decode, MP4 write), the peak memory and the DiT forwards")
     _video_args(p, "magic141.mp4")
     p.set_defaults(func=cmd_generate)
 
