@@ -88,3 +88,39 @@ def test_random_weights_are_made_in_place_on_the_device():
     assert all(p.dtype == torch.bfloat16 and not p.is_meta for p in params)
     assert all(torch.equal(p, q) for p, q in zip(params, b.parameters()))  # seeded: same weights, any run
     assert len({round(p.float().std().item(), 4) for p in params if p.ndim >= 2}) > 1
+
+
+def test_bench_fills_every_row_of_its_table(tmp_path):
+    """`bench` on a fresh clone: every script of the table runs and reports every one of its rows (at the smoke
+    configurations: what is checked is that each row is produced, not its value)."""
+    from magic141_core.cli.bench import RATIOS
+
+    out = tmp_path / "bench.json"
+    result = run_script("-m", "magic141_core", "bench", "--smoke", "--comfyui", COMFYUI, "--json", out,
+                        timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = json.loads(out.read_text())
+    rows = table["ratios"]
+    assert list(rows) == [key for ratios in RATIOS.values() for key in ratios]
+    assert all(isinstance(row["value"], float) and row["error"] is None for row in rows.values()), rows
+    assert "FAILED" not in result.stdout and "SMOKE configurations" in result.stdout
+    assert "1-minute load average" in result.stdout and table["load average"]["max"] >= 0
+
+
+def test_bench_prints_a_failed_script_s_rows_as_failed(tmp_path, monkeypatch):
+    """A script that fails costs its rows, which say FAILED and why; the rows of the scripts that ran stay."""
+    from magic141_core.cli.bench import RATIOS, format_table, run_benchmarks
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the copied script imports the pack from outside the repository
+    (tmp_path / "parallel.py").write_text((REPO / "benchmarks" / "parallel.py").read_text())
+    (tmp_path / "long_video.py").write_text("import sys\nsys.exit('long_video: no frames today')\n")
+    table = run_benchmarks(tmp_path, smoke=True, runs=2)
+    rows = table["ratios"]
+    for key in RATIOS["parallel.py"]:
+        assert len(rows[key]["values"]) == 2 and rows[key]["value"] == pytest.approx(rows[key]["values"][0])
+    for key in RATIOS["long_video.py"]:
+        assert rows[key]["value"] is None and rows[key]["error"] == "long_video: no frames today"
+    assert rows["fp32 ours / diffusers"]["value"] is None and "can't open file" in rows["fp32 ours / diffusers"]["error"]
+    text = format_table(table)
+    line = next(line for line in text.splitlines() if line.startswith("window time, later / earlier windows"))
+    assert "FAILED" in line and "no frames today" in line

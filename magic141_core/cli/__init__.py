@@ -98,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run the benchmarks and print one table of ratios",
                        description="Runs every script in benchmarks/ and prints their ratios.")
     p.add_argument("--quick", action="store_true", help="small configurations (minutes, not tens of minutes)")
+    p.add_argument("--smoke", action="store_true", help="tiniest configurations: checks that every row runs "
+                   "(seconds per script); the figures mean nothing")
+    p.add_argument("--runs", type=int, default=1, help="interleaved rounds; each ratio is their median with its "
+                   "spread (the README's figures: 5 or more, on a quiet machine) (default: %(default)s)")
     p.add_argument("--json", type=Path, help="also write the table as JSON")
+    add_comfyui_arg(p)
     p.set_defaults(func=cmd_bench)
     return parser
 

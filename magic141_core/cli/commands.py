@@ -174,5 +174,11 @@ def cmd_retrieve(args):
 def cmd_bench(args):
     from .bench import run_benchmarks
 
-    run_benchmarks(REPO / "benchmarks", quick=args.quick, out=args.json)
+    if args.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {args.runs}")
+    table = run_benchmarks(REPO / "benchmarks", quick=args.quick, out=args.json, runs=args.runs, comfyui=args.comfyui,
+                           smoke=args.smoke)
+    failed = sorted({key for key, row in table["ratios"].items() if row["value"] is None})
+    if failed:
+        raise RuntimeError(f"{len(failed)} benchmark row(s) FAILED (see the table above): {', '.join(failed)}")
 
