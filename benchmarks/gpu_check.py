@@ -178,10 +178,12 @@ class Check:
     def overrun(self):
         note = f"deadline: stopped during '{self.current}' ({self.args.budget:.0f} s budget + 15 s grace)"
         self.report["stopped"] = note
-        if self.current:
-            self.report["stages"].setdefault(self.current, {}).update(status="stopped", note=note)
-        self.finish()
-        os._exit(3)
+        try:
+            if self.current:
+                self.report["stages"].setdefault(self.current, {}).update(status="stopped", note=note)
+            self.finish()
+        finally:
+            os._exit(3)
 
     def forward_estimate(self, factor: float = 1.0) -> float | None:
         """Seconds for `factor` forwards at the pace ours ran (None before it ran)."""

@@ -43,7 +43,7 @@ def fill_random_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def _materialise(module: torch.nn.Module, device, dtype, seed: int) -> torch.nn.Module:
-    module = module.to_empty(device=device).to(dtype)
+    module = module.to(dtype).to_empty(device=device)  # the dtype first: on meta it costs nothing
     return fill_random_(module, seed).eval().requires_grad_(False)
 
 
