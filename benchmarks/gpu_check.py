@@ -95,9 +95,9 @@ class Setup:
 class Budget:
     """Seconds left; a watchdog that, past the deadline plus a grace, writes the report and ends the process."""
 
-    def __init__(self, seconds: float, on_overrun):
+    def __init__(self, seconds: float, grace: float, on_overrun):
         self.seconds, self.start = seconds, time.perf_counter()
-        self.watchdog = threading.Timer(seconds + 15, on_overrun)
+        self.watchdog = threading.Timer(seconds + grace, on_overrun)
         self.watchdog.daemon = True
         self.watchdog.start()
 
@@ -143,7 +143,7 @@ class Check:
         self.report = {"setup": self.setup.describe(), "budget s": args.budget, "stages": {}}
         self.state: dict = {}
         self.current = None
-        self.budget = Budget(args.budget, self.overrun)
+        self.budget = Budget(args.budget, args.grace, self.overrun)
 
     # ------------------------------------------------------------------------------------------------ the harness
     def stage(self, name: str, fn, estimate: float | None = None, needs=()):
@@ -176,7 +176,8 @@ class Check:
               f"{row.get('note') or row.get('error') or ''}", file=sys.stderr, flush=True)
 
     def overrun(self):
-        note = f"deadline: stopped during '{self.current}' ({self.args.budget:.0f} s budget + 15 s grace)"
+        note = (f"deadline: stopped during '{self.current}' "
+                f"({self.args.budget:.0f} s budget + {self.args.grace:.0f} s grace)")
         self.report["stopped"] = note
         try:
             if self.current:
@@ -380,6 +381,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds for the whole check (default 300)")
+    parser.add_argument("--grace", type=float, default=15.0, help="seconds past the budget before the watchdog writes "
+                        "the report and stops the process (exit 3) (default 15)")
     parser.add_argument("--tiny", action="store_true", help="the tiny configuration even on CUDA")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where CUDA is available")
     parser.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages not to run")

@@ -58,6 +58,14 @@ def test_gpu_check_skips_what_does_not_fit_the_budget(tmp_path):
         assert stages[name]["status"] == "skipped" and "did not complete" in stages[name]["note"]
 
 
+def test_gpu_check_watchdog_stops_an_overrun_and_keeps_the_report(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    result = run_script(REPO / "benchmarks" / "gpu_check.py", "--cpu", "--budget", "0", "--grace", "0", "--json", out)
+    assert result.returncode == 3, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["stopped"].startswith("deadline: stopped during") and report["stopped"] in result.stdout
+
+
 def test_forward_flop_count_is_torchs_count():
     from gpu_models import dit_flops, random_dit_on
     from torch.nn.attention import SDPBackend, sdpa_kernel
