@@ -27,10 +27,11 @@ COMFYUI = Path(os.environ.get("MAGIC141_COMFYUI", REPO / ".host" / "ComfyUI"))
 TOKENIZER = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer"
 # Enough layers that one layer's quantization temporaries weigh as little against the model as in the 32-layer one
 CONFIGS = {"full": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=8, num_attention_heads=32),
-           "quick": dict(hidden_size=2048, intermediate_size=7168, num_hidden_layers=8, num_attention_heads=16)}
+           "quick": dict(hidden_size=2048, intermediate_size=7168, num_hidden_layers=8, num_attention_heads=16),
+           "smoke": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=2)}
 
 
-def write_files(folder: Path, quick: bool) -> tuple[Path, Path]:
+def write_files(folder: Path, size: str) -> tuple[Path, Path]:
     import torch
     from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -40,7 +41,7 @@ def write_files(folder: Path, quick: bool) -> tuple[Path, Path]:
     tokenizer = AutoTokenizer.from_pretrained(str(TOKENIZER), local_files_only=True)
     config = LlavaConfig(
         text_config=LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=8, head_dim=128,
-                                **CONFIGS["quick" if quick else "full"]),
+                                **CONFIGS[size]),
         vision_config=CLIPVisionConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                                        num_attention_heads=4, image_size=336, patch_size=14),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
@@ -82,11 +83,11 @@ def child(mode: str, text: str, vision: str, out: str):
     print(json.dumps({"peak": peak, "seconds": seconds, "int8": int8_bytes, "bf16": float_bytes}))
 
 
-def run(quick: bool) -> dict:
+def run(size: str) -> dict:
     if not TOKENIZER.is_dir():
         raise SystemExit(f"ComfyUI's Llama-3 tokenizer is not at {TOKENIZER}: run ./run.sh once or set MAGIC141_COMFYUI")
     with tempfile.TemporaryDirectory() as tmp:
-        text, vision = write_files(Path(tmp), quick)
+        text, vision = write_files(Path(tmp), size)
         out = Path(tmp) / "llava_int8.safetensors"
 
         def sub(mode):

@@ -26,6 +26,8 @@ CONFIGS = {
                  text_dim=4096, pooled_dim=768, rope_axes=(16, 56, 56)),
     "quick": dict(hidden_size=1024, num_heads=8, double_blocks=2, single_blocks=4, refiner_blocks=1,
                   text_dim=1024, pooled_dim=768, rope_axes=(16, 56, 56)),
+    "smoke": dict(hidden_size=256, num_heads=2, double_blocks=1, single_blocks=1, refiner_blocks=1,
+                  text_dim=256, pooled_dim=64, rope_axes=(16, 56, 56)),  # every row's code, in seconds
 }
 
 
@@ -92,13 +94,13 @@ def forward_seconds(model, repeats=3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run(quick: bool) -> dict:
+def run(size: str) -> dict:
     import torch
 
     from magic141_core import load_dit, save_dit, tiny
     from magic141_core.demo import random_dit
 
-    config = tiny(**CONFIGS["quick" if quick else "full"])
+    config = tiny(**CONFIGS[size])
     with tempfile.TemporaryDirectory() as tmp:
         bf16_path, int8_path = Path(tmp) / "bf16.safetensors", Path(tmp) / "int8.safetensors"
         model = random_dit(config, seed=0, dtype=torch.bfloat16)
@@ -136,9 +138,10 @@ def main(run, child, quick_help: str) -> None:
         return
     parser = argparse.ArgumentParser(description=sys.modules[run.__module__].__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--smoke", action="store_true", help="the tiniest configuration: runs every row, in seconds")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     opts = parser.parse_args()
-    report = run(opts.quick)
+    report = run("smoke" if opts.smoke else "quick" if opts.quick else "full")
     print(json.dumps(report, indent=1))
     if opts.json:
         opts.json.write_text(json.dumps({"ratios": report}, indent=1))

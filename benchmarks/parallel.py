@@ -104,6 +104,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text-tokens", type=int, default=402, help="text tokens the DiT sees (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="accepted for `bench`; this script is arithmetic only")
+    parser.add_argument("--smoke", action="store_true", help="accepted for `bench`; this script is arithmetic only")
     parser.add_argument("--json", type=Path, help="also write {'ratios': ..., 'rows': ...} here")
     args = parser.parse_args()
     result = rows(args.text_tokens)

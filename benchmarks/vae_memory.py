@@ -119,12 +119,15 @@ def main():
     parser.add_argument("--repeat", type=int, default=2, help="rounds over all cases; the fastest run is reported")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--quick", action="store_true", help="lengths 5 and 41, one round, ours only")
+    parser.add_argument("--smoke", action="store_true", help="--quick at 32 px: runs every row, in seconds")
     parser.add_argument("--json", type=Path, help="also write the summary ratios here")
     parser.add_argument("--case", nargs=2, metavar=("METHOD", "LATENT_FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         emit(json.dumps(run_case(args.case[0], int(args.case[1]), args.size)))
         return
+    if args.smoke:
+        args.quick, args.size = True, 32
     if args.quick:
         args.lengths, args.repeat = [5, 41], 1
         args.methods = ["ours_stream", "ours_one_pass"]

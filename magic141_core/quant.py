@@ -24,21 +24,34 @@ from .checkpoints import QUANT_METADATA_KEY, CheckpointError
 from .device import compute_dtype_for
 
 ACTIVATION_DTYPE = torch.bfloat16
+CPU_ALIGNMENT = 64  # bytes: torch's CPU allocator aligns to this, and the int8 kernel needs it
 
 
 class Int8Linear(QLinear):
     """quanto QLinear with qint8 weights. Casts its input to bf16 for the int8 kernel (paper §3.2) and returns the
     input's dtype. On a CPU without bf16 units (see `device.py`) it dequantizes the weight and computes in fp32
-    instead: the weight stays int8 in memory either way."""
+    instead: the weight stays int8 in memory either way.
+
+    On a CPU with bf16 units quanto runs torch's `_weight_int8pack_mm`, which reads the int8 weight with aligned
+    vector loads and crashes the process (SIGSEGV, seen with torch 2.13 on AVX512-BF16) on data that is not
+    64-byte aligned, as tensors memory-mapped from a safetensors file often are; such a weight is copied once into
+    aligned memory before its first CPU forward (`_align_for_cpu_`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = compute_dtype_for(x.device, ACTIVATION_DTYPE)
         bias = None if self.bias is None else self.bias.to(dtype)
         if dtype == ACTIVATION_DTYPE and self.qweight._scale.dtype == dtype:
+            if x.device.type == "cpu":
+                self._align_for_cpu_()
             y = F.linear(x.to(dtype), self.qweight, bias)  # quanto's int8 kernel: scale and activations share a dtype
         else:  # no bf16 units, or a layer quantized from fp32 weights (fp32 scale): dequantize, same numbers
             y = F.linear(x.to(dtype), self.qweight.dequantize().to(dtype), bias)
         return y.to(x.dtype)
+
+    def _align_for_cpu_(self) -> None:
+        data = self.weight._data
+        if data.data_ptr() % CPU_ALIGNMENT:
+            self.weight._data = data.clone()  # torch's CPU allocator returns 64-byte aligned memory
 
 
 def _linears(module: nn.Module) -> list[tuple[str, nn.Linear]]:

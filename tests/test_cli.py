@@ -123,3 +123,24 @@ def test_run_command_starts_comfyui_with_the_pack_and_templates(tmp_path, demo_d
     assert f"check: {len(pack.NODE_CLASS_MAPPINGS)} Magic141 nodes" in result.stdout
     assert "image_to_video" in result.stdout
     assert (tmp_path / "base" / "custom_nodes" / "Magic141").resolve() == REPO
+
+
+def test_generate_profile_times_every_stage_and_counts_four_forwards(demo_dir, tmp_path):
+    out = tmp_path / "clip.mp4"
+    result = cli("generate", "--image", COMFYUI / "input" / "example.png", "--prompt", "a calm lake", "--frames", 5,
+                 "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir, "--profile")
+    assert result.returncode == 0, result.stderr
+    assert read_mp4(out)[0].shape[0] == 5
+    lines = result.stdout.splitlines()
+    rows = {line[:24].strip(): line[24:].split() for line in lines[lines.index(f"wrote {out}") + 2:]
+            if not line.startswith(("DiT forwards", "peak memory"))}
+    stages = ["load", "VLM encode", "text encode", "VAE encode", "DiT step 1", "DiT step 2", "DiT step 3",
+              "DiT step 4", "decode", "MP4 write"]
+    assert [name for name in rows if name not in ("(between stages)", "total")] == stages  # in the order they ran
+    seconds = {name: float(values[0]) for name, values in rows.items()}
+    assert all(seconds[name] > 0 for name in stages)
+    assert sum(seconds[name] for name in stages) + seconds["(between stages)"] == pytest.approx(seconds["total"],
+                                                                                              abs=0.01)
+    assert "DiT forwards: 4" in lines  # guidance 1: one forward per step, nothing else calls the DiT
+    peak = next(line for line in lines if line.startswith("peak memory: "))
+    assert float(peak.split()[2]) > 0.1 and "GiB (process RSS)" in peak  # torch and the models at least

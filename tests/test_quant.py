@@ -119,3 +119,35 @@ def test_swapped_blocks_ignore_whole_model_moves(bf16_file):
     model.to(torch.float64)  # a whole-model move/cast (as a memory manager would do) leaves swapped blocks alone
     assert model.single_blocks[1].linear1.weight.dtype == torch.float32
     assert model.single_blocks[0].linear1.weight.dtype == torch.float64
+
+
+def test_int8_weights_memory_mapped_at_an_unaligned_address_run_on_the_cpu_int8_kernel():
+    """A pre-quantized file's int8 tensors are memory-mapped wherever the file puts them; torch's CPU int8 kernel
+    crashed the process (SIGSEGV) on such data. Run in a child process, so a crash fails this test alone."""
+    import os
+    import subprocess
+    import sys
+
+    from comfyui_env import REPO
+
+    code = """
+import torch
+import magic141_core.quant as quant
+from optimum.quanto import qint8
+quant.compute_dtype_for = lambda device, dtype: torch.bfloat16  # the CPU-with-bf16-units path, on any CPU
+torch.manual_seed(0)
+layer = quant.Int8Linear.from_module(torch.nn.Linear(256, 768).to(torch.bfloat16), weights=qint8)
+layer.freeze()
+x = torch.randn(1, 64, 256, dtype=torch.bfloat16)
+expected = layer(x)
+data = layer.weight._data
+buffer = torch.empty(data.numel() + 128, dtype=torch.int8)
+start = (-buffer.data_ptr()) % 64 + 36  # 36 bytes past a 64-byte boundary, like a tensor inside a file
+layer.weight._data = buffer[start:start + data.numel()].view(data.shape).copy_(data)
+assert layer.weight._data.data_ptr() % 64 == 36
+assert torch.equal(layer(x), expected)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="image + prompt -> MP4 (one clip)", description="One clip from an image.")
     p.add_argument("--prompt", required=True, help="what happens in the clip")
+    p.add_argument("--profile", action="store_true", help="afterwards, print the wall time of each stage (load, "
+                   "encoders, VAE encode, each DiT step, decode, MP4 write), the peak memory and the DiT forwards")
     _video_args(p, "magic141.mp4")
     p.set_defaults(func=cmd_generate)
 
@@ -109,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run the benchmarks and print one table of ratios",
                        description="Runs every script in benchmarks/ and prints their ratios.")
     p.add_argument("--quick", action="store_true", help="small configurations (minutes, not tens of minutes)")
+    p.add_argument("--smoke", action="store_true", help="tiniest configurations: checks that every row runs "
+                   "(seconds per script); the figures mean nothing")
+    p.add_argument("--runs", type=int, default=1, help="interleaved rounds; each ratio is their median with its "
+                   "spread (the README's figures: 5 or more, on a quiet machine) (default: %(default)s)")
     p.add_argument("--json", type=Path, help="also write the table as JSON")
+    add_comfyui_arg(p)
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,10 +1,18 @@
-"""`bench`: run every benchmark script (each in its own process) and print one table of the ratios."""
+"""`bench`: run every benchmark script (each in its own process) and print one table of the ratios.
+
+With `runs` > 1 the scripts run in interleaved rounds (every script once per round), so load from other processes
+spreads over all rows alike; each ratio is then the median over the rounds, with its spread (min..max). The 1-minute
+load average is read at the start and end of every round and printed with the table: figures measured under load
+say so. A script that fails prints its rows as FAILED with the reason; the other rows are unaffected.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -14,8 +22,14 @@ import torch
 
 # script -> the ratios it reports (key in its JSON summary -> what the ratio means)
 RATIOS = {
-    "dit_forward.py": {"fp32 ours / diffusers": "DiT forward time, fp32 (<= 1 is as fast)",
-                       "bf16 ours / diffusers": "DiT forward time, bf16 (lower is faster)"},
+    "dit_forward.py": {
+        "fp32 ours / diffusers": "DiT forward time, both computing in fp32 (<= 1 is as fast)",
+        "bf16 weights, ours / diffusers, same compute dtype":
+            "DiT forward time, bf16 weights, both computing in the dtype ours uses here (see notes)",
+        "bf16 weights, ours / diffusers computing in bf16": "the same, diffusers computing in bf16 (its default)",
+        "bf16 weights, max |diff| vs fp32, ours": "accuracy of ours with bf16 weights (fp32 weights as reference)",
+        "bf16 weights, max |diff| vs fp32, diffusers": "accuracy of diffusers, same weights and compute dtype",
+        "bf16 weights, max |diff| vs fp32, diffusers computing in bf16": "accuracy of diffusers computing in bf16"},
     "int8_memory.py": {"int8 / bf16 weight bytes": "weight memory with int8",
                        "peak quantize-on-load / int8 bytes": "RAM peak while quantizing on load",
                        "peak pre-quantized / int8 bytes": "RAM peak loading an int8 file",
@@ -27,7 +41,9 @@ RATIOS = {
                       "streaming time / untiled time": "VAE streaming decode time vs untiled"},
     "parallel.py": {"step bound 1 / 8 GPUs": "H100 step-time bound, 1 vs 8 GPUs (estimate, not measured)",
                     "all-to-all share of the step, 8 GPUs": "communication share of an 8-GPU step (estimate)"},
-    "long_video.py": {"time(8) / (8 x time(1))": "long video cost linearity (1.0 = linear)",
+    "long_video.py": {"window time, later / earlier windows": "long video: steady window cost (1.0 = linear)",
+                      "window time spread (max - min) / median": "long video: spread of the steady windows",
+                      "steady window / a 1-window run's window": "a window inside a long video vs a single clip",
                       "peak RSS(8) / peak RSS(1)": "long video memory growth (1.0 = flat)"},
 }
 
@@ -38,29 +54,78 @@ def machine() -> str:
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
 
 
-def run_script(script: Path, quick: bool) -> dict:
+def _failure(result: subprocess.CompletedProcess) -> str:
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        return f"killed by {name}" + (" (out of memory, most likely)" if name == "SIGKILL" else "")
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return lines[-1] if lines else f"exit code {result.returncode}"
+
+
+def run_script(script: Path, size: str | None, env: dict | None = None) -> tuple[dict, str | None]:
+    """(its JSON summary, None), or ({}, why it failed). `size`: None (full), "quick" or "smoke"."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "summary.json"
-        cmd = [sys.executable, str(script), "--json", str(out)] + (["--quick"] if quick else [])
-        result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if result.returncode != 0:  # one failing script costs its rows, not the table
-            print(f"{script.name} failed: {result.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-            return {}
-        return json.loads(out.read_text())
+        cmd = [sys.executable, str(script), "--json", str(out)] + ([f"--{size}"] if size else [])
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if result.returncode != 0 or not out.is_file():
+            return {}, _failure(result)
+        return json.loads(out.read_text()), None
 
 
-def run_benchmarks(folder: Path, quick: bool = False, out: Path | None = None) -> dict:
-    table = {"machine": machine(), "quick": quick, "ratios": {}}
+def run_benchmarks(folder: Path, quick: bool = False, out: Path | None = None, runs: int = 1,
+                   comfyui: Path | None = None, smoke: bool = False) -> dict:
+    """Run every script `runs` times (interleaved rounds); print the table; return (and write to `out`) it as
+    {"machine", "quick", "runs", "load average", "notes", "ratios": {key: {"value" (median), "min", "max",
+    "values", "meaning", "error"}}}. `comfyui`: the ComfyUI folder whose tokenizers encoder_int8.py uses.
+    `smoke`: every script at its tiniest configuration (checks that every row runs; the figures mean nothing)."""
+    size = "smoke" if smoke else "quick" if quick else None
+    env = {**os.environ, **({"MAGIC141_COMFYUI": str(comfyui)} if comfyui else {})}
+    values = {key: [] for ratios in RATIOS.values() for key in ratios}
+    errors, notes, loads = {}, {}, []
+    for round_ in range(runs):
+        loads.append(os.getloadavg()[0])
+        for script in RATIOS:
+            print(f"[{round_ + 1}/{runs}] running {script} ...", file=sys.stderr, flush=True)
+            summary, error = run_script(folder / script, size, env)
+            if error:
+                errors[script] = error
+                print(f"{script} failed: {error}", file=sys.stderr, flush=True)
+            notes.update({f"{script}: {n}": None for n in summary.get("notes", [])})
+            for key in RATIOS[script]:
+                if summary.get("ratios", {}).get(key) is not None:
+                    values[key].append(summary["ratios"][key])
+        loads.append(os.getloadavg()[0])
+    table = {"machine": machine(), "quick": quick, "smoke": smoke, "runs": runs,
+             "load average": {"min": min(loads), "max": max(loads), "median": statistics.median(loads)},
+             "notes": list(notes), "ratios": {}}
     for script, ratios in RATIOS.items():
-        print(f"running {script} ...", file=sys.stderr, flush=True)
-        summary = run_script(folder / script, quick)
         for key, meaning in ratios.items():
-            table["ratios"][key] = {"value": summary.get("ratios", {}).get(key), "meaning": meaning}
-    print(f"machine: {table['machine']}{' (quick configurations)' if quick else ''}")
-    print(f"{'ratio':42s} {'value':>8s}  meaning")
-    for key, row in table["ratios"].items():
-        value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
-        print(f"{key:42s} {value:>8s}  {row['meaning']}")
+            v = values[key]
+            table["ratios"][key] = {"value": statistics.median(v) if v else None, "min": min(v, default=None),
+                                    "max": max(v, default=None), "values": v, "meaning": meaning,
+                                    "error": None if v else errors.get(script, "not reported by " + script)}
+    print(format_table(table))
     if out:
         out.write_text(json.dumps(table, indent=1))
     return table
+
+
+def format_table(table: dict) -> str:
+    load = table["load average"]
+    size = " (SMOKE configurations: every row runs; the figures mean nothing)" if table.get("smoke") else \
+        " (quick configurations)" if table["quick"] else ""
+    lines = [f"machine: {table['machine']}{size}",
+             f"runs: {table['runs']} interleaved; 1-minute load average {load['min']:.1f}..{load['max']:.1f} "
+             f"(median {load['median']:.1f}) on {os.cpu_count()} CPUs"
+             + ("  -- LOADED MACHINE: re-measure on a quiet one" if load["max"] > 0.5 * (os.cpu_count() or 1)
+                else ""),
+             f"{'ratio':58s} {'median':>9s} {'min..max':>17s}  meaning"]
+    for key, row in table["ratios"].items():
+        if row["value"] is None:
+            lines.append(f"{key:58s} {'FAILED':>9s} {'':17s}  {row['meaning']} -- {row['error']}")
+            continue
+        spread = f"{row['min']:.3g}..{row['max']:.3g}" if len(row["values"]) > 1 else ""
+        lines.append(f"{key:58s} {row['value']:9.3g} {spread:>17s}  {row['meaning']}")
+    lines += [f"note: {n}" for n in table["notes"]]
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from ..profile import StageProfile
 from .models import REPO, load_dit_and_vae, load_encoders, resolve_models
 
 log = logging.getLogger("magic141")
@@ -73,10 +74,15 @@ def run_video(args, windows: int, prompts: str):
     prior = _fit(_load_image(args.image), args.resolution)
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
-    paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
-    encoders = load_encoders(args, paths) if rank_zero else None
-    dit, vae = load_dit_and_vae(args, paths)
+    profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)
+    with profile.stage("load"):
+        paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
+        encoders = load_encoders(args, paths) if rank_zero else None
+        dit, vae = load_dit_and_vae(args, paths)
+        if profile.enabled:
+            encoders.load()  # loading, not the first encode, pays for reading the encoders' files
     frame_vae = CoreFrameVAE(vae)
+    profile.instrument(dit=dit, encoders=encoders, vae=frame_vae)
     if sp is not None:
         from ..parallel import ParallelFrameVAE, RankZeroEncoders
 
@@ -87,9 +93,10 @@ def run_video(args, windows: int, prompts: str):
     bar = tqdm(total=windows * args.steps, unit="step", desc=f"{windows} window(s)", disable=not rank_zero)
     sink = (Mp4Writer(args.out, args.fps, args.crf, metadata, keep_partial=windows > 1) if rank_zero
             else nullcontext(_NoWriter()))
-    with sink as writer:
+    with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
         generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
-                            window_seeds(args.seed, windows), args.frames, writer.write, settings,
+                            window_seeds(args.seed, windows), args.frames, profile.wrap("MP4 write", writer.write),
+                            settings,
                             on_step=lambda k, step: bar.update(1))
     bar.close()
     return Path(args.out) if rank_zero else None
@@ -106,6 +113,8 @@ def cmd_generate(args):
     out = run_video(args, 1, args.prompt)
     if out is not None:
         print(f"wrote {out}")
+        if args.profile:
+            print(args.stage_profile.table())
 
 
 def cmd_long(args):
@@ -191,7 +200,13 @@ def cmd_retrieve(args):
 def cmd_bench(args):
     from .bench import run_benchmarks
 
+    if args.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {args.runs}")
     if args.json is not None:  # a new file, checked before the minutes of benchmarks
         args.json = new_output(args.json, "bench.json", ".json", "--json")
-    run_benchmarks(REPO / "benchmarks", quick=args.quick, out=args.json)
+    table = run_benchmarks(REPO / "benchmarks", quick=args.quick, out=args.json, runs=args.runs, comfyui=args.comfyui,
+                           smoke=args.smoke)
+    failed = sorted({key for key, row in table["ratios"].items() if row["value"] is None})
+    if failed:
+        raise RuntimeError(f"{len(failed)} benchmark row(s) FAILED (see the table above): {', '.join(failed)}")
 
