@@ -73,7 +73,7 @@ class Magic141LongVideo:
         settings = LongVideoSettings(steps=steps, shift=shift, guidance=guidance, color_match=color_match,
                                      noise_augmentation=noise_augmentation,
                                      anchor="prior" if anchor == "prior" else "frame")
-        start = fit_start_image(prior[:1], resolution, width, height)
+        start = fit_start_image(prior, resolution, width, height, name="prior")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = glue.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
         dit = glue.load(model)
