@@ -58,7 +58,7 @@ def open_rgb(path: str | os.PathLike, cover: tuple[int, int] | None = None) -> I
                 if cover is not None:
                     _draft(image, cover)
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                image = ImageOps.exif_transpose(image, in_place=True) or image  # no copy when not turned
                 if cover is not None:
                     image = _reduce(image, cover)
                 return _to_rgb(image)
@@ -95,12 +95,23 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
-                return (height, width) if image.getexif().get(0x0112) in _SWAPPED else (width, height)
+                return (height, width) if _orientation(image) in _SWAPPED else (width, height)
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path}") from None
     except Exception:  # every reading problem gets open_rgb's message
         open_rgb(path)
         raise
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation from the header, without decoding (Pillow's PNG `getexif` decodes the whole image to
+    look for an eXIf chunk after the pixels; such late chunks are not seen here, only by the full read)."""
+    if image.format == "PNG":
+        exif = Image.Exif()
+        if "exif" in image.info:
+            exif.load(image.info["exif"])
+        return exif.get(0x0112)
+    return image.getexif().get(0x0112)
 
 
 def _factor(size: tuple[int, int], cover: tuple[int, int]) -> int:

@@ -27,6 +27,10 @@ RATIOS = {
                       "streaming time / untiled time": "VAE streaming decode time vs untiled"},
     "parallel.py": {"step bound 1 / 8 GPUs": "H100 step-time bound, 1 vs 8 GPUs (estimate, not measured)",
                     "all-to-all share of the step, 8 GPUs": "communication share of an 8-GPU step (estimate)"},
+    "start_image.py": {"start image peak RSS 8000^2 / 1000^2, JPEG": "start-image memory, huge vs small JPEG (1.0 = "
+                                                                     "bounded by the video size)",
+                       "start image peak RSS 8000^2 / 1000^2, PNG": "the same for PNG (decoded once at full size, "
+                                                                    "8-bit)"},
     "long_video.py": {"time(8) / (8 x time(1))": "long video cost linearity (1.0 = linear)",
                       "peak RSS(8) / peak RSS(1)": "long video memory growth (1.0 = flat)"},
 }
