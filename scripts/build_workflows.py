@@ -46,6 +46,11 @@ INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP",
                "latent": "LATENT", "generated": "IMAGE", "retrieved": "IMAGE", "uploaded": "IMAGE"}
 MAGIC_MODEL_INPUTS = {"Magic141Sampler": "MAGIC141_MODEL", "Magic141LongVideo": "MAGIC141_MODEL"}
 
+# VAE Decode (Tiled): spatial tiles of 256 px (64 overlap), and a temporal size that covers the whole clip, so the
+# clip is never split in time (a temporal split changes the frames after the split: a visible jump). 128 frames is
+# 32 latent frames: one temporal tile for any length up to 125 frames (the templates make 81).
+DECODE_TILED = [256, 64, 128, 8]
+
 
 def graph(nodes: list[dict], note: str) -> dict:
     """nodes: {id, type, pos, widgets, inputs: {name: (source id, slot)}} -> a UI-format workflow."""
@@ -92,7 +97,7 @@ def video_tail(first_id: int, image_source, x: int) -> list[dict]:
          "inputs": {"model": (i + 1, 0), "conditioning": (i + 4, 0), "latent": (i + 4, 1)},
          "widgets": [4, 5.0, 1.0, 39, "fixed"]},
         {"id": i + 6, "type": "VAEDecodeTiled", "pos": [x + 820, 300], "size": [320, 150],
-         "inputs": {"samples": (i + 5, 0), "vae": (i, 0)}, "widgets": [256, 64, 64, 8]},
+         "inputs": {"samples": (i + 5, 0), "vae": (i, 0)}, "widgets": DECODE_TILED},
         {"id": i + 7, "type": "Magic141SaveMP4", "pos": [x + 1180, 60], "size": [400, 420],
          "inputs": {"images": (i + 6, 0)}, "widgets": [24.0, 19, "Magic141/clip"]},
     ]
