@@ -16,6 +16,13 @@ import folder_paths
 import latent_preview
 
 CATEGORY = "Magic141"
+
+try:  # ComfyUI's native VIDEO type (0.3.3x and later; 0.3.75 and 0.30.0 both have it here)
+    from comfy_api.input_impl import VideoFromFile
+except ImportError:  # an older host: the nodes simply have no VIDEO output
+    VideoFromFile = None
+
+VIDEO_OUTPUT = ("VIDEO",) if VideoFromFile is not None else ()
 LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()  # scale 0.476986 and the latent -> RGB preview factors
 
 
@@ -148,6 +155,13 @@ def output_file(filename_prefix: str, extension: str, width: int = 0, height: in
         counter += 1
     os.makedirs(folder, exist_ok=True)
     return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
+
+
+def video_output(path: Path) -> tuple:
+    """The native VIDEO value of a written video file (a 1-tuple to append to a node's results), or () on a host
+    without the VIDEO type. It reads the file lazily, as Load Video's output does, so native Save Video, Get Video
+    Components and video-combining nodes take it as they take a loaded video."""
+    return (VideoFromFile(str(path)),) if VideoFromFile is not None else ()
 
 
 def metadata_enabled() -> bool:

@@ -34,10 +34,10 @@ OUTPUTS = {
     "Magic141ImageToVideo": [("conditioning", "MAGIC141_CONDITIONING"), ("latent", "LATENT"),
                              ("start_image", "IMAGE")],
     "Magic141Sampler": [("LATENT", "LATENT")],
-    "Magic141SaveMP4": [("IMAGE", "IMAGE")],
+    "Magic141SaveMP4": [("IMAGE", "IMAGE"), ("VIDEO", "VIDEO")],
     "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT")],
     "Magic141PriorSwitch": [("IMAGE", "IMAGE")],
-    "Magic141LongVideo": [("IMAGE", "IMAGE"), ("filename", "STRING")],
+    "Magic141LongVideo": [("last_window", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO")],
     "Reroute": [("", "IMAGE")],  # the frontend's pass-through dot: one link to re-wire to swap the prior
 }
 INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP", "positive": "CONDITIONING",

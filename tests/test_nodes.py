@@ -82,6 +82,7 @@ def test_save_mp4_writes_the_video_with_workflow_and_passes_frames_on(pack, comf
     path = comfy_base / "output" / record["subfolder"] / record["filename"]
     assert record["filename"].endswith(".mp4") and out["ui"]["animated"] == (True,)
     assert out["result"][0] is frames
+    assert out["result"][1].get_components().images.shape == frames.shape  # the native VIDEO of the same file
     decoded, fps = read_mp4(path)
     assert decoded.shape == (9, 32, 48, 3) and fps == 24.0
     tags = read_mp4_metadata(path)
