@@ -52,8 +52,41 @@ MAGIC_MODEL_INPUTS = {"Magic141Sampler": "MAGIC141_MODEL", "Magic141LongVideo": 
 DECODE_TILED = [256, 64, 128, 8]
 
 
+TITLE, GAP = 30, 20  # LiteGraph draws a node's title bar above `pos`; space kept between nodes
+
+
+def min_size(node: dict) -> list[int]:
+    """The smallest size the frontend can draw the node at: a row per slot (inputs beside outputs), a row per widget
+    (it grows a node to this when opened, so a smaller stored size would make neighbours overlap)."""
+    rows = max(len(node.get("inputs", {})), len(OUTPUTS[node["type"]]))
+    return [320 if node["type"] != "Reroute" else 75, 22 * rows + 26 * len(node.get("widgets", [])) + 16]
+
+
+def place(nodes: list[dict]) -> None:
+    """Grow every node to its minimum size, then push nodes down (in the given y order) until no two overlap,
+    title bars included. Raises if a layout still overlaps (a bug in this file)."""
+    for node in nodes:
+        node["size"] = [max(a, b) for a, b in zip(node.get("size", [320, 140]), min_size(node))]
+
+    def box(n):
+        return n["pos"][0], n["pos"][1] - TITLE, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]
+
+    def overlap(a, b):
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box(a), box(b)
+        return ax0 < bx1 + GAP and bx0 < ax1 + GAP and ay0 < by1 + GAP and by0 < ay1 + GAP
+
+    placed = []
+    for node in sorted(nodes, key=lambda n: (n["pos"][1], n["pos"][0])):
+        node["pos"] = list(node["pos"])
+        while (hit := next((p for p in placed if overlap(node, p)), None)) is not None:
+            node["pos"][1] = hit["pos"][1] + hit["size"][1] + GAP + TITLE
+        placed.append(node)
+    assert not any(overlap(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:])
+
+
 def graph(nodes: list[dict], note: str) -> dict:
     """nodes: {id, type, pos, widgets, inputs: {name: (source id, slot)}} -> a UI-format workflow."""
+    place(nodes)
     links, out_links = [], {}
     ui_nodes = []
     for order, node in enumerate(nodes):
