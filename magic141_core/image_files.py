@@ -81,8 +81,10 @@ def load_image(path: str | os.PathLike, cover: tuple[int, int] | None = None) ->
 
 
 def rgb_to_tensor(image: Image.Image) -> torch.Tensor:
-    """8-bit RGB PIL image -> float32 [1, H, W, 3] in 0..1 (value / 255, exactly as Load Image)."""
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+    """8-bit RGB PIL image -> float32 [1, H, W, 3] in 0..1 (value / 255 in float32: the same numbers as Load Image's
+    `np.array(image).astype(np.float32) / 255.0`, without its float temporary)."""
+    pixels = np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)  # writable
+    return torch.from_numpy(pixels).to(torch.float32).div_(255.0)[None]
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
