@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .checkpoints import CheckpointError, read_metadata, read_state_dict, save_safetensors
+from .image_files import IMAGE_SUFFIXES, ImageFileError, open_rgb
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 INDEX_NAME = ".magic141_index.safetensors"
 _INDEX_FORMAT = "magic141-clip-index-v1"
 
@@ -90,9 +90,16 @@ class ClipEmbedder:
     def device(self):
         return next(self.model.parameters()).device
 
+    @property
+    def image_size(self) -> int:
+        """The side of CLIP's square input (the processor's crop), in pixels."""
+        crop = getattr(self.processor, "crop_size", None) or {}
+        return int(crop.get("height", 0) or getattr(self.processor, "size", {}).get("shortest_edge", 224))
+
     @torch.inference_mode()
     def embed_images(self, images: list[Image.Image]) -> torch.Tensor:
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        """[N, D] L2-normalised embeddings of RGB PIL images (told channels-last, so 1-pixel-high images work)."""
+        pixels = self.processor(images=images, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
         features = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
         return _normalized(features)
 
@@ -193,13 +200,19 @@ class ImageIndex:
     def scan(self) -> Iterator[tuple[str, int, int]]:
         """(relative path, size, mtime_ns) of every image file under the folder whose real path is inside the
         roots, sorted; links pointing outside are skipped with a warning."""
-        for path in sorted(self.folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path != self.index_path:
-                if not is_inside(path, self.roots):
+        return self.scan_folder(self.folder, self.roots, skip=self.index_path)
+
+    @staticmethod
+    def scan_folder(folder: Path, roots=None, skip: Path | None = None) -> Iterator[tuple[str, int, int]]:
+        """(relative path, size, mtime_ns) of every image file under `folder` (by suffix), sorted; with `roots`, a
+        file whose real path leaves them (a link pointing out) is skipped with a warning."""
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path != skip:
+                if roots is not None and not is_inside(path, roots):
                     log.warning("skipping %s: a link to a file outside the allowed folders", path.name)
                     continue
                 stat = path.stat()
-                yield path.relative_to(self.folder).as_posix(), stat.st_size, stat.st_mtime_ns
+                yield path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns
 
     def update(self, embedder: ClipEmbedder, batch_size: int = 32,
                progress: Callable[[int, int], None] | None = None) -> UpdateStats:
@@ -216,7 +229,7 @@ class ImageIndex:
         for start in range(0, len(todo), batch_size):
             batch, images = [], []
             for key in todo[start:start + batch_size]:
-                image = self._open(key[0])
+                image = self._open(key[0], embedder.image_size)
                 if image is None:
                     stats.skipped += 1
                 else:
@@ -234,12 +247,11 @@ class ImageIndex:
         self.save()
         return stats
 
-    def _open(self, relative: str) -> Image.Image | None:
+    def _open(self, relative: str, size: int) -> Image.Image | None:
         try:
-            with Image.open(file_inside(self.folder / relative, self.roots)) as image:
-                return image.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            log.warning("skipping %s: not a readable image (%s)", relative, e)
+            return open_rgb(file_inside(self.folder / relative, self.roots), cover=(size, size))
+        except (ImageFileError, OSError, ValueError) as e:  # one bad file (or a link out) never fails the folder
+            log.warning("skipping %s in %s: %s", relative, self.folder, e)
             return None
 
     def query(self, text_embedding: torch.Tensor, k: int = 5) -> list[Match]:
@@ -250,6 +262,13 @@ class ImageIndex:
         top = torch.topk(scores, min(k, len(self.keys)))
         matches = [Match(self.folder / self.keys[i][0], float(s)) for s, i in zip(top.values, top.indices)]
         return [m for m in matches if is_inside(m.path, self.roots)]  # a link swapped in since indexing: dropped
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """A hash of which images a folder holds and their sizes and modification times (no pixels are read): it
+    changes when an image is added, removed, renamed or edited, and only then. Retrieve Prior's IS_CHANGED."""
+    keys = list(ImageIndex.scan_folder(Path(folder)))
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()
 
 
 def retrieve(folder, prompt: str, embedder: ClipEmbedder, k: int = 5, index_path=None,

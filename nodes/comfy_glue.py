@@ -20,6 +20,13 @@ import latent_preview
 from ..magic141_core.interrupt import set_interrupt_check
 
 CATEGORY = "Magic141"
+
+try:  # ComfyUI's native VIDEO type (0.3.3x and later; 0.3.75 and 0.30.0 both have it here)
+    from comfy_api.input_impl import VideoFromFile
+except ImportError:  # an older host: the nodes simply have no VIDEO output
+    VideoFromFile = None
+
+VIDEO_OUTPUT = ("VIDEO",) if VideoFromFile is not None else ()
 LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()  # scale 0.476986 and the latent -> RGB preview factors
 
 
@@ -213,6 +220,13 @@ def _inside_output(root: Path, path: Path, what: str) -> Path:
     return resolved
 
 
+def video_output(path: Path) -> tuple:
+    """The native VIDEO value of a written video file (a 1-tuple to append to a node's results), or () on a host
+    without the VIDEO type. It reads the file lazily, as Load Video's output does, so native Save Video, Get Video
+    Components and video-combining nodes take it as they take a loaded video."""
+    return (VideoFromFile(str(path)),) if VideoFromFile is not None else ()
+
+
 def metadata_enabled() -> bool:
     from comfy.cli_args import args
 
@@ -220,21 +234,22 @@ def metadata_enabled() -> bool:
 
 
 class NativeFrameVAE:
-    """ComfyUI's native VAE as the long-video runner's `FrameVAE`: encode one frame, decode one window tiled.
+    """ComfyUI's native VAE as the long-video runner's `FrameVAE`: encode one frame, decode one window.
 
+    Each window is decoded in one temporal piece (spatially tiled, `tile` px with `overlap`): a window split in time
+    by the native tiled decode differs from the one-pass decode after the split (a visible jump mid-window), while
+    one temporal piece equals it. Memory: one spatial tile of the whole window at a time.
     The native encode returns the posterior mean (the official code samples; for HunyuanVideo's VAE the posterior
     std is tiny), so the seed is unused here."""
 
-    def __init__(self, vae, tile: int = 256, overlap: int = 64, temporal: int = 64, temporal_overlap: int = 8):
-        self.vae, self.tiles = vae, (tile, overlap, temporal, temporal_overlap)
+    def __init__(self, vae, tile: int = 256, overlap: int = 64):
+        self.vae, self.tile, self.overlap = vae, tile, overlap
 
     def encode_frame(self, image, seed):
         return self.vae.encode(image[..., :3])[:, :, :1]
 
     def decode_frames(self, latent):
-        tile, overlap, temporal, temporal_overlap = self.tiles
-        spatial, t_comp = self.vae.spacial_compression_decode(), self.vae.temporal_compression_decode() or 1
-        frames = self.vae.decode_tiled(latent, tile_x=tile // spatial, tile_y=tile // spatial,
-                                       overlap=overlap // spatial, tile_t=max(2, temporal // t_comp),
-                                       overlap_t=max(1, temporal_overlap // t_comp))
+        spatial = self.vae.spacial_compression_decode()
+        frames = self.vae.decode_tiled(latent, tile_x=self.tile // spatial, tile_y=self.tile // spatial,
+                                       overlap=self.overlap // spatial, tile_t=max(2, latent.shape[2]), overlap_t=1)
         yield frames.reshape(-1, *frames.shape[-3:])  # [F, H, W, 3]

@@ -32,8 +32,16 @@ SAMPLING = {
 }
 
 
-def fit_start_image(image, resolution: str, width: int, height: int):
-    """The start image as RGB at the video size: `resolution`'s bucket (or width x height for custom)."""
+def fit_start_image(image, resolution: str, width: int, height: int, name: str = "start_image"):
+    """The start image as RGB at the video size: `resolution`'s bucket (or width x height for custom).
+
+    A batch of several images is refused (ValueError naming the input `name`): Magic141 is conditioned on one
+    start frame, and native HunyuanImageToVideo's meaning (the extra images become the first frames) is not what
+    this model was trained on; several clips joined silently into one file was wrong either way."""
+    if image.ndim == 4 and image.shape[0] > 1:
+        raise ValueError(f"{name} is a batch of {image.shape[0]} images; a Magic141 clip starts from one image. "
+                         "Pick one with the native 'Image From Batch' node (batch_index, length 1), or queue the "
+                         "workflow once per image")
     image = rgb(image)
     if resolution != "custom":
         width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)

@@ -51,7 +51,8 @@ class Magic141ImageToVideo:
     DESCRIPTION = (
         "Prepares an image-to-video clip: fits the start image to the video size (an official 540p/720p bucket "
         "nearest its aspect ratio, or a custom size; resize and centre crop), encodes it with the VAE as the "
-        "reference latent of frame 0, and makes the empty video latent for the sampler."
+        "reference latent of frame 0, and makes the empty video latent for the sampler. One start image: a batch "
+        "of several is refused (pick one with Image From Batch)."
     )
     CATEGORY = glue.CATEGORY
     RETURN_TYPES = ("MAGIC141_CONDITIONING", "LATENT", "IMAGE")
@@ -74,10 +75,9 @@ class Magic141ImageToVideo:
         }
 
     def prepare(self, conditioning, vae, start_image, resolution, width, height, length):
-        fitted = fit_start_image(start_image, resolution, width, height)
-        shape = latent_shape(length, fitted.shape[1], fitted.shape[2], batch=fitted.shape[0])
-        latents = [vae.encode(fitted[i:i + 1]) for i in range(fitted.shape[0])]  # one still per sample
-        reference = scale_latent(torch.cat(latents)[:, :, :1].float())
+        fitted = fit_start_image(start_image, resolution, width, height)  # refuses a batch of several images
+        shape = latent_shape(length, fitted.shape[1], fitted.shape[2])
+        reference = scale_latent(vae.encode(fitted)[:, :, :1].float())
         if tuple(reference.shape[1:]) != (16, 1, *shape[3:]):
             raise ValueError(f"the VAE gave a latent of shape {tuple(reference.shape)}; Magic141 needs the "
                              "HunyuanVideo VAE (16 channels, 8x spatial): choose hunyuan_video_vae in Load VAE")

@@ -26,9 +26,11 @@ class Magic141LongVideo:
         "finished windows are kept as <name>_partial.mp4."
     )
     CATEGORY = glue.CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("last_window", "filename")
-    OUTPUT_TOOLTIPS = ("The frames of the last window (a preview).", "The video file, relative to the output folder.")
+    RETURN_TYPES = ("IMAGE", "STRING") + glue.VIDEO_OUTPUT
+    RETURN_NAMES = ("last_window", "filename", "video")[:len(RETURN_TYPES)]
+    OUTPUT_TOOLTIPS = ("The frames of the last window (a preview).", "The video file, relative to the output folder.",
+                       "The whole video as ComfyUI's VIDEO type (read from the file lazily, never held in memory)."
+                       )[:len(RETURN_TYPES)]
     FUNCTION = "render"
     OUTPUT_NODE = True
 
@@ -73,7 +75,7 @@ class Magic141LongVideo:
         settings = LongVideoSettings(steps=steps, shift=shift, guidance=guidance, color_match=color_match,
                                      noise_augmentation=noise_augmentation,
                                      anchor="prior" if anchor == "prior" else "frame")
-        start = fit_start_image(prior[:1], resolution, width, height)
+        start = fit_start_image(prior, resolution, width, height, name="prior")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = glue.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
         dit = glue.load(model)
@@ -91,7 +93,8 @@ class Magic141LongVideo:
             generate_long_video(dit, encoders, glue.NativeFrameVAE(vae), start, window_prompts(prompts, windows),
                                 window_seeds(seed, windows), window_length, write, settings, on_step=on_step)
         name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
-        return {"ui": {"images": [record], "animated": (True,)}, "result": (last_window[0].float() / 255, name)}
+        return {"ui": {"images": [record], "animated": (True,)},
+                "result": (last_window[0].float() / 255, name, *glue.video_output(path))}
 
 
 NODE_CLASS_MAPPINGS = {"Magic141LongVideo": Magic141LongVideo}

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps
-
-from ..magic141_core.priors import ClipEmbedder, ImageIndex, file_inside, resolve_inside
+from ..magic141_core.image_files import load_image
+from ..magic141_core.priors import ClipEmbedder, ImageIndex, file_inside, folder_fingerprint, resolve_inside
 from . import comfy_glue as glue
 
 _EMBEDDERS: dict[str, tuple[ClipEmbedder, glue.ManagedPlacement]] = {}  # one CLIP per model folder, reused
@@ -66,10 +63,20 @@ class Magic141RetrievePrior:
         if pick >= len(matches):
             raise ValueError(f"pick {pick} is past the {len(matches)} matches found; use 0..{len(matches) - 1}")
         match = matches[pick]
-        with Image.open(file_inside(match.path, [root])) as image:  # checked again right before reading
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
-        return (pixels, match.path.relative_to(images).as_posix(), match.score)
+        path = file_inside(match.path, [root])  # checked again right before reading
+        return (load_image(path), match.path.relative_to(images).as_posix(), match.score)
+
+    @classmethod
+    def IS_CHANGED(cls, folder, **_):
+        """Re-run when the folder's images change (added, removed, renamed, edited), and only then: ComfyUI compares
+        this value (with the inputs) to the last run's. An unknown folder returns NaN (never equal: run and report)."""
+        entry = glue.image_folders().get(folder)
+        if entry is None:
+            return float("nan")
+        try:
+            return folder_fingerprint(resolve_inside(*entry))
+        except (OSError, ValueError):
+            return float("nan")
 
 
 PRIORS = ("generated", "retrieved", "uploaded")

@@ -15,11 +15,13 @@ class Magic141SaveMP4:
     DESCRIPTION = (
         "Writes the frames as an H.264 MP4 (yuv420p, plays everywhere) to the output folder, shows it in the UI and "
         "embeds the prompt and workflow so dropping the file onto ComfyUI restores the graph. The file appears only "
-        "when complete. Also passes the frames on as IMAGE."
+        "when complete. Also passes the frames on as IMAGE, and the file as native VIDEO (Save Video, Get Video "
+        "Components, video nodes)."
     )
     CATEGORY = glue.CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("The same frames, for native video or image nodes.",)
+    RETURN_TYPES = ("IMAGE",) + glue.VIDEO_OUTPUT
+    OUTPUT_TOOLTIPS = ("The same frames, for native image nodes.",
+                       "The MP4 just written, as ComfyUI's VIDEO type (as Load Video gives it).")[:len(RETURN_TYPES)]
     FUNCTION = "save"
     OUTPUT_NODE = True
 
@@ -48,7 +50,7 @@ class Magic141SaveMP4:
                 metadata["prompt"] = prompt
         path, record = glue.output_file(filename_prefix, "mp4", images.shape[2], images.shape[1])
         write_mp4(path, images, fps=fps, crf=quality, metadata=metadata)
-        return {"ui": {"images": [record], "animated": (True,)}, "result": (images,)}
+        return {"ui": {"images": [record], "animated": (True,)}, "result": (images, *glue.video_output(path))}
 
 
 class Magic141SaveInt8:

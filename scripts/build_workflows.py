@@ -34,10 +34,10 @@ OUTPUTS = {
     "Magic141ImageToVideo": [("conditioning", "MAGIC141_CONDITIONING"), ("latent", "LATENT"),
                              ("start_image", "IMAGE")],
     "Magic141Sampler": [("LATENT", "LATENT")],
-    "Magic141SaveMP4": [("IMAGE", "IMAGE")],
+    "Magic141SaveMP4": [("IMAGE", "IMAGE"), ("VIDEO", "VIDEO")],
     "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT")],
     "Magic141PriorSwitch": [("IMAGE", "IMAGE")],
-    "Magic141LongVideo": [("IMAGE", "IMAGE"), ("filename", "STRING")],
+    "Magic141LongVideo": [("last_window", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO")],
     "Reroute": [("", "IMAGE")],  # the frontend's pass-through dot: one link to re-wire to swap the prior
 }
 INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP", "positive": "CONDITIONING",
@@ -46,9 +46,47 @@ INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP",
                "latent": "LATENT", "generated": "IMAGE", "retrieved": "IMAGE", "uploaded": "IMAGE"}
 MAGIC_MODEL_INPUTS = {"Magic141Sampler": "MAGIC141_MODEL", "Magic141LongVideo": "MAGIC141_MODEL"}
 
+# VAE Decode (Tiled): spatial tiles of 256 px (64 overlap), and a temporal size that covers the whole clip, so the
+# clip is never split in time (a temporal split changes the frames after the split: a visible jump). 128 frames is
+# 32 latent frames: one temporal tile for any length up to 125 frames (the templates make 81).
+DECODE_TILED = [256, 64, 128, 8]
+
+
+TITLE, GAP = 30, 20  # LiteGraph draws a node's title bar above `pos`; space kept between nodes
+
+
+def min_size(node: dict) -> list[int]:
+    """The smallest size the frontend can draw the node at: a row per slot (inputs beside outputs), a row per widget
+    (it grows a node to this when opened, so a smaller stored size would make neighbours overlap)."""
+    rows = max(len(node.get("inputs", {})), len(OUTPUTS[node["type"]]))
+    return [320 if node["type"] != "Reroute" else 75, 22 * rows + 26 * len(node.get("widgets", [])) + 16]
+
+
+def place(nodes: list[dict]) -> None:
+    """Grow every node to its minimum size, then push nodes down (in the given y order) until no two overlap,
+    title bars included. Raises if a layout still overlaps (a bug in this file)."""
+    for node in nodes:
+        node["size"] = [max(a, b) for a, b in zip(node.get("size", [320, 140]), min_size(node))]
+
+    def box(n):
+        return n["pos"][0], n["pos"][1] - TITLE, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]
+
+    def overlap(a, b):
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box(a), box(b)
+        return ax0 < bx1 + GAP and bx0 < ax1 + GAP and ay0 < by1 + GAP and by0 < ay1 + GAP
+
+    placed = []
+    for node in sorted(nodes, key=lambda n: (n["pos"][1], n["pos"][0])):
+        node["pos"] = list(node["pos"])
+        while (hit := next((p for p in placed if overlap(node, p)), None)) is not None:
+            node["pos"][1] = hit["pos"][1] + hit["size"][1] + GAP + TITLE
+        placed.append(node)
+    assert not any(overlap(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:])
+
 
 def graph(nodes: list[dict], note: str) -> dict:
     """nodes: {id, type, pos, widgets, inputs: {name: (source id, slot)}} -> a UI-format workflow."""
+    place(nodes)
     links, out_links = [], {}
     ui_nodes = []
     for order, node in enumerate(nodes):
@@ -92,7 +130,7 @@ def video_tail(first_id: int, image_source, x: int) -> list[dict]:
          "inputs": {"model": (i + 1, 0), "conditioning": (i + 4, 0), "latent": (i + 4, 1)},
          "widgets": [4, 5.0, 1.0, 39, "fixed"]},
         {"id": i + 6, "type": "VAEDecodeTiled", "pos": [x + 820, 300], "size": [320, 150],
-         "inputs": {"samples": (i + 5, 0), "vae": (i, 0)}, "widgets": [256, 64, 64, 8]},
+         "inputs": {"samples": (i + 5, 0), "vae": (i, 0)}, "widgets": DECODE_TILED},
         {"id": i + 7, "type": "Magic141SaveMP4", "pos": [x + 1180, 60], "size": [400, 420],
          "inputs": {"images": (i + 6, 0)}, "widgets": [24.0, 19, "Magic141/clip"]},
     ]

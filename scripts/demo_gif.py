@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from magic141_core.cli import build_parser  # noqa: E402
-from magic141_core.cli.commands import _fit, _load_image  # noqa: E402
+from magic141_core.cli.commands import load_start_image  # noqa: E402
 from magic141_core.cli.models import load_dit_and_vae, load_encoders, resolve_models  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     from magic141_core.sampling import make_noise
     from magic141_core.vae import scale_latent, unscale_latent
 
-    prior = _fit(_load_image(args.image), args.resolution)
+    prior = load_start_image(args.image, args.resolution)
     paths = resolve_models(args)
     encoders, (dit, vae) = load_encoders(args, paths), load_dit_and_vae(args, paths)
     cond = encoders.encode(args.prompt, prior)

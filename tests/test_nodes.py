@@ -82,6 +82,7 @@ def test_save_mp4_writes_the_video_with_workflow_and_passes_frames_on(pack, comf
     path = comfy_base / "output" / record["subfolder"] / record["filename"]
     assert record["filename"].endswith(".mp4") and out["ui"]["animated"] == (True,)
     assert out["result"][0] is frames
+    assert out["result"][1].get_components().images.shape == frames.shape  # the native VIDEO of the same file
     decoded, fps = read_mp4(path)
     assert decoded.shape == (9, 32, 48, 3) and fps == 24.0
     tags = read_mp4_metadata(path)
@@ -194,6 +195,40 @@ def test_image_to_video_rejects_a_non_hunyuan_vae(pack, tiny_cond):
     with pytest.raises(ValueError, match="HunyuanVideo VAE"):
         run_node(pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=tiny_cond, vae=StubVAE(channels=4),
                  start_image=torch.rand(1, 64, 64, 3), resolution="custom", width=64, height=64, length=9)
+
+
+def test_image_to_video_refuses_a_batch_of_start_images(pack, tiny_cond):
+    vae = StubVAE()
+    with pytest.raises(ValueError, match="start_image is a batch of 3 images.*Image From Batch"):
+        run_node(pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=tiny_cond, vae=vae,
+                 start_image=torch.rand(3, 64, 64, 3), resolution="custom", width=64, height=64, length=9)
+    assert vae.seen == []  # refused before any work
+
+
+def test_retrieve_prior_is_changed_follows_the_folders_content(pack, comfy_base):
+    import os
+
+    from PIL import Image
+
+    node = pack.NODE_CLASS_MAPPINGS["Magic141RetrievePrior"]
+    folder = comfy_base / "input" / "fingerprinted"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), "red").save(folder / "a.png")
+    fingerprint = lambda: node.IS_CHANGED(clip_model="clip/", prompt="x", folder="input/fingerprinted", k=1, pick=0)
+    first = fingerprint()
+    (folder / "notes.txt").write_text("not an image")  # not an image: no reason to re-run
+    assert fingerprint() == first
+    Image.new("RGB", (8, 8), "blue").save(folder / "b.png")
+    added = fingerprint()
+    assert added != first
+    Image.new("RGB", (8, 8), "green").save(folder / "b.png")  # edited (size may stay: the time changes)
+    os.utime(folder / "b.png", ns=(1, 10**18))
+    edited = fingerprint()
+    assert edited not in (first, added)
+    (folder / "b.png").unlink()
+    assert fingerprint() == first  # back to the same content
+    unknown = node.IS_CHANGED(clip_model="clip/", prompt="x", folder="input/missing", k=1, pick=0)
+    assert unknown != unknown  # NaN: an unknown folder always runs (and reports the problem)
 
 
 # ----------------------------------------------------------------------------------------------------------- int8

@@ -38,7 +38,7 @@ class Counting:
     """An embedder proxy that records how many images each call embeds."""
 
     def __init__(self, inner):
-        self.inner, self.identity, self.calls = inner, inner.identity, []
+        self.inner, self.identity, self.image_size, self.calls = inner, inner.identity, inner.image_size, []
 
     def embed_images(self, images):
         self.calls.append(len(images))

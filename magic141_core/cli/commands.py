@@ -7,9 +7,7 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from ..profile import StageProfile
@@ -18,27 +16,25 @@ from .models import REPO, load_dit_and_vae, load_encoders, resolve_models
 log = logging.getLogger("magic141")
 
 
-def _load_image(path: Path) -> torch.Tensor:
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as image:
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255)[None]  # [1, H, W, 3]
+def load_start_image(path: Path, resolution: str) -> torch.Tensor:
+    """The start image file fitted to the video size: float [1, H, W, 3] in 0..1.
 
-
-def _fit(image: torch.Tensor, resolution: str) -> torch.Tensor:
+    resolution: "540p" / "720p" (the official bucket nearest the image's aspect ratio) or "WIDTHxHEIGHT". The file is
+    read as ComfyUI's Load Image reads it (`image_files.open_rgb`), reduced while decoding so memory follows the
+    video size, not the file's. Raises FileNotFoundError, ImageFileError (naming the file) or ValueError."""
     from ..image import nearest_bucket, resize_center_crop
+    from ..image_files import image_size, load_image
     from ..pipeline import latent_shape
 
     if resolution in ("540p", "720p"):
-        width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
+        width, height = nearest_bucket(*image_size(path), resolution)
     else:
         try:
             width, height = (int(v) for v in resolution.lower().split("x"))
         except ValueError:
             raise ValueError(f"--resolution must be 540p, 720p or WIDTHxHEIGHT, got {resolution!r}") from None
     latent_shape(1, height, width)  # multiples of 16, at most MAX_SIDE: refused before anything is resized
-    return resize_center_crop(image, width, height)
+    return resize_center_crop(load_image(path, cover=(width, height)), width, height)
 
 
 def new_output(path: Path | None, default: str, suffix: str, flag: str = "--out") -> Path:
@@ -71,7 +67,7 @@ def run_video(args, windows: int, prompts: str):
     args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
     settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance,
                                  color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation)
-    prior = _fit(_load_image(args.image), args.resolution)
+    prior = load_start_image(args.image, args.resolution)
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
     profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)

@@ -96,5 +96,6 @@ def llava_image_processor(image_size: int = 336):
 
 
 def pixel_values(processor, images: Sequence[Image.Image]) -> torch.Tensor:
-    """[N, 3, S, S] normalised pixels, exactly as the LLaVA processor makes them."""
-    return processor(images=list(images), return_tensors="pt")["pixel_values"]
+    """[N, 3, S, S] normalised pixels, exactly as the LLaVA processor makes them. The processor is told the images
+    are channels-last (as RGB PIL images are): left to guess, it takes a 1-pixel-high image for channels-first."""
+    return processor(images=list(images), return_tensors="pt", input_data_format="channels_last")["pixel_values"]
