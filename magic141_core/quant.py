@@ -28,12 +28,13 @@ ACTIVATION_DTYPE = torch.bfloat16
 
 class Int8Linear(QLinear):
     """quanto QLinear with qint8 weights. Casts its input to bf16 for the int8 kernel (paper §3.2) and returns the
-    input's dtype. On a CPU without bf16 units (see `device.py`) it dequantizes the weight and computes in fp32
-    instead: the weight stays int8 in memory either way."""
+    input's dtype. On a CPU without bf16 units (see `device.py`), or for weights quantized from fp32/fp16 (their
+    scales are not bf16, which the int8 kernel needs), it dequantizes the weight and computes in that dtype instead:
+    the weight stays int8 in memory either way."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = compute_dtype_for(x.device, ACTIVATION_DTYPE)
-        if dtype == ACTIVATION_DTYPE:
+        if dtype == ACTIVATION_DTYPE and self.qweight.dtype == ACTIVATION_DTYPE:  # int8 kernel: bf16 scales only
             y = F.linear(x.to(dtype), self.qweight, self.bias)
         else:
             bias = None if self.bias is None else self.bias.to(dtype)

@@ -19,8 +19,10 @@ class Magic141ModelLoader:
         "models/diffusion_models. Accepts .safetensors and weights-only .pth in official, ComfyUI or diffusers layout."
     )
     CATEGORY = glue.CATEGORY
-    RETURN_TYPES = ("MAGIC141_MODEL",)
-    OUTPUT_TOOLTIPS = ("The transformer, managed by ComfyUI's memory management.",)
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The transformer as a native MODEL (ComfyUI's HunyuanVideo-I2V class around Magic141's own "
+                       "transformer): Magic141 Sampler / Long Video, or native KSampler, LoRA loaders, "
+                       "ModelSamplingSD3 (shift 5 is already set).",)
     FUNCTION = "load"
 
     @classmethod
@@ -56,7 +58,7 @@ class Magic141ModelLoader:
         model = load_dit(path, dtype=DTYPES[weight_dtype], apply_text_guidance=apply_text_guidance,
                          int8=int8 == "quantize on load")
         swap = install_block_swap(model, block_swap, glue.compute_device())
-        return (glue.managed(model, swap.resident_bytes(model) if swap else None),)
+        return (glue.managed(glue.native_model(model), swap.resident_bytes(model) if swap else None),)
 
 
 NODE_CLASS_MAPPINGS = {"Magic141ModelLoader": Magic141ModelLoader}

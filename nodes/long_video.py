@@ -36,7 +36,8 @@ class Magic141LongVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MAGIC141_MODEL", {"tooltip": "From Magic141 Model Loader."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
+                                            "33-channel) model from Load Diffusion Model."}),
                 "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader."}),
                 "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
                 "prior": ("IMAGE", {"tooltip": "The image the shot starts from."}),
@@ -76,7 +77,7 @@ class Magic141LongVideo:
         start = fit_start_image(prior[:1], resolution, width, height)
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = glue.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
-        dit = glue.load(model)
+        dit = glue.velocity_model(model, "Magic141 Long Video")
         progress, total_steps = glue.step_callback(windows * steps), windows * steps
         last_window = []
 

@@ -28,7 +28,7 @@ OUTPUTS = {
     "EmptyLatentImage": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
     "VAEDecode": [("IMAGE", "IMAGE")],
-    "Magic141ModelLoader": [("MAGIC141_MODEL", "MAGIC141_MODEL")],
+    "Magic141ModelLoader": [("MODEL", "MODEL")],
     "Magic141EncoderLoader": [("MAGIC141_ENCODERS", "MAGIC141_ENCODERS")],
     "Magic141Encode": [("MAGIC141_CONDITIONING", "MAGIC141_CONDITIONING")],
     "Magic141ImageToVideo": [("conditioning", "MAGIC141_CONDITIONING"), ("latent", "LATENT"),
@@ -44,7 +44,6 @@ INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP",
                "negative": "CONDITIONING", "latent_image": "LATENT", "samples": "LATENT", "images": "IMAGE",
                "encoders": "MAGIC141_ENCODERS", "conditioning": "MAGIC141_CONDITIONING", "start_image": "IMAGE",
                "latent": "LATENT", "generated": "IMAGE", "retrieved": "IMAGE", "uploaded": "IMAGE"}
-MAGIC_MODEL_INPUTS = {"Magic141Sampler": "MAGIC141_MODEL", "Magic141LongVideo": "MAGIC141_MODEL"}
 
 
 def graph(nodes: list[dict], note: str) -> dict:
@@ -55,8 +54,7 @@ def graph(nodes: list[dict], note: str) -> dict:
         inputs = []
         for name, (source, slot) in node.get("inputs", {}).items():
             link_id = len(links) + 1
-            kind = MAGIC_MODEL_INPUTS.get(node["type"]) if name == "model" else None
-            kind = kind or OUTPUTS[next(n["type"] for n in nodes if n["id"] == source)][slot][1]
+            kind = OUTPUTS[next(n["type"] for n in nodes if n["id"] == source)][slot][1]
             kind = "*" if node["type"] == "Reroute" else kind
             links.append([link_id, source, slot, node["id"], len(inputs), kind])
             out_links.setdefault((source, slot), []).append(link_id)
