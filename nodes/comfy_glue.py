@@ -262,6 +262,7 @@ class NativeHunyuanDiT:
         self.base = patcher.model
         self.dit = self.base.diffusion_model
         self.guidance_embedder = getattr(self.dit, "guidance_in", None)
+        self.text_dim, self.pooled_dim = self.dit.params.context_in_dim, self.dit.params.vec_in_dim
         self.options = patcher.model_options.get("transformer_options", {})
 
     def parameters(self):

@@ -72,6 +72,30 @@ def from_native(conditioning, name: str) -> tuple[TextConditioning, torch.Tensor
     return text, scale_latent(latent.float())
 
 
+def check_widths(model, cond: Conditioning, node: str) -> None:
+    """Refuse conditioning encoded for another model family (its token or pooled width differs from what `model`,
+    a core DiT or `NativeHunyuanDiT`, embeds) with a message, instead of a shape error deep inside torch."""
+    widths = getattr(model, "config", model)
+    for part, text in (("conditioning", cond.positive), ("negative", cond.negative)):
+        if text is not None and (text.tokens.shape[-1], text.pooled.shape[-1]) != (widths.text_dim, widths.pooled_dim):
+            raise ValueError(
+                f"{node}: the {part} has text tokens {text.tokens.shape[-1]} wide and a pooled vector of "
+                f"{text.pooled.shape[-1]}, but this model takes {widths.text_dim} and {widths.pooled_dim}: it was "
+                "encoded for another model; use Magic141 Encode, or TextEncodeHunyuanVideo_ImageToVideo with the "
+                "HunyuanVideo text encoders")
+
+
+class FixedEncoders:
+    """Native CONDITIONING as Long Video's `encoders`: the same text and image tokens for every window (the
+    window's own start latent is still set by the runner)."""
+
+    def __init__(self, cond: Conditioning):
+        self.cond = cond
+
+    def encode(self, prompt, image, negative: bool = False, **_):
+        return Conditioning(self.cond.positive, self.cond.negative if negative else None)
+
+
 def magic141_conditioning(positive, negative=None) -> Conditioning:
     """Our `Conditioning` from Magic141 conditioning or native positive (+ optional negative) CONDITIONING."""
     if not isinstance(positive, list):  # Magic141 conditioning (duck-typed: tests hold their own copy of the core)

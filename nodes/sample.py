@@ -6,7 +6,7 @@ from ..magic141_core.pipeline import sample_latent
 from ..magic141_core.vae import unscale_latent
 from . import comfy_glue as glue
 from .common import SAMPLING
-from .native import magic141_conditioning
+from .native import check_widths, magic141_conditioning
 
 
 class Magic141Sampler:
@@ -41,6 +41,7 @@ class Magic141Sampler:
         shape = tuple(latent["samples"].shape)
         conditioning = magic141_conditioning(conditioning, negative)
         dit = glue.velocity_model(model, "Magic141 Sampler")
+        check_widths(dit, conditioning, "Magic141 Sampler")
         out = sample_latent(dit, conditioning, shape, steps=steps, shift=shift, guidance=guidance, seed=seed,
                             callback=glue.step_callback(steps))
         samples = unscale_latent(out).to(glue.intermediate_device())

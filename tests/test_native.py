@@ -138,3 +138,34 @@ def test_bad_native_conditioning_is_named(pack, native_files, extras, message):
         magic_sample(pack, ours(pack, native_files[0]), positive)
     with pytest.raises(ValueError, match="holds 2 conditionings"):
         magic_sample(pack, ours(pack, native_files[0]), native_pair(pack, cond())[0] * 2)
+
+
+class PoolVAE:
+    """A deterministic stand-in `FrameVAE` (8x average pool / nearest upsample, 4x in time)."""
+
+    def encode_frame(self, image, seed):
+        pooled = torch.nn.functional.avg_pool2d(image.movedim(-1, 1), 8)  # [1, 3, h, w]
+        return pooled.repeat(1, 6, 1, 1)[:, :16].unsqueeze(2)
+
+    def decode_frames(self, latent):
+        frames = latent[0, :3].movedim(0, -1).repeat_interleave(4, 0)[3:]  # [1 + 4(T-1), h, w, 3]
+        yield torch.sigmoid(frames.repeat_interleave(8, 1).repeat_interleave(8, 2))
+
+
+def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files):
+    from Magic141.magic141_core.long_video import LongVideoSettings, generate_long_video
+    from Magic141.nodes import comfy_glue as glue
+    from Magic141.nodes.native import FixedEncoders
+
+    c = cond(seed=8)
+    prior = torch.rand(1, 32, 48, 3, generator=torch.Generator().manual_seed(1))
+    runs = []
+    for model in (ours(pack, native_files[0]), native(native_files[0])):
+        latents = []
+        generate_long_video(glue.velocity_model(model, "test"), FixedEncoders(c), PoolVAE(), prior, ["a"] * 3,
+                            [5, 6, 7], 9, lambda frames: None, LongVideoSettings(),
+                            on_step=lambda k, step: latents.append(step.x) if step.index == step.total - 1 else None)
+        runs.append(latents)
+    assert len(runs[0]) == len(runs[1]) == 3
+    for window, (a, b) in enumerate(zip(*runs)):
+        assert (a - b).abs().max() <= 1e-5, window
