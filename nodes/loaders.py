@@ -42,7 +42,8 @@ class Magic141ModelLoader:
                 "int8": (INT8_MODES, {
                     "default": "off", "tooltip": "int8 weights (optimum-quanto), about half the memory: quantize a "
                     "float file while loading, or load a file saved by Magic141 Save int8 Checkpoint (recognised "
-                    "by itself even with 'off')."}),
+                    "by itself even with 'off'). Native LoRA loaders cannot patch int8 weights (ComfyUI logs 'lora key not "
+                    "loaded'): use LoRAs with int8 off, or the CLI's --lora, which adds them to int8 layers."}),
                 "block_swap": ("INT", {
                     "default": 0, "min": 0, "max": 60, "advanced": True,
                     "tooltip": "Keep this many of the last transformer blocks in CPU memory and copy each to the GPU "
