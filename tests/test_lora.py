@@ -5,6 +5,7 @@ LoRAs, strengths, LoRA + int8, and the errors and warnings. In-process against t
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +172,88 @@ def test_parse_lora_arg(text, expected):
     path, strength = parse_lora_arg(text)
     assert (str(path), strength) == expected
 
+
+
+# ------------------------------------------------------------------------------------------ ModelSave round trip
+def test_our_comfy_key_map_is_comfyuis_own_renaming_and_inverts_it(comfy_base):
+    import comfy.supported_models
+
+    from magic141_core.checkpoints.comfy_keys import comfy_to_official, official_to_comfy
+
+    sd = random_dit(tiny(guidance_embed=True, text_guidance_embed=True)).state_dict()
+    config = comfy.supported_models.HunyuanVideoI2V({"image_model": "hunyuan_video", "in_channels": 33})
+    assert sorted(config.process_unet_state_dict(dict(sd))) == sorted(official_to_comfy(k) for k in sd)
+    assert all(comfy_to_official(official_to_comfy(k)) == k for k in sd)
+
+
+def test_modelsave_checkpoints_load_in_our_loader(pack, files):
+    import folder_paths
+    import nodes
+    from comfy_extras.nodes_model_merging import ModelSave
+    from safetensors import safe_open
+
+    out = Path(folder_paths.get_output_directory()) / "diffusion_models"
+    ModelSave().save(comfy_model(files), "diffusion_models/resaved_comfy")  # ComfyUI's internal names
+    lora = write_lora(files["loras"], "save_lora.safetensors", "official", files["model"], 6)
+    (with_lora,) = nodes.LoraLoaderModelOnly().load_lora_model_only(our_model(pack, files), lora, 0.7)
+    ModelSave().save(with_lora, "diffusion_models/resaved_ours")  # our official names, the LoRA merged in
+    comfy_file, ours_file = (next(out.glob(f"{stem}_*.safetensors")) for stem in ("resaved_comfy", "resaved_ours"))
+    with safe_open(comfy_file, "pt") as f:
+        keys = list(f.keys())
+    assert all(k.startswith("model.model.") for k in keys) and "model.model.double_blocks.0.img_attn.qkv.weight" in keys
+
+    original = core_result(files, [])
+    folder = files["dit"].parent
+    for path in (comfy_file, ours_file):
+        (folder / path.name).write_bytes(path.read_bytes())
+    reloaded = our_model(pack, {"dit": folder / comfy_file.name})  # Magic141 Model Loader
+    latent = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Sampler"], model=reloaded, conditioning=cond(),
+                      latent={"samples": torch.zeros(SHAPE)}, steps=2, shift=5.0, guidance=1.0, seed=9)[0]
+    assert (latent["samples"] - original).abs().max() <= 1e-6
+    merged = load_dit(folder / ours_file.name, dtype=torch.float32)  # the core / CLI loader
+    got = sample_latent(merged, cond(), SHAPE, steps=2, seed=9) / 0.476986
+    assert (got - core_result(files, [(lora, 0.7)])).abs().max() <= 1e-5
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def test_cli_generate_applies_stacked_loras_and_names_a_wrong_one(comfy_base, demo_models, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from comfyui_env import COMFYUI, REPO
+
+    from magic141_core.demo import demo_dit_config
+    from PIL import Image
+
+    from magic141_core.video_io import read_mp4
+
+    def cli(*args):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "MAGIC141_COMFYUI": str(COMFYUI)}
+        return subprocess.run([sys.executable, "-m", "magic141_core", *map(str, args)], capture_output=True,
+                              text=True, cwd=tmp_path, env=env, timeout=600)
+
+    demo = random_dit(demo_dit_config())
+    g = torch.Generator().manual_seed(0)
+    strong = {"diffusion_model.final_layer.linear.lora_A.weight": torch.randn(2, 256, generator=g),
+              "diffusion_model.final_layer.linear.lora_B.weight": torch.randn(64, 2, generator=g)}
+    save_file(strong, tmp_path / "strong.safetensors")
+    write_lora(tmp_path, "kohya.safetensors", "kohya", demo, 7)
+    save_file({"lora_unet_down_blocks_0_proj_in.lora_down.weight": torch.zeros(4, 320),
+               "lora_unet_down_blocks_0_proj_in.lora_up.weight": torch.zeros(320, 4)}, tmp_path / "sd15.safetensors")
+    y, x = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 64), indexing="ij")
+    start = torch.stack([x, y * (1 - x), (x - 0.7).abs() < 0.15], dim=-1).float()
+    Image.fromarray((start * 255).byte().numpy()).save(tmp_path / "start.png")
+    common = ["generate", "--image", "start.png", "--prompt", "waves", "--frames", 5, "--resolution", "64x48",
+              "--demo-dir", comfy_base / "models"]
+    with_loras = cli(*common, "--out", "lora.mp4", "--lora", "strong.safetensors:0.7",
+                     "--lora", "kohya.safetensors:-0.3")
+    assert with_loras.returncode == 0, with_loras.stderr
+    # the demo's weights hold the start image in every frame (test_cli: correlation > 0.9); the LoRAs break that
+    blocks = [torch.nn.functional.avg_pool2d(f.permute(2, 0, 1)[None], 8).flatten()
+              for f in (start, torch.from_numpy(read_mp4(tmp_path / "lora.mp4")[0][-1]).float() / 255)]
+    assert torch.corrcoef(torch.stack(blocks))[0, 1] < 0.5
+    wrong = cli(*common, "--out", tmp_path / "x.mp4", "--lora", "sd15.safetensors")
+    lines = wrong.stderr.strip().splitlines()
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "sd15.safetensors names no module of this transformer" in lines[-1]
