@@ -9,7 +9,7 @@ import pytest
 import torch
 from comfy_server import ComfyServer
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from magic141_core.demo import DEMO_FILES
 
@@ -105,3 +105,73 @@ def test_other_model_families_and_conditioning_are_refused_by_name(server):
     prompt["9"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["7", 1], "text": "a cat"}}
     prompt["8"]["inputs"] |= {"model": ["3", 0], "conditioning": ["9", 0]}
     assert "the conditioning has text tokens 768 wide" in error_of(server, prompt)
+
+
+# ------------------------------------------------------------------------------------------- example workflows
+def example(server, name: str, **overrides) -> tuple[dict, dict]:
+    import json
+
+    from comfy_server import ui_to_api
+    from comfyui_env import REPO
+
+    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+    prompt = ui_to_api(ui, server.get("/object_info"))
+    for node in prompt.values():
+        node["inputs"].update(overrides.get(node["class_type"], {}))
+    return prompt, ui
+
+
+def mp4_frames(server, history: dict):
+    from magic141_core.video_io import read_mp4
+
+    (record,) = [r for out in history["outputs"].values() for r in out.get("images", [])
+                 if r["filename"].endswith(".mp4")]
+    return read_mp4(server.base / "output" / record["subfolder"] / record["filename"])[0]
+
+
+def test_lora_workflow_runs_and_the_lora_changes_the_video(server):
+    from magic141_core.demo import demo_dit_config, random_dit
+
+    loras = server.base / "models" / "loras"
+    loras.mkdir(exist_ok=True)
+    demo, g = random_dit(demo_dit_config()), torch.Generator().manual_seed(0)
+    linear = demo.final_layer.linear
+    save_file({"diffusion_model.final_layer.linear.lora_A.weight": torch.randn(2, linear.in_features, generator=g),
+               "diffusion_model.final_layer.linear.lora_B.weight": torch.randn(linear.out_features, 2, generator=g)},
+              loras / "hunyuan_video_lora.safetensors")
+    size = {"resolution": "custom", "width": 64, "height": 48, "length": 5}
+    frames = []
+    for strength in (0.8, 0.0):
+        prompt, ui = example(server, "lora_to_video", Magic141ImageToVideo=size,
+                             LoraLoaderModelOnly={"strength_model": strength},
+                             Magic141SaveMP4={"filename_prefix": f"Magic141/lora_{strength}"})
+        prompt[next(k for k, v in prompt.items() if v["class_type"] == "LoadImage")]["inputs"]["image"] = "start.png"
+        frames.append(torch.from_numpy(mp4_frames(server, run(server, prompt))).float())
+    assert frames[0].shape == (5, 48, 64, 3)
+    assert (frames[0] - frames[1]).abs().mean() > 5  # the native LoRA loader reached Magic141's transformer
+
+
+def test_hunyuan_i2v_native_workflow_drives_magic141_long_video(server):
+    """The workflow with a tiny HunyuanVideo-I2V file in Load Diffusion Model. Its native encoders are the 8B
+    LLaVA-Llama-3 (too big for CI): a CLIP text encoder stands in for the conditioning, same CONDITIONING type."""
+    from magic141_core import save_dit, tiny
+    from magic141_core.demo import random_dit
+
+    name = "tiny_hunyuan_i2v.safetensors"
+    save_dit(random_dit(tiny(hidden_size=256, num_heads=2, refiner_blocks=2, pooled_dim=768, text_dim=768,
+                             rope_axes=(16, 56, 56)), seed=5), server.base / "models" / "diffusion_models" / name)
+    prompt, _ = example(server, "hunyuan_i2v_long_video", UNETLoader={"unet_name": name},
+                        VAELoader={"vae_name": DEMO["vae"]},
+                        Magic141LongVideo={"duration": 2, "unit": "windows", "window_length": 5,
+                                           "resolution": "custom", "width": 64, "height": 48, "steps": 2,
+                                           "shift": 5.0, "guidance": 1.0})
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    for native_encoder in ("DualCLIPLoader", "CLIPVisionLoader", "CLIPVisionEncode",
+                           "TextEncodeHunyuanVideo_ImageToVideo"):
+        del prompt[ids[native_encoder]]
+    prompt["90"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD15}}
+    prompt["91"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["90", 1], "text": "the camera glides"}}
+    prompt[ids["Magic141LongVideo"]]["inputs"]["conditioning"] = ["91", 0]
+    prompt[ids["LoadImage"]]["inputs"]["image"] = "start.png"
+    frames = mp4_frames(server, run(server, prompt))
+    assert frames.shape == (2 * (5 - 1) + 1, 48, 64, 3)
