@@ -26,8 +26,9 @@ def server(tmp_path_factory, comfy_base, demo_models):
     if not (base / "models" / "checkpoints" / SD15).is_file():
         write_sd15_checkpoint(base / "models" / "checkpoints" / SD15)
     (base / "input").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(base / "input" / "start.png")
+    y, x = np.meshgrid(np.linspace(0, 1, 48), np.linspace(0, 1, 64), indexing="ij")
+    start = np.stack([x, y * (1 - x), np.abs(x - 0.7) < 0.15], axis=-1)  # no symmetry, three colours
+    Image.fromarray((start * 255).astype(np.uint8)).save(base / "input" / "start.png")
     srv = ComfyServer(base)
     yield srv
     srv.stop()
@@ -140,15 +141,14 @@ def test_lora_workflow_runs_and_the_lora_changes_the_video(server):
                "diffusion_model.final_layer.linear.lora_B.weight": torch.randn(linear.out_features, 2, generator=g)},
               loras / "hunyuan_video_lora.safetensors")
     size = {"resolution": "custom", "width": 64, "height": 48, "length": 5}
-    frames = []
-    for strength in (0.8, 0.0):
-        prompt, ui = example(server, "lora_to_video", Magic141ImageToVideo=size,
-                             LoraLoaderModelOnly={"strength_model": strength},
-                             Magic141SaveMP4={"filename_prefix": f"Magic141/lora_{strength}"})
-        prompt[next(k for k, v in prompt.items() if v["class_type"] == "LoadImage")]["inputs"]["image"] = "start.png"
-        frames.append(torch.from_numpy(mp4_frames(server, run(server, prompt))).float())
-    assert frames[0].shape == (5, 48, 64, 3)
-    assert (frames[0] - frames[1]).abs().mean() > 5  # the native LoRA loader reached Magic141's transformer
+    prompt, _ = example(server, "lora_to_video", Magic141ImageToVideo=size, LoadImage={"image": "start.png"})
+    frames = torch.from_numpy(mp4_frames(server, run(server, prompt))).float() / 255
+    assert frames.shape == (5, 48, 64, 3)
+    # the demo's weights hold the start image in every frame (correlation 0.95 at strength 0, and > 0.9 in
+    # test_server / test_cli); the LoRA, applied by ComfyUI's native loader to Magic141's transformer, breaks that
+    start = torch.from_numpy(np.asarray(Image.open(server.base / "input" / "start.png"))).float() / 255
+    blocks = [torch.nn.functional.avg_pool2d(f.permute(2, 0, 1)[None], 8).flatten() for f in (start, frames[-1])]
+    assert torch.corrcoef(torch.stack(blocks))[0, 1] < 0.5
 
 
 def test_hunyuan_i2v_native_workflow_drives_magic141_long_video(server):
