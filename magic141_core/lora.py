@@ -31,13 +31,12 @@ from safetensors.torch import load_file
 
 from .checkpoints.comfy_keys import comfy_to_official
 from .checkpoints.files import _torch_load
-from .checkpoints.diffusers_keys import _official_rules, _split_sizes
+from .checkpoints.diffusers_keys import diffusers_targets
 
 log = logging.getLogger("magic141")
 
 _SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up", ".lora_down.weight": "down",
              ".lora_up.weight": "up", ".alpha": "alpha"}
-_SWAPPED = "final_layer.adaLN_modulation.1"
 
 
 @dataclass
@@ -88,19 +87,6 @@ def _linears(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if hasattr(m, "in_features") and hasattr(m, "out_features")}
 
 
-def _diffusers_targets(model: nn.Module, linears: dict) -> dict[str, tuple[str, tuple[int, int] | None, bool]]:
-    """diffusers module name -> (official module, its rows in the fused linear or None, halves swapped)."""
-    hidden = model.config.hidden_size
-    out = {}
-    for module, targets in _official_rules([f"{n}.weight" for n in linears]).items():
-        sizes = _split_sizes(linears[module].out_features, len(targets), hidden) if len(targets) > 1 else None
-        start = 0
-        for i, target in enumerate(targets):
-            out[target] = (module, None if sizes is None else (start, sizes[i]), module == _SWAPPED)
-            start += sizes[i] if sizes else 0
-    return out
-
-
 def _official_module(base: str, linears: dict, underscored: dict, diffusers: dict):
     """A LoRA base name -> (official module, rows, swapped), or None when it names nothing in this model."""
     for prefix in ("diffusion_model.", "transformer.", "base_model.model.", ""):
@@ -135,7 +121,7 @@ def read_lora(path: str | os.PathLike, model: nn.Module) -> list[LoraDelta]:
         raise CheckpointError(f"{name} is not a LoRA: it holds no lora_A/lora_B (or lora_down/lora_up) pairs")
     linears = _linears(model)
     underscored = {n.replace(".", "_"): n for n in linears}
-    diffusers = _diffusers_targets(model, linears)
+    diffusers = diffusers_targets({n: m.out_features for n, m in linears.items()}, model.config.hidden_size)
     deltas, unknown = [], []
     for base, g in sorted(groups.items()):
         target = _official_module(base, linears, underscored, diffusers)
