@@ -30,7 +30,8 @@ CPU_ALIGNMENT = 64  # bytes: torch's CPU allocator aligns to this, and the int8 
 class Int8Linear(QLinear):
     """quanto QLinear with qint8 weights. Casts its input to bf16 for the int8 kernel (paper §3.2) and returns the
     input's dtype. On a CPU without bf16 units (see `device.py`) it dequantizes the weight and computes in fp32
-    instead: the weight stays int8 in memory either way.
+    instead, and so it does for weights quantized from fp32/fp16 (their scales are not bf16, which the int8 kernel
+    needs): the weight stays int8 in memory either way.
 
     On a CPU with bf16 units quanto runs torch's `_weight_int8pack_mm`, which reads the int8 weight with aligned
     vector loads and crashes the process (SIGSEGV, seen with torch 2.13 on AVX512-BF16) on data that is not

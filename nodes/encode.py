@@ -12,6 +12,7 @@ from ..magic141_core.text import NEGATIVE_PROMPT
 from ..magic141_core.vae import scale_latent
 from . import comfy_glue as glue
 from .common import VIDEO_SIZE, fit_start_image
+from .native import to_native
 
 
 class Magic141Encode:
@@ -21,8 +22,11 @@ class Magic141Encode:
         "is only used when the sampler runs classifier-free guidance."
     )
     CATEGORY = glue.CATEGORY
-    RETURN_TYPES = ("MAGIC141_CONDITIONING",)
-    OUTPUT_TOOLTIPS = ("Text and image tokens; add the start image's latent with Magic141 Image To Video.",)
+    RETURN_TYPES = ("MAGIC141_CONDITIONING", "CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("conditioning", "positive", "negative")
+    OUTPUT_TOOLTIPS = ("Text and image tokens; add the start image's latent with Magic141 Image To Video.",
+                       "The prompt as native CONDITIONING (padding cropped, pooled_output), e.g. for "
+                       "HunyuanImageToVideo v1 and KSampler.", "The negative prompt as native CONDITIONING.")
     FUNCTION = "encode"
 
     @classmethod
@@ -44,7 +48,7 @@ class Magic141Encode:
         if not prompt.strip():
             raise ValueError("the prompt is empty; describe the motion you want (e.g. 'the camera slowly pans left')")
         conditioning = encoders.encode(prompt, rgb(image), negative=True, negative_prompt=negative_prompt)
-        return (conditioning,)
+        return (conditioning, to_native(conditioning.positive), to_native(conditioning.negative))
 
 
 class Magic141ImageToVideo:
@@ -55,10 +59,13 @@ class Magic141ImageToVideo:
         "of several is refused (pick one with Image From Batch)."
     )
     CATEGORY = glue.CATEGORY
-    RETURN_TYPES = ("MAGIC141_CONDITIONING", "LATENT", "IMAGE")
-    RETURN_NAMES = ("conditioning", "latent", "start_image")
+    RETURN_TYPES = ("MAGIC141_CONDITIONING", "LATENT", "IMAGE", "CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("conditioning", "latent", "start_image", "positive", "negative")
     OUTPUT_TOOLTIPS = ("The conditioning with the start image's latent.", "Empty video latent (sets size and length).",
-                       "The start image as fitted to the video size.")
+                       "The start image as fitted to the video size.",
+                       "Native positive CONDITIONING with the start image set as HunyuanImageToVideo v1 sets it "
+                       "(concat_latent_image, concat_mask): for native KSampler on a Magic141 or HunyuanVideo-I2V "
+                       "model.", "Native negative CONDITIONING (the negative prompt, with the start image).")
     FUNCTION = "prepare"
 
     @classmethod
@@ -83,7 +90,9 @@ class Magic141ImageToVideo:
                              "HunyuanVideo VAE (16 channels, 8x spatial): choose hunyuan_video_vae in Load VAE")
         conditioning = dataclasses.replace(conditioning, reference=reference)
         latent = torch.zeros(shape, device=glue.intermediate_device())
-        return (conditioning, {"samples": latent}, fitted)
+        native = [to_native(text, reference, shape[2]) if text is not None else None
+                  for text in (conditioning.positive, conditioning.negative)]
+        return (conditioning, {"samples": latent}, fitted, *native)
 
 
 NODE_CLASS_MAPPINGS = {"Magic141Encode": Magic141Encode, "Magic141ImageToVideo": Magic141ImageToVideo}

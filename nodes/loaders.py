@@ -19,8 +19,10 @@ class Magic141ModelLoader:
         "models/diffusion_models. Accepts .safetensors and weights-only .pth in official, ComfyUI or diffusers layout."
     )
     CATEGORY = glue.CATEGORY
-    RETURN_TYPES = ("MAGIC141_MODEL",)
-    OUTPUT_TOOLTIPS = ("The transformer, managed by ComfyUI's memory management.",)
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The transformer as a native MODEL (ComfyUI's HunyuanVideo-I2V class around Magic141's own "
+                       "transformer): Magic141 Sampler / Long Video, or native KSampler, LoRA loaders, "
+                       "ModelSamplingSD3 (shift 5 is already set).",)
     FUNCTION = "load"
 
     @classmethod
@@ -40,7 +42,8 @@ class Magic141ModelLoader:
                 "int8": (INT8_MODES, {
                     "default": "off", "tooltip": "int8 weights (optimum-quanto), about half the memory: quantize a "
                     "float file while loading, or load a file saved by Magic141 Save int8 Checkpoint (recognised "
-                    "by itself even with 'off')."}),
+                    "by itself even with 'off'). Native LoRA loaders cannot patch int8 weights (ComfyUI logs 'lora key not "
+                    "loaded'): use LoRAs with int8 off, or the CLI's --lora, which adds them to int8 layers."}),
                 "block_swap": ("INT", {
                     "default": 0, "min": 0, "max": 60, "advanced": True,
                     "tooltip": "Keep this many of the last transformer blocks in CPU memory and copy each to the GPU "
@@ -56,7 +59,7 @@ class Magic141ModelLoader:
         model = load_dit(path, dtype=DTYPES[weight_dtype], apply_text_guidance=apply_text_guidance,
                          int8=int8 == "quantize on load")
         swap = install_block_swap(model, block_swap, glue.compute_device())
-        return (glue.managed(model, swap.resident_bytes(model) if swap else None),)
+        return (glue.managed(glue.native_model(model), swap.resident_bytes(model) if swap else None),)
 
 
 NODE_CLASS_MAPPINGS = {"Magic141ModelLoader": Magic141ModelLoader}

@@ -15,6 +15,7 @@ from ..magic141_core.pipeline import latent_frames
 from ..magic141_core.video_io import Mp4Writer
 from . import comfy_glue as glue
 from .common import SAMPLING, VIDEO_SIZE, fit_start_image
+from .native import FixedEncoders, check_widths, magic141_conditioning
 
 
 class Magic141LongVideo:
@@ -38,8 +39,8 @@ class Magic141LongVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MAGIC141_MODEL", {"tooltip": "From Magic141 Model Loader."}),
-                "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
+                                            "33-channel) model from Load Diffusion Model."}),
                 "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
                 "prior": ("IMAGE", {"tooltip": "The image the shot starts from."}),
                 "prompts": ("STRING", {"multiline": True, "tooltip": "One prompt per line, one line per window in "
@@ -64,21 +65,37 @@ class Magic141LongVideo:
                 "filename_prefix": ("STRING", {"default": "Magic141/long", "tooltip": "Name inside the output "
                                                                                       "folder."}),
             },
+            "optional": {
+                "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: each window's prompt "
+                                                              "line is encoded with the prior's image tokens."}),
+                "conditioning": ("CONDITIONING", {"tooltip": "Instead of encoders: native CONDITIONING (e.g. "
+                                                             "TextEncodeHunyuanVideo_ImageToVideo) used for every "
+                                                             "window; the prompts text is then ignored."}),
+                "negative": ("CONDITIONING", {"tooltip": "Native negative CONDITIONING, for guidance > 1 only."}),
+            },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def render(self, model, encoders, vae, prior, prompts, duration, unit, window_length, resolution, width, height,
+    def render(self, model, vae, prior, prompts, duration, unit, window_length, resolution, width, height,
                steps, shift, guidance, seed, color_match, noise_augmentation, anchor, fps, quality, filename_prefix,
-               prompt=None, extra_pnginfo=None):
+               encoders=None, conditioning=None, negative=None, prompt=None, extra_pnginfo=None):
         latent_frames(window_length)  # validates 4k+1
         windows = count_windows(duration, unit, fps, window_length)  # NaN, 0, too long: one clear message
+        if (encoders is None) == (conditioning is None):
+            raise ValueError("connect either encoders (Magic141 Encoder Loader) or a native conditioning "
+                             "(e.g. TextEncodeHunyuanVideo_ImageToVideo), not both and not neither")
+        if conditioning is not None:
+            fixed = magic141_conditioning(conditioning, negative)
+            encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)
         settings = LongVideoSettings(steps=steps, shift=shift, guidance=guidance, color_match=color_match,
                                      noise_augmentation=noise_augmentation,
                                      anchor="prior" if anchor == "prior" else "frame")
         start = fit_start_image(prior, resolution, width, height, name="prior")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = glue.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
-        dit = glue.load(model)
+        dit = glue.velocity_model(model, "Magic141 Long Video")
+        if conditioning is not None:
+            check_widths(dit, fixed, "Magic141 Long Video")
         progress, total_steps = glue.step_callback(windows * steps), windows * steps
         last_window = []
 

@@ -6,6 +6,7 @@ from ..magic141_core.pipeline import sample_latent
 from ..magic141_core.vae import unscale_latent
 from . import comfy_glue as glue
 from .common import SAMPLING
+from .native import check_widths, magic141_conditioning
 
 
 class Magic141Sampler:
@@ -22,17 +23,25 @@ class Magic141Sampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MAGIC141_MODEL", {"tooltip": "From Magic141 Model Loader."}),
-                "conditioning": ("MAGIC141_CONDITIONING", {
-                    "tooltip": "From Magic141 Image To Video (prompt, image tokens and start-image latent)."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
+                                            "33-channel) model from Load Diffusion Model (LoRAs applied)."}),
+                "conditioning": ("MAGIC141_CONDITIONING,CONDITIONING", {
+                    "tooltip": "From Magic141 Image To Video (prompt, image tokens and start-image latent), or a "
+                               "native positive CONDITIONING with the start image (HunyuanImageToVideo v1)."}),
                 "latent": ("LATENT", {"tooltip": "The empty video latent from Magic141 Image To Video; sets the size."}),
                 **SAMPLING,
             },
+            "optional": {
+                "negative": ("CONDITIONING", {"tooltip": "A native negative CONDITIONING; used only for classifier-"
+                                                         "free guidance (guidance > 1 without a guidance embedder)."}),
+            },
         }
 
-    def sample(self, model, conditioning, latent, steps, shift, guidance, seed):
+    def sample(self, model, conditioning, latent, steps, shift, guidance, seed, negative=None):
         shape = tuple(latent["samples"].shape)
-        dit = glue.load(model)
+        conditioning = magic141_conditioning(conditioning, negative)
+        dit = glue.velocity_model(model, "Magic141 Sampler")
+        check_widths(dit, conditioning, "Magic141 Sampler")
         out = sample_latent(dit, conditioning, shape, steps=steps, shift=shift, guidance=guidance, seed=seed,
                             callback=glue.step_callback(steps))
         samples = unscale_latent(out).to(glue.intermediate_device())

@@ -74,7 +74,7 @@ class Magic141SaveInt8:
                                         ".safetensors is added, and _llava for the encoder."}),
             },
             "optional": {
-                "model": ("MAGIC141_MODEL", {"tooltip": "From Magic141 Model Loader (float or int8)."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (float or int8)."}),
                 "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: its LLaVA is saved "
                                                               "(pick the file as llava with int8 'pre-quantized')."}),
             },
@@ -93,7 +93,11 @@ class Magic141SaveInt8:
             glue.new_model_file("text_encoders", f"{name}_llava.safetensors")
         saved = []
         if model is not None:
-            saved.append(self._save_dit(model.model, name))
+            dit = glue.core_dit(model)
+            if dit is None:
+                raise ValueError(f"Save int8 Checkpoint got {glue.describe_model(model)}; connect Magic141 Model "
+                                 "Loader's MODEL (it saves Magic141's own int8 format)")
+            saved.append(self._save_dit(dit, name))
         if encoders is not None:
             saved.append(self._save_llava(encoders, name + "_llava"))
         return {"ui": {"text": saved}, "result": (", ".join(saved),)}

@@ -17,6 +17,11 @@ from magic141_core.text import NEGATIVE_PROMPT  # noqa: E402
 
 OUT = REPO / "example_workflows"
 DEMO = {role: name for role, (_, name) in DEMO_FILES.items()}
+LORA_FILE = "hunyuan_video_lora.safetensors"  # any HunyuanVideo LoRA in models/loras (none ships with the demo)
+# the files HunyuanVideo-I2V workflows use (Comfy-Org's repackaged release); not shipped, pick yours in the nodes
+HUNYUAN_I2V = {"dit": "hunyuan_video_image_to_video_720p_bf16.safetensors", "clip_l": "clip_l.safetensors",
+               "llava": "llava_llama3_fp8_scaled.safetensors", "vision": "llava_llama3_vision.safetensors",
+               "vae": "hunyuan_video_vae_bf16.safetensors"}
 
 # node type -> output (name, type) list, in slot order
 OUTPUTS = {
@@ -28,11 +33,18 @@ OUTPUTS = {
     "EmptyLatentImage": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
     "VAEDecode": [("IMAGE", "IMAGE")],
-    "Magic141ModelLoader": [("MAGIC141_MODEL", "MAGIC141_MODEL")],
+    "Magic141ModelLoader": [("MODEL", "MODEL")],
     "Magic141EncoderLoader": [("MAGIC141_ENCODERS", "MAGIC141_ENCODERS")],
-    "Magic141Encode": [("MAGIC141_CONDITIONING", "MAGIC141_CONDITIONING")],
+    "Magic141Encode": [("conditioning", "MAGIC141_CONDITIONING"), ("positive", "CONDITIONING"),
+                       ("negative", "CONDITIONING")],
     "Magic141ImageToVideo": [("conditioning", "MAGIC141_CONDITIONING"), ("latent", "LATENT"),
-                             ("start_image", "IMAGE")],
+                             ("start_image", "IMAGE"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+    "LoraLoaderModelOnly": [("MODEL", "MODEL")],
+    "UNETLoader": [("MODEL", "MODEL")],
+    "DualCLIPLoader": [("CLIP", "CLIP")],
+    "CLIPVisionLoader": [("CLIP_VISION", "CLIP_VISION")],
+    "CLIPVisionEncode": [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")],
+    "TextEncodeHunyuanVideo_ImageToVideo": [("CONDITIONING", "CONDITIONING")],
     "Magic141Sampler": [("LATENT", "LATENT")],
     "Magic141SaveMP4": [("IMAGE", "IMAGE"), ("VIDEO", "VIDEO")],
     "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT")],
@@ -44,7 +56,6 @@ INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP",
                "negative": "CONDITIONING", "latent_image": "LATENT", "samples": "LATENT", "images": "IMAGE",
                "encoders": "MAGIC141_ENCODERS", "conditioning": "MAGIC141_CONDITIONING", "start_image": "IMAGE",
                "latent": "LATENT", "generated": "IMAGE", "retrieved": "IMAGE", "uploaded": "IMAGE"}
-MAGIC_MODEL_INPUTS = {"Magic141Sampler": "MAGIC141_MODEL", "Magic141LongVideo": "MAGIC141_MODEL"}
 
 # VAE Decode (Tiled): spatial tiles of 256 px (64 overlap), and a temporal size that covers the whole clip, so the
 # clip is never split in time (a temporal split changes the frames after the split: a visible jump). 128 frames is
@@ -93,8 +104,7 @@ def graph(nodes: list[dict], note: str) -> dict:
         inputs = []
         for name, (source, slot) in node.get("inputs", {}).items():
             link_id = len(links) + 1
-            kind = MAGIC_MODEL_INPUTS.get(node["type"]) if name == "model" else None
-            kind = kind or OUTPUTS[next(n["type"] for n in nodes if n["id"] == source)][slot][1]
+            kind = OUTPUTS[next(n["type"] for n in nodes if n["id"] == source)][slot][1]
             kind = "*" if node["type"] == "Reroute" else kind
             links.append([link_id, source, slot, node["id"], len(inputs), kind])
             out_links.setdefault((source, slot), []).append(link_id)
@@ -111,10 +121,14 @@ def graph(nodes: list[dict], note: str) -> dict:
             "links": links, "groups": [], "config": {}, "extra": {"magic141_note": note}, "version": 0.4}
 
 
-def video_tail(first_id: int, image_source, x: int) -> list[dict]:
-    """Loaders + encode + image-to-video + sampler + decode + save, fed by the prior image `image_source`."""
+def video_tail(first_id: int, image_source, x: int, lora: bool = False) -> list[dict]:
+    """Loaders + encode + image-to-video + sampler + decode + save, fed by the prior image `image_source`; with
+    `lora`, a native LoraLoaderModelOnly (id first_id + 8) sits between the model loader and the sampler."""
     i = first_id
-    return [
+    model = (i + 8, 0) if lora else (i + 1, 0)
+    lora_node = [{"id": i + 8, "type": "LoraLoaderModelOnly", "pos": [x + 400, 560], "size": [340, 110],
+                  "inputs": {"model": (i + 1, 0)}, "widgets": [LORA_FILE, 0.8]}] if lora else []
+    return lora_node + [
         {"id": i, "type": "VAELoader", "pos": [x, 520], "widgets": [DEMO["vae"]]},
         {"id": i + 1, "type": "Magic141ModelLoader", "pos": [x, 660], "widgets": [DEMO["dit"], "bf16", False, "off", 0]},
         {"id": i + 2, "type": "Magic141EncoderLoader", "pos": [x, 800], "size": [360, 160],
@@ -127,7 +141,7 @@ def video_tail(first_id: int, image_source, x: int) -> list[dict]:
          "inputs": {"conditioning": (i + 3, 0), "vae": (i, 0), "start_image": image_source},
          "widgets": ["540p", 960, 544, 81]},
         {"id": i + 5, "type": "Magic141Sampler", "pos": [x + 820, 60], "size": [320, 200],
-         "inputs": {"model": (i + 1, 0), "conditioning": (i + 4, 0), "latent": (i + 4, 1)},
+         "inputs": {"model": model, "conditioning": (i + 4, 0), "latent": (i + 4, 1)},
          "widgets": [4, 5.0, 1.0, 39, "fixed"]},
         {"id": i + 6, "type": "VAEDecodeTiled", "pos": [x + 820, 300], "size": [320, 150],
          "inputs": {"samples": (i + 5, 0), "vae": (i, 0)}, "widgets": DECODE_TILED},
@@ -192,6 +206,41 @@ def prior_switch_to_video() -> dict:
                  "Only the chosen branch runs; switching re-runs only the video part.")
 
 
+def lora_to_video() -> dict:
+    nodes = [{"id": 1, "type": "LoadImage", "pos": [40, 60], "size": [320, 420], "widgets": ["example.png", "image"]}]
+    return graph(nodes + video_tail(2, (1, 0), 40, lora=True),
+                 "Magic141 + LoRA: the Model Loader's MODEL goes through ComfyUI's native LoRA loader (chain more for "
+                 "stacking) into Magic141 Sampler. HunyuanVideo LoRAs in official/ComfyUI or kohya/musubi names apply; "
+                 "put yours in models/loras and pick it. Native KSampler takes this MODEL and Image To Video's "
+                 "positive/negative as well.")
+
+
+def hunyuan_i2v_long_video() -> dict:
+    nodes = [
+        {"id": 1, "type": "LoadImage", "pos": [40, 60], "size": [320, 420], "widgets": ["example.png", "image"]},
+        {"id": 2, "type": "UNETLoader", "pos": [40, 520], "size": [360, 90],
+         "widgets": [HUNYUAN_I2V["dit"], "default"]},
+        {"id": 3, "type": "DualCLIPLoader", "pos": [40, 650], "size": [360, 130],
+         "widgets": [HUNYUAN_I2V["clip_l"], HUNYUAN_I2V["llava"], "hunyuan_video", "default"]},
+        {"id": 4, "type": "CLIPVisionLoader", "pos": [40, 820], "size": [360, 60], "widgets": [HUNYUAN_I2V["vision"]]},
+        {"id": 5, "type": "VAELoader", "pos": [40, 920], "widgets": [HUNYUAN_I2V["vae"]]},
+        {"id": 6, "type": "CLIPVisionEncode", "pos": [440, 520], "size": [300, 80],
+         "inputs": {"clip_vision": (4, 0), "image": (1, 0)}, "widgets": ["none"]},
+        {"id": 7, "type": "TextEncodeHunyuanVideo_ImageToVideo", "pos": [440, 640], "size": [400, 200],
+         "inputs": {"clip": (3, 0), "clip_vision_output": (6, 0)},
+         "widgets": ["The camera glides forward along the path; leaves sway in a light breeze.", 4]},
+        {"id": 8, "type": "Magic141LongVideo", "pos": [880, 60], "size": [420, 760],
+         "inputs": {"model": (2, 0), "vae": (5, 0), "prior": (1, 0), "conditioning": (7, 0)},
+         "widgets": ["(the native conditioning is used for every window)", 20.0, "seconds", 81, "540p", 960, 544,
+                     20, 7.0, 6.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/hunyuan_i2v_long"]},
+    ]
+    return graph(nodes, "HunyuanVideo-I2V with native loaders and encoders into Magic141 Long Video: public "
+                        "HunyuanVideo-I2V v1 (concat, 33-channel) weights chained into a long shot with colour-matched "
+                        "windows. The native conditioning serves every window. HunyuanVideo-I2V is not distilled: 20 "
+                        "steps, shift 7 and its embedded guidance 6 (Magic141: 4, 5, 1). Add a LoRA loader after "
+                        "Load Diffusion Model as usual.")
+
+
 def long_video() -> dict:
     nodes = [
         {"id": 1, "type": "LoadImage", "pos": [40, 60], "size": [320, 420], "widgets": ["example.png", "image"]},
@@ -213,6 +262,7 @@ if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     for name, build in {"image_to_video": image_to_video, "text_to_image_to_video": text_to_image_to_video,
                         "retrieval_prior_to_video": retrieval_prior_to_video,
-                        "prior_switch_to_video": prior_switch_to_video, "long_video": long_video}.items():
+                        "prior_switch_to_video": prior_switch_to_video, "long_video": long_video,
+                        "lora_to_video": lora_to_video, "hunyuan_i2v_long_video": hunyuan_i2v_long_video}.items():
         (OUT / f"{name}.json").write_text(json.dumps(build(), indent=1) + "\n")
         print(f"wrote example_workflows/{name}.json")

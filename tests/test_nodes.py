@@ -32,15 +32,17 @@ def test_every_node_has_tooltips_description_and_category(pack):
                 assert options and options[0].get("tooltip"), f"{name}.{input_name} has no tooltip"
         assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), name
         for kind in cls.RETURN_TYPES:
-            assert kind in ("IMAGE", "LATENT", "STRING", "FLOAT", "INT") or kind.startswith("MAGIC141_"), kind
+            assert kind in ("IMAGE", "LATENT", "STRING", "FLOAT", "INT", "MODEL", "CONDITIONING") or kind.startswith("MAGIC141_"), kind
 
 
 def test_model_loader_lists_and_loads_from_diffusion_models(pack, dit_file):
     loader = pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"]
     assert dit_file in loader.INPUT_TYPES()["required"]["model_name"][0]
     (patcher,) = run_node(loader, model_name=dit_file, weight_dtype="fp32")
-    assert patcher.model.config.to_json() == tiny().to_json()  # (the pack has its own copy of the core)
-    assert patcher.model.img_in.proj.weight.dtype == torch.float32
+    assert type(patcher.model).__name__ == "Magic141I2VModel"  # a native HunyuanVideoI2V MODEL around our DiT
+    dit = patcher.model.diffusion_model
+    assert dit.config.to_json() == tiny().to_json()  # (the pack has its own copy of the core)
+    assert dit.img_in.proj.weight.dtype == torch.float32
     assert patcher.size > 0
 
 
@@ -66,7 +68,7 @@ def test_sampler_returns_a_native_unscaled_latent_and_is_seeded(pack, dit_file, 
 
     from magic141_core import sample_latent
 
-    scaled = sample_latent(patcher.model, tiny_cond, (1, 16, 2, 4, 4), steps=2, seed=7)
+    scaled = sample_latent(patcher.model.diffusion_model, tiny_cond, (1, 16, 2, 4, 4), steps=2, seed=7)
     assert torch.allclose(a["samples"] * 0.476986, scaled, atol=1e-6)  # LATENT holds the unscaled latent
 
 
@@ -116,11 +118,16 @@ def encoders(pack, demo_files):
 
 def test_encode_node_builds_image_and_text_tokens_with_a_negative(pack, encoders):
     image = torch.rand(1, 90, 120, 4)  # alpha is dropped
-    (cond,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="a cat walks", image=image)
+    cond, positive, negative = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders,
+                                        prompt="a cat walks", image=image)
     assert cond.positive.tokens.shape == (1, 146 + 256, 256) and cond.negative.tokens.shape == (1, 402, 256)
+    valid = int(cond.positive.mask.sum())  # native CONDITIONING: padding cropped, CLIP-L pooled, no mask needed
+    assert torch.equal(positive[0][0], cond.positive.tokens[:, :valid]) and "attention_mask" not in positive[0][1]
+    assert torch.equal(positive[0][1]["pooled_output"], cond.positive.pooled)
+    assert negative[0][0].shape[1] == int(cond.negative.mask.sum())
     assert cond.positive.mask[0, :146].all() and cond.reference is None
-    (again,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="a cat walks",
-                        image=image)
+    again = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="a cat walks",
+                     image=image)[0]
     assert torch.equal(again.positive.tokens, cond.positive.tokens)
     with pytest.raises(ValueError, match="prompt is empty"):
         run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="  ", image=image)
@@ -175,8 +182,15 @@ class StubVAE:
 def test_image_to_video_picks_the_official_bucket_and_scales_the_reference(pack, tiny_cond, size, expected):
     vae = StubVAE()
     image = torch.rand(1, *size, 3)
-    cond, latent, fitted = run_node(pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=tiny_cond, vae=vae,
-                                    start_image=image, resolution="540p", width=64, height=64, length=9)
+    cond, latent, fitted, positive, negative = run_node(
+        pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=tiny_cond, vae=vae, start_image=image,
+        resolution="540p", width=64, height=64, length=9)
+    for native in (positive, negative):  # exactly as native HunyuanImageToVideo v1 sets them
+        extras = native[0][1]
+        assert torch.allclose(extras["concat_latent_image"] * 0.476986, cond.reference, atol=1e-6)
+        frames = latent["samples"].shape[2]
+        assert extras["concat_mask"].shape == (1, 1, frames, *latent["samples"].shape[-2:])
+        assert extras["concat_mask"][:, :, 0].eq(0).all() and extras["concat_mask"][:, :, 1:].eq(1).all()
     width, height = expected
     assert fitted.shape == (1, height, width, 3) and vae.seen == [(1, height, width, 3)]
     assert latent["samples"].shape == (1, 16, 3, height // 8, width // 8)
@@ -237,14 +251,14 @@ def test_int8_modes_and_the_save_int8_node(pack, dit_file, comfy_base):
     with pytest.raises(ValueError, match="not a pre-quantized int8 file"):
         run_node(loader, model_name=dit_file, weight_dtype="bf16", int8="pre-quantized")
     (float_model,) = run_node(loader, model_name=dit_file, weight_dtype="bf16", block_swap=1)  # CPU: no swap
-    assert not hasattr(float_model.model, "block_swap")
+    assert not hasattr(float_model.model.diffusion_model, "block_swap")
     out = run_node(saver, model=float_model, filename="tiny_int8")
     assert out["result"] == ("tiny_int8.safetensors",)
-    assert type(float_model.model.double_blocks[0].img_attn_qkv).__name__ == "Linear"  # the float model is untouched
+    assert type(float_model.model.diffusion_model.double_blocks[0].img_attn_qkv).__name__ == "Linear"  # the float model is untouched
     (int8_model,) = run_node(loader, model_name="tiny_int8.safetensors", weight_dtype="bf16", int8="pre-quantized")
-    assert type(int8_model.model.double_blocks[0].img_attn_qkv).__name__ == "Int8Linear"
+    assert type(int8_model.model.diffusion_model.double_blocks[0].img_attn_qkv).__name__ == "Int8Linear"
     (on_load,) = run_node(loader, model_name=dit_file, weight_dtype="bf16", int8="quantize on load")
-    assert type(on_load.model.single_blocks[0].linear1).__name__ == "Int8Linear"
+    assert type(on_load.model.diffusion_model.single_blocks[0].linear1).__name__ == "Int8Linear"
     with pytest.raises(ValueError, match="plain file name"):
         run_node(saver, model=int8_model, filename="../escape")
 
@@ -253,8 +267,8 @@ def test_encoder_loader_int8_quantizes_the_llama_and_still_encodes(pack, demo_fi
     (enc,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"], llava=demo_files["llava"].name,
                       llava_vision=demo_files["vision"].name, clip_l=demo_files["clip_l"].name, dtype="fp32",
                       int8="quantize on load")
-    (cond,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=enc, prompt="a boat",
-                       image=torch.rand(1, 40, 40, 3))
+    cond = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=enc, prompt="a boat",
+                    image=torch.rand(1, 40, 40, 3))[0]
     layers = [type(m).__name__ for m in enc.llava.model.language_model.modules()]
     assert "Int8Linear" in layers and "Linear" not in layers
     assert cond.positive.tokens.shape == (1, 402, 256) and torch.isfinite(cond.positive.tokens).all()

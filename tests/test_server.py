@@ -78,7 +78,7 @@ def test_object_info_lists_every_node_with_typed_inputs(server, object_info):
     assert OUR_NODES <= set(object_info)
     sampler = object_info["Magic141Sampler"]
     assert sampler["category"] == "Magic141" and sampler["display_name"] == "Magic141 Sampler"
-    assert sampler["input"]["required"]["model"][0] == "MAGIC141_MODEL"
+    assert sampler["input"]["required"]["model"][0] == "MODEL"
     assert sampler["output"] == ["LATENT"]
     loader = object_info["Magic141ModelLoader"]["input"]["required"]["model_name"][0]
     assert DEMO_FILES["dit"][1] in loader

@@ -87,6 +87,20 @@ def _official_rules(sd_keys) -> dict[str, list[str]]:
     return rules
 
 
+def diffusers_targets(out_features: Mapping[str, int], hidden: int) -> dict[str, tuple[str, tuple | None, bool]]:
+    """For adapters (LoRA) on diffusers module names: diffusers module -> (official module, (first row, rows) of the
+    fused official linear it is a part of, or None for the whole, whether its halves are swapped). `out_features`:
+    official linear name -> its output size; `hidden`: the model's hidden size (the split of fused q / k / v)."""
+    out = {}
+    for module, targets in _official_rules([f"{n}.weight" for n in out_features]).items():
+        sizes = _split_sizes(out_features[module], len(targets), hidden) if len(targets) > 1 else None
+        start = 0
+        for i, target in enumerate(targets):
+            out[target] = (module, None if sizes is None else (start, sizes[i]), module == _SWAPPED)
+            start += sizes[i] if sizes else 0
+    return out
+
+
 def _split_sizes(total: int, parts: int, hidden: int) -> list[int]:
     if parts == 4:  # single block linear1: q, k, v, mlp
         return [hidden, hidden, hidden, total - 3 * hidden]

@@ -26,7 +26,7 @@ from ..atomic import atomic_path
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 QUANT_METADATA_KEY = "magic141_quantization"  # safetensors metadata of a pre-quantized (int8) file: its map
 WRAPPER_KEYS = ("state_dict", "module", "model")
-PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.")
+PREFIXES = ("model.diffusion_model.", "model.model.", "diffusion_model.", "module.")  # model.model.: ModelSave
 
 
 class CheckpointError(ValueError):

@@ -38,6 +38,9 @@ def add_model_args(parser: argparse.ArgumentParser, encoders: bool = True):
     g.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="transformer/VAE weight dtype")
     g.add_argument("--int8", action="store_true", help="quantize the transformer and the Llama-3 encoder to int8 "
                    "on load (optimum-quanto)")
+    g.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="apply a HunyuanVideo LoRA to the transformer (official/ComfyUI, kohya/musubi or diffusers "
+                        "keys); strength defaults to 1.0; repeat to stack several")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: %(default)s")
 
 
@@ -85,5 +88,9 @@ def load_dit_and_vae(args, paths):
     from ..vae import load_vae
 
     dtype = DTYPES[args.dtype]
-    return (load_dit(paths["dit"], dtype=dtype, device=args.device, int8=args.int8),
-            load_vae(paths["vae"], dtype=dtype, device=args.device))
+    dit = load_dit(paths["dit"], dtype=dtype, device=args.device, int8=args.int8)
+    if getattr(args, "lora", None):
+        from ..lora import load_loras_, parse_lora_arg
+
+        load_loras_(dit, [parse_lora_arg(text) for text in args.lora])
+    return dit, load_vae(paths["vae"], dtype=dtype, device=args.device)

@@ -26,6 +26,7 @@ from ..checkpoints import (
     save_safetensors,
     wrong_model_message,
 )
+from ..checkpoints.comfy_keys import ComfyView, is_comfy_dit
 from ..checkpoints.limits import block_count, check_count
 from ..config import BLOCK_PREFIXES, DiTConfig
 from .model import Magic141DiT
@@ -41,6 +42,8 @@ def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Ten
     with open_state_dict(path) as sd:
         if is_diffusers_dit(sd):
             sd = OfficialView(sd)
+        elif is_comfy_dit(sd):  # ComfyUI's internal names, e.g. a model re-saved by native ModelSave
+            sd = ComfyView(sd)
         missing = [k for k in _REQUIRED if k not in sd and k + "._data" not in sd]
         if missing:
             raise CheckpointError(wrong_model_message(path.name, sd, "a Magic141 / HunyuanVideo transformer", missing))

@@ -134,37 +134,53 @@ class Magic141DiT(nn.Module):
         )
 
     def _input(self, x: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
-        """Build the model input: [noisy 16 ; reference zero-padded in time 16 ; mask 1 on reference frames]."""
+        """Build the model input: [noisy 16 ; reference zero-padded in time 16 ; mask 1 on reference frames].
+
+        An input that already has all `in_channels` (33: built by ComfyUI's `concat_cond` when a native sampler
+        drives this model) is taken as it is."""
         cfg = self.config
-        if x.ndim != 5 or x.shape[1] != LATENT_CHANNELS:
-            raise ValueError(f"x must be a latent [B, {LATENT_CHANNELS}, T, H, W], got shape {tuple(x.shape)}")
-        if not x.is_floating_point() or (reference is not None and not reference.is_floating_point()):
-            raise ValueError(f"latents must be floating point, got {x.dtype}"
-                             + ("" if reference is None else f" and {reference.dtype}"))
-        B, _, T, H, W = x.shape
-        if T % cfg.patch_size[0] or H % cfg.patch_size[1] or W % cfg.patch_size[2]:
-            raise ValueError(
-                f"latent size (T, H, W) = {(T, H, W)} must be divisible by the patch size {cfg.patch_size}; "
-                "use a video height and width that are multiples of 16"
-            )
-        if not cfg.is_i2v:
-            if reference is not None:
-                raise ValueError("this is a text-to-video checkpoint (16 input channels); it takes no reference")
+        if cfg.is_i2v and reference is None and x.ndim == 5 and x.shape[1] == cfg.in_channels:
             return x
-        if reference is None:
-            raise ValueError("this image-to-video checkpoint needs the reference latent of the start image")
-        if reference.ndim != 5 or reference.shape[1] != LATENT_CHANNELS or reference.shape[3:] != x.shape[3:]:
-            raise ValueError(
-                f"reference latent must be [B, {LATENT_CHANNELS}, 1, {H}, {W}] like the video latent, "
-                f"got {tuple(reference.shape)}"
-            )
-        ref_frames = reference.shape[2]
-        if reference.shape[0] not in (1, B):
-            raise ValueError(f"reference batch {reference.shape[0]} does not match the latent batch {B}")
-        if ref_frames > T:
-            raise ValueError(f"reference has {ref_frames} latent frames, more than the video's {T}")
-        reference = reference.to(x).expand(B, -1, -1, -1, -1)
-        padded = F.pad(reference, (0, 0, 0, 0, 0, T - ref_frames))  # zeros after the reference frames
-        mask = torch.zeros(B, 1, T, H, W, dtype=x.dtype, device=x.device)
-        mask[:, :, :ref_frames] = 1.0
-        return torch.cat([x, padded, mask], dim=1)  # [B, 33, T, H, W]
+        return image_to_video_input(x, reference, cfg.is_i2v, cfg.patch_size)
+
+
+def image_to_video_input(x: torch.Tensor, reference: torch.Tensor | None, is_i2v: bool = True,
+                         patch_size: tuple[int, int, int] = (1, 2, 2)) -> torch.Tensor:
+    """The 33-channel image-to-video input [noisy 16 ; reference zero-padded in time 16 ; mask 1 on its frames].
+
+    x: [B, 16, T, H, W] noisy latent (scaled); reference: [B or 1, 16, T_ref, H, W] start-image latent (scaled),
+    T_ref <= T. Returns [B, 33, T, H, W] in x's dtype (x itself for a text-to-video model, `is_i2v=False`). The
+    layout is the official Magic141 / HunyuanVideo-I2V v1 "concat" one (ComfyUI's `HunyuanImageToVideo` v1 builds
+    the same). Raises ValueError naming the shape problem."""
+    if x.ndim != 5 or x.shape[1] != LATENT_CHANNELS:
+        raise ValueError(f"x must be a latent [B, {LATENT_CHANNELS}, T, H, W], got shape {tuple(x.shape)}")
+    if not x.is_floating_point() or (reference is not None and not reference.is_floating_point()):
+        raise ValueError(f"latents must be floating point, got {x.dtype}"
+                         + ("" if reference is None else f" and {reference.dtype}"))
+    B, _, T, H, W = x.shape
+    if T % patch_size[0] or H % patch_size[1] or W % patch_size[2]:
+        raise ValueError(
+            f"latent size (T, H, W) = {(T, H, W)} must be divisible by the patch size {patch_size}; "
+            "use a video height and width that are multiples of 16"
+        )
+    if not is_i2v:
+        if reference is not None:
+            raise ValueError("this is a text-to-video checkpoint (16 input channels); it takes no reference")
+        return x
+    if reference is None:
+        raise ValueError("this image-to-video checkpoint needs the reference latent of the start image")
+    if reference.ndim != 5 or reference.shape[1] != LATENT_CHANNELS or reference.shape[3:] != x.shape[3:]:
+        raise ValueError(
+            f"reference latent must be [B, {LATENT_CHANNELS}, 1, {H}, {W}] like the video latent, "
+            f"got {tuple(reference.shape)}"
+        )
+    ref_frames = reference.shape[2]
+    if reference.shape[0] not in (1, B):
+        raise ValueError(f"reference batch {reference.shape[0]} does not match the latent batch {B}")
+    if ref_frames > T:
+        raise ValueError(f"reference has {ref_frames} latent frames, more than the video's {T}")
+    reference = reference.to(x).expand(B, -1, -1, -1, -1)
+    padded = F.pad(reference, (0, 0, 0, 0, 0, T - ref_frames))  # zeros after the reference frames
+    mask = torch.zeros(B, 1, T, H, W, dtype=x.dtype, device=x.device)
+    mask[:, :, :ref_frames] = 1.0
+    return torch.cat([x, padded, mask], dim=1)  # [B, 33, T, H, W]

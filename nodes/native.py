@@ -1,0 +1,106 @@
+"""Native CONDITIONING <-> Magic141 conditioning, both ways.
+
+ComfyUI's CONDITIONING is a list of `[tokens [B, L, C], {extras}]` (no ComfyUI import is needed to read or build
+it). For HunyuanVideo image-to-video, native `HunyuanImageToVideo` v1 ("concat") adds `concat_latent_image` (the
+start image's UNSCALED latent [B, 16, F_ref, h, w]) and `concat_mask` ([1, 1, T, h, w], 0 on the reference frames,
+1 elsewhere); the model turns them into [reference zero-padded in time ; 1 - mask], the same 33-channel input
+Magic141 builds (`dit.model.image_to_video_input`). `pooled_output` is the CLIP-L vector.
+
+Our tokens go out with their padding cropped: ComfyUI's own HunyuanVideo token refiner averages over every token
+it is given, so padding would change its result (~2e-2). One sample: cropped to its length, no mask. Several
+samples of different lengths: padded to the longest, with `attention_mask` [B, L] (exact on Magic141's model; our
+sampler crops per sample again for ComfyUI's own model, see `comfy_glue.NativeHunyuanDiT`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..magic141_core.conditioning import Conditioning, TextConditioning
+from ..magic141_core.vae import scale_latent, unscale_latent
+
+
+def to_native(text: TextConditioning, reference: torch.Tensor | None = None, frames: int | None = None) -> list:
+    """Our text conditioning (+ the SCALED reference latent [B or 1, 16, F_ref, h, w] and the video's latent frame
+    count) as native CONDITIONING, set exactly as `HunyuanImageToVideo` v1 sets it."""
+    length = int(text.mask.sum(dim=1).max())
+    tokens, mask = text.tokens[:, :length], text.mask[:, :length]
+    extras = {"pooled_output": text.pooled}
+    if not bool(mask.all()):
+        extras["attention_mask"] = mask
+    if reference is not None:
+        ref_frames, (h, w) = reference.shape[2], reference.shape[-2:]
+        concat_mask = torch.ones(1, 1, frames, h, w, dtype=torch.float32, device=reference.device)
+        concat_mask[:, :, :ref_frames] = 0.0
+        extras |= {"concat_latent_image": unscale_latent(reference), "concat_mask": concat_mask}
+    return [[tokens, extras]]
+
+
+def from_native(conditioning, name: str) -> tuple[TextConditioning, torch.Tensor | None]:
+    """Native CONDITIONING -> (text conditioning, SCALED reference latent or None). Raises ValueError naming the
+    input `name` when it is not one HunyuanVideo-style entry (tokens + pooled_output, v1 concat image)."""
+    if not isinstance(conditioning, list) or not conditioning:
+        raise ValueError(f"{name} is empty or not a CONDITIONING; connect Magic141 Encode / Image To Video or "
+                         "TextEncodeHunyuanVideo_ImageToVideo (+ HunyuanImageToVideo)")
+    if len(conditioning) != 1:
+        raise ValueError(f"{name} holds {len(conditioning)} conditionings (combined, area or timestep "
+                         "conditioning); Magic141's sampler takes one: encode a single prompt")
+    tokens, extras = conditioning[0]
+    pooled = extras.get("pooled_output")
+    if tokens.ndim != 3 or pooled is None:
+        raise ValueError(f"{name} is not HunyuanVideo conditioning (tokens {tuple(tokens.shape)}, pooled_output "
+                         f"{'missing' if pooled is None else tuple(pooled.shape)}); encode it with "
+                         "TextEncodeHunyuanVideo_ImageToVideo or Magic141 Encode")
+    for key, mode in (("guiding_frame_index", "v2 (replace)"), ("ref_latent", "custom")):
+        if key in extras:
+            raise ValueError(f"{name} comes from HunyuanImageToVideo '{mode}'; Magic141 needs 'v1 (concat)'")
+    mask = extras.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
+    text = TextConditioning(tokens, mask.to(tokens.device).long(), pooled.reshape(len(pooled), -1))
+    latent = extras.get("concat_latent_image")
+    if latent is None:
+        return text, None
+    ref_frames = latent.shape[2]
+    concat_mask = extras.get("concat_mask")
+    if concat_mask is not None:
+        frame_zero = (concat_mask.reshape(-1, *concat_mask.shape[-3:])[0] == 0).flatten(1).all(dim=1)
+        start_frames = int(frame_zero.int().cumprod(0).sum())
+        if start_frames != ref_frames or bool(frame_zero[start_frames:].any()):
+            raise ValueError(f"{name}: concat_mask marks {int(frame_zero.sum())} frame(s) as given but the start "
+                             f"image latent has {ref_frames}; use HunyuanImageToVideo v1 or Magic141 Image To Video")
+    return text, scale_latent(latent.float())
+
+
+def check_widths(model, cond: Conditioning, node: str) -> None:
+    """Refuse conditioning encoded for another model family (its token or pooled width differs from what `model`,
+    a core DiT or `NativeHunyuanDiT`, embeds) with a message, instead of a shape error deep inside torch."""
+    widths = getattr(model, "config", model)
+    for part, text in (("conditioning", cond.positive), ("negative", cond.negative)):
+        if text is not None and (text.tokens.shape[-1], text.pooled.shape[-1]) != (widths.text_dim, widths.pooled_dim):
+            raise ValueError(
+                f"{node}: the {part} has text tokens {text.tokens.shape[-1]} wide and a pooled vector of "
+                f"{text.pooled.shape[-1]}, but this model takes {widths.text_dim} and {widths.pooled_dim}: it was "
+                "encoded for another model; use Magic141 Encode, or TextEncodeHunyuanVideo_ImageToVideo with the "
+                "HunyuanVideo text encoders")
+
+
+class FixedEncoders:
+    """Native CONDITIONING as Long Video's `encoders`: the same text and image tokens for every window (the
+    window's own start latent is still set by the runner)."""
+
+    def __init__(self, cond: Conditioning):
+        self.cond = cond
+
+    def encode(self, prompt, image, negative: bool = False, **_):
+        return Conditioning(self.cond.positive, self.cond.negative if negative else None)
+
+
+def magic141_conditioning(positive, negative=None) -> Conditioning:
+    """Our `Conditioning` from Magic141 conditioning or native positive (+ optional negative) CONDITIONING."""
+    if not isinstance(positive, list):  # Magic141 conditioning (duck-typed: tests hold their own copy of the core)
+        if negative is None:
+            return positive
+        return Conditioning(positive.positive, from_native(negative, "negative")[0], positive.reference)
+    text, reference = from_native(positive, "conditioning")
+    return Conditioning(text, None if negative is None else from_native(negative, "negative")[0], reference)

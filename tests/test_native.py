@@ -1,0 +1,171 @@
+"""Native MODEL and CONDITIONING interop, in-process against the real upstream ComfyUI: our Model Loader's MODEL in
+native KSampler / ModelSamplingSD3, a native HunyuanVideo-I2V MODEL (Load Diffusion Model) in Magic141 Sampler, and
+CONDITIONING both ways. The weights are a tiny DiT that ComfyUI's own model detection accepts (head dim 128, CLIP-L
+pooled 768, RoPE split 16/56/56), so ComfyUI's HunyuanVideo implementation runs on exactly the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_text, run_node
+
+from magic141_core import Conditioning, save_dit, tiny
+from magic141_core.demo import random_dit
+
+NATIVE_TINY = dict(hidden_size=256, num_heads=2, refiner_blocks=2, pooled_dim=768, rope_axes=(16, 56, 56), text_dim=32)
+SHAPE = (1, 16, 3, 4, 6)  # 9 frames of 48 x 32 pixels
+
+
+@pytest.fixture(scope="module")
+def native_files(comfy_base):
+    """The same tiny I2V weights as a file for both loaders, and a 16-channel text-to-video one."""
+    folder = comfy_base / "models" / "diffusion_models"
+    save_dit(random_dit(tiny(**NATIVE_TINY), seed=11), folder / "native_tiny_i2v.safetensors")
+    save_dit(random_dit(tiny(**NATIVE_TINY, in_channels=16), seed=12), folder / "native_tiny_t2v.safetensors")
+    return "native_tiny_i2v.safetensors", "native_tiny_t2v.safetensors"
+
+
+def cond(batch: int = 1, valid=(7,), seed: int = 2) -> Conditioning:
+    text = make_text(batch=batch, length=9, valid=list(valid), dim=32, pooled_dim=768, seed=seed)
+    reference = torch.randn(1, 16, 1, *SHAPE[-2:], generator=torch.Generator().manual_seed(seed + 10))
+    return Conditioning(positive=text, negative=make_text(batch, 9, [5] * batch, 32, 768, seed + 1),
+                        reference=reference)
+
+
+def ours(pack, name, **options):
+    return run_node(pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"], model_name=name, weight_dtype="fp32",
+                    **options)[0]
+
+
+def native(name):
+    import nodes
+
+    return nodes.UNETLoader().load_unet(name, "default")[0]
+
+
+def magic_sample(pack, model, conditioning, batch=1, seed=5, negative=None):
+    latent = {"samples": torch.zeros(batch, *SHAPE[1:])}
+    return run_node(pack.NODE_CLASS_MAPPINGS["Magic141Sampler"], model=model, conditioning=conditioning,
+                    latent=latent, steps=4, shift=5.0, guidance=1.0, seed=seed,
+                    **({} if negative is None else {"negative": negative}))[0]["samples"]
+
+
+def ksample(model, positive, negative, batch=1, seed=5):
+    import nodes
+
+    latent = {"samples": torch.zeros(batch, *SHAPE[1:])}
+    return nodes.KSampler().sample(model, seed, 4, 1.0, "euler", "simple", positive, negative, latent)[0]["samples"]
+
+
+def native_pair(pack, c: Conditioning):
+    from Magic141.nodes.native import to_native  # the pack's own module (as ComfyUI loads it)
+
+    return (to_native(c.positive, c.reference, SHAPE[2]), to_native(c.negative, c.reference, SHAPE[2]))
+
+
+@pytest.mark.parametrize("batch, valid", [(1, (7,)), (2, (9, 4))])
+def test_native_ksampler_on_our_model_equals_magic141_sampler(pack, native_files, batch, valid):
+    model, c = ours(pack, native_files[0]), cond(batch, valid)
+    positive, negative = native_pair(pack, c)
+    assert positive[0][0].shape[1] == max(valid)  # padding cropped
+    assert ("attention_mask" in positive[0][1]) == (len(set(valid)) > 1)
+    expected = magic_sample(pack, model, c, batch)
+    got = ksample(model, positive, negative, batch)
+    assert got.shape == expected.shape and torch.isfinite(got).all()
+    assert (got - expected).abs().max() <= 1e-5
+
+
+def test_model_sampling_sd3_shift_5_and_native_lora_free_path_keep_the_result(pack, native_files):
+    import comfy_extras.nodes_model_advanced as advanced
+
+    model, c = ours(pack, native_files[0]), cond()
+    positive, negative = native_pair(pack, c)
+    (shifted,) = advanced.ModelSamplingSD3().patch(model, 5.0)
+    (shift_7,) = advanced.ModelSamplingSD3().patch(model, 7.0)
+    base = ksample(model, positive, negative)
+    assert (ksample(shifted, positive, negative) - base).abs().max() <= 1e-6
+    assert (ksample(shift_7, positive, negative) - base).abs().max() > 1e-3  # the patch really reaches our model
+
+
+def test_magic141_sampler_on_a_native_hunyuan_i2v_model_equals_ours(pack, native_files):
+    ours_model, native_model = ours(pack, native_files[0]), native(native_files[0])
+    assert type(native_model.model).__name__ == "HunyuanVideoI2V"
+    for batch, valid in ((1, (7,)), (2, (9, 4))):
+        c = cond(batch, valid, seed=3)
+        expected = magic_sample(pack, ours_model, c, batch)
+        got = magic_sample(pack, native_model, c, batch)
+        assert (got - expected).abs().max() <= 1e-5, (batch, valid)
+    # and native KSampler on ComfyUI's own DiT agrees (one sample, cropped; ComfyUI's HunyuanVideo default is shift 7)
+    import comfy_extras.nodes_model_advanced as advanced
+
+    (shift_5,) = advanced.ModelSamplingSD3().patch(native_model, 5.0)
+    c = cond(1, (7,), seed=4)
+    positive, negative = native_pair(pack, c)
+    assert (ksample(shift_5, positive, negative) - magic_sample(pack, ours_model, c)).abs().max() <= 1e-5
+
+
+def test_native_conditioning_into_magic141_sampler(pack, native_files):
+    model, c = ours(pack, native_files[0]), cond(seed=6)
+    positive, negative = native_pair(pack, c)
+    expected = magic_sample(pack, model, c)
+    assert (magic_sample(pack, model, positive, negative=negative) - expected).abs().max() <= 1e-5  # scale round trip
+
+
+def test_int8_and_block_swap_options_work_behind_the_native_model(pack, native_files):
+    model, c = ours(pack, native_files[0], int8="quantize on load", block_swap=1), cond()
+    positive, negative = native_pair(pack, c)
+    expected = magic_sample(pack, model, c)
+    assert (ksample(model, positive, negative) - expected).abs().max() <= 1e-5
+    float_result = magic_sample(pack, ours(pack, native_files[0]), c)
+    assert (expected - float_result).abs().max() < 0.05 * float_result.abs().max()  # int8 tolerance
+
+
+def test_other_model_families_get_a_message_naming_them(pack, native_files):
+    t2v = native(native_files[1])
+    with pytest.raises(ValueError, match="Magic141 Sampler got a HunyuanVideo text-to-video model \\(16 input "
+                                         "channels\\); it needs an image-to-video transformer with 33 input"):
+        magic_sample(pack, t2v, cond())
+
+
+@pytest.mark.parametrize("extras, message", [
+    ({"guiding_frame_index": 0}, "HunyuanImageToVideo 'v2 \\(replace\\)'; Magic141 needs 'v1 \\(concat\\)'"),
+    ({"pooled_output": None}, "not HunyuanVideo conditioning"),
+])
+def test_bad_native_conditioning_is_named(pack, native_files, extras, message):
+    positive, _ = native_pair(pack, cond())
+    positive = [[positive[0][0], {**positive[0][1], **extras}]]
+    with pytest.raises(ValueError, match=message):
+        magic_sample(pack, ours(pack, native_files[0]), positive)
+    with pytest.raises(ValueError, match="holds 2 conditionings"):
+        magic_sample(pack, ours(pack, native_files[0]), native_pair(pack, cond())[0] * 2)
+
+
+class PoolVAE:
+    """A deterministic stand-in `FrameVAE` (8x average pool / nearest upsample, 4x in time)."""
+
+    def encode_frame(self, image, seed):
+        pooled = torch.nn.functional.avg_pool2d(image.movedim(-1, 1), 8)  # [1, 3, h, w]
+        return pooled.repeat(1, 6, 1, 1)[:, :16].unsqueeze(2)
+
+    def decode_frames(self, latent):
+        frames = latent[0, :3].movedim(0, -1).repeat_interleave(4, 0)[3:]  # [1 + 4(T-1), h, w, 3]
+        yield torch.sigmoid(frames.repeat_interleave(8, 1).repeat_interleave(8, 2))
+
+
+def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files):
+    from Magic141.magic141_core.long_video import LongVideoSettings, generate_long_video
+    from Magic141.nodes import comfy_glue as glue
+    from Magic141.nodes.native import FixedEncoders
+
+    c = cond(seed=8)
+    prior = torch.rand(1, 32, 48, 3, generator=torch.Generator().manual_seed(1))
+    runs = []
+    for model in (ours(pack, native_files[0]), native(native_files[0])):
+        latents = []
+        generate_long_video(glue.velocity_model(model, "test"), FixedEncoders(c), PoolVAE(), prior, ["a"] * 3,
+                            [5, 6, 7], 9, lambda frames: None, LongVideoSettings(),
+                            on_step=lambda k, step: latents.append(step.x) if step.index == step.total - 1 else None)
+        runs.append(latents)
+    assert len(runs[0]) == len(runs[1]) == 3
+    for window, (a, b) in enumerate(zip(*runs)):
+        assert (a - b).abs().max() <= 1e-5, window
