@@ -47,7 +47,7 @@ class ComfyServer:
         time.sleep(0.3)
 
     # ---- life cycle -------------------------------------------------------------------------------------------
-    def _wait_ready(self, timeout: float = 120):
+    def _wait_ready(self, timeout: float = 300):  # 0.30.0 imports far more at start-up; a busy 2-core box is slow
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
