@@ -92,7 +92,9 @@ def _write_demo_retrieval_clip(folder: Path, clip_tokenizer: Path, seed: int):
     """A small CLIPModel (text + vision + projections) in Hugging Face layout, with the real CLIP tokenizer."""
     import shutil
 
-    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    from .text.images import clip_image_processor_class
 
     tokenizer = AutoTokenizer.from_pretrained(str(clip_tokenizer), local_files_only=True)
     config = CLIPConfig(
@@ -107,7 +109,8 @@ def _write_demo_retrieval_clip(folder: Path, clip_tokenizer: Path, seed: int):
     shutil.rmtree(tmp, ignore_errors=True)
     randomize_(CLIPModel(config), seed).save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(tmp)
+    clip_image_processor_class()(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+                                 ).save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # the folder appears complete or not at all
 

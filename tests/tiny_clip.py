@@ -22,7 +22,9 @@ def word_tokenizer(words=WORDS, bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
 
 
 def save_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPConfig, CLIPModel
+
+    from magic141_core.text.images import clip_image_processor_class
 
     torch.manual_seed(seed)
     tokenizer = word_tokenizer()
@@ -36,6 +38,6 @@ def save_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     )
     CLIPModel(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    clip_image_processor_class()(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
                        ).save_pretrained(folder)
     return folder

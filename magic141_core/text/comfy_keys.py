@@ -81,6 +81,14 @@ def flat_key(key: str) -> str:
     return _NESTED_TOWER.sub("", key, count=1)
 
 
+def nested_key(key: str) -> str:
+    """A LLaVA tensor name in the 4.x layout (the names ComfyUI's files and the config checks use): a file written
+    under transformers 5 names the vision tower without its `vision_model.` level."""
+    if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+        return "vision_tower.vision_model." + key.removeprefix("vision_tower.")
+    return key
+
+
 def in_model_layout(sd: Mapping[str, torch.Tensor], model: torch.nn.Module) -> RenamedView:
     """A state dict in 4.x names (ComfyUI files, files saved under either transformers) seen under the names of
     `model` as the installed transformers built it; names the model does not have pass through unchanged, so the

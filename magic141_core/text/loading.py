@@ -163,8 +163,10 @@ def _checked_llava_config(raw, name: str):
 
 
 def _int8_shapes(raw) -> RenamedView:
-    """A pre-quantized file's tensor headers under their float names (`weight._data` read as `weight`)."""
-    return RenamedView(raw, {k.removesuffix("._data"): k for k in raw if not k.endswith("._scale")})
+    """A pre-quantized file's tensor headers under their float 4.x names (`weight._data` read as `weight`, the vision
+    tower nested as transformers 4 nests it, whichever version wrote the file)."""
+    return RenamedView(raw, {comfy_keys.nested_key(k.removesuffix("._data")): k for k in raw
+                             if not k.endswith("._scale")})
 
 
 def _load_int8_llava(raw, name: str, dtype: torch.dtype) -> nn.Module:
