@@ -51,8 +51,9 @@ def _replace(root: nn.Module, name: str, new: nn.Module):
 
 
 def quantize_layer_(root: nn.Module, name: str) -> None:
-    """Replace the float nn.Linear `name` inside `root` with a frozen `Int8Linear`; its float weight goes."""
-    qlinear = Int8Linear.from_module(root.get_submodule(name), weights=qint8)
+    """Replace the float nn.Linear `name` inside `root` with a frozen `Int8Linear`; its float weight goes. The layer
+    is quantized from bf16 (whatever its float dtype), so the scales match the int8 kernel's bf16 activations."""
+    qlinear = Int8Linear.from_module(root.get_submodule(name).to(ACTIVATION_DTYPE), weights=qint8)
     qlinear.freeze()
     _replace(root, name, qlinear)
 

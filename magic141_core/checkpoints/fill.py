@@ -56,7 +56,9 @@ def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype: torch.dtype |
     consumed = set()
     for prefix, layer in _leaves(model):
         keys = by_layer.get(prefix, [])
-        _assign_own(layer, prefix, {k: converted(sd[k], dtype) for k in keys}, name, what)
+        # an int8 layer's scales keep their dtype (bf16): they must match the int8 kernel's activations
+        _assign_own(layer, prefix, {k: sd[k] if k.endswith("._scale") else converted(sd[k], dtype) for k in keys},
+                    name, what)
         consumed.update(keys)
         if quantize is not None and isinstance(layer, nn.Linear) and quantize(prefix):
             from ..quant import quantize_layer_

@@ -26,6 +26,7 @@ from ..checkpoints import (
     save_safetensors,
     wrong_model_message,
 )
+from ..checkpoints.fp8 import fp8_view
 from ..config import DiTConfig
 from .model import Magic141DiT
 
@@ -35,9 +36,13 @@ _REQUIRED = ("img_in.proj.weight", "double_blocks.0.img_attn_qkv.weight", "final
 
 @contextmanager
 def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Tensor]]:
-    """The official-named tensors of a DiT file in any supported layout, read lazily (valid inside `with`)."""
+    """The official-named tensors of a DiT file in any supported layout, read lazily (valid inside `with`).
+
+    fp8 files come back dequantized (fp32 per tensor, `checkpoints.fp8`); an official fp8 `.pt` takes its scales
+    from `<name>_map.pt` beside it, and one whose map is missing is refused naming that file (`CheckpointError`)."""
     path = Path(path)
-    with open_state_dict(path) as sd:
+    with open_state_dict(path) as raw:
+        sd = fp8_view(raw, path)  # fp8 weights (plain, ComfyUI scaled, official + *_map.pt) dequantized on read
         if is_diffusers_dit(sd):
             sd = OfficialView(sd)
         missing = [k for k in _REQUIRED if k not in sd and k + "._data" not in sd]
@@ -66,8 +71,11 @@ def load_dit(
 ) -> Magic141DiT:
     """Load a DiT checkpoint.
 
-    dtype: storage dtype of float weights (None keeps the file's). int8: quantize on load (qint8 weights); ignored
-    for a pre-quantized file, which is always loaded as int8. apply_text_guidance: see `Magic141DiT`.
+    dtype: storage dtype of float weights (None keeps the file's; fp8 weights are dequantized to fp32 then). fp8
+    files of every kind load into every mode: their weights are dequantized layer by layer into `dtype`, or into
+    int8 with `int8=True`. int8: quantize on load (qint8 weights); ignored for a pre-quantized file, which is always
+    loaded as int8. apply_text_guidance: see `Magic141DiT`. Raises CheckpointError for a file that is not a
+    transformer, or an official fp8 file without its `*_map.pt`.
     """
     name = Path(path).name
     with open_dit_weights(path) as sd:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import CheckpointError, fill_, open_state_dict, save_safetensors, wrong_model_message
+from ..checkpoints.fp8 import Fp8View
 from . import comfy_keys
 from .images import llava_image_processor
 from .prompts import IMAGE_TOKEN
@@ -88,11 +89,11 @@ def _parameters_on_meta():
 
 
 class _Renamed(Mapping):
-    """The tensors of a ComfyUI file under transformers names, read on access (fp8 times its scale, in fp32)."""
+    """The tensors of a ComfyUI file under transformers names, read on access (fp8 dequantized by `Fp8View`)."""
 
     def __init__(self, raw: Mapping[str, torch.Tensor], rename, name: str, expected: str):
-        self._raw, self._keys = raw, {}
-        for key in raw:  # check every name before reading any tensor
+        self._raw, self._keys = Fp8View(raw, name), {}
+        for key in self._raw:  # check every name before reading any tensor
             try:
                 new = rename(key)
             except KeyError:
@@ -101,7 +102,7 @@ class _Renamed(Mapping):
                 self._keys[new] = key
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        return comfy_keys.read_tensor(self._raw, self._keys[key])
+        return self._raw[self._keys[key]]
 
     def __iter__(self):
         return iter(self._keys)
