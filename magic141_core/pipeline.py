@@ -18,6 +18,7 @@ import torch
 from .conditioning import Conditioning, TextConditioning
 from .config import LATENT_CHANNELS
 from .errors import oom_advice
+from .finite import DIT_ADVICE, check_finite
 from .sampling import NUM_TRAIN_TIMESTEPS, Step, euler_sample, flow_sigmas, make_noise
 from .vae.shapes import SPATIAL_COMPRESSION, latent_frames
 
@@ -71,10 +72,16 @@ class GuidedVelocity:
         v = self.model(
             x_in, t, text.tokens, text.mask, text.pooled, reference=reference, guidance=guidance
         ).float()
+        check_finite(v, f"the transformer (denoising at timestep {t[0].item():.0f})", _activation_dtype(self.model),
+                     DIT_ADVICE)
         if self.cfg:
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + self.guidance * (v_cond - v_uncond)
         return v.to(x.device)
+
+
+def _activation_dtype(model) -> torch.dtype:
+    return getattr(model, "activation_dtype", next(model.parameters()).dtype)
 
 
 def _device_of(model) -> torch.device:

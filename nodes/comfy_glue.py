@@ -165,6 +165,10 @@ class NativeFrameVAE:
     def __init__(self, vae, tile: int = 256, overlap: int = 64, temporal: int = 64, temporal_overlap: int = 8):
         self.vae, self.tiles = vae, (tile, overlap, temporal, temporal_overlap)
 
+    @property
+    def compute_dtype(self):
+        return self.vae.vae_dtype
+
     def encode_frame(self, image, seed):
         return self.vae.encode(image[..., :3])[:, :, :1]
 

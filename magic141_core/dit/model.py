@@ -29,9 +29,10 @@ class Magic141DiT(nn.Module):
     `apply_text_guidance`: Magic141's `text_guidance_in` exists in its checkpoint but the official forward never
     uses it (model.md); set this to True only for a checkpoint trained to use it. HunyuanVideo's `guidance_in` is
     always applied. `compute_dtype`: None picks the dtype per device (`device.compute_dtype_for`); it is never fp16,
-    whose range (65504) the 13B model's activations (~1e5) exceed: fp16 weights or a requested fp16 compute in
-    bf16 where the device has it natively, else in fp32 (`device.RANGE_SAFE`, as ComfyUI runs HunyuanVideo). `parallel`: a
-    `parallel.SequenceParallel` (set by its `attach`) splits the video tokens across ranks; None on one process.
+    whose range (65504) the 13B model's activations (~1e5) exceed: fp16 weights or a requested fp16 compute run in
+    bf16 where the device has it natively, else in fp32 (`device.RANGE_SAFE`, as ComfyUI runs HunyuanVideo).
+    `parallel`: a `parallel.SequenceParallel` (set by its `attach`) splits the video tokens across ranks; None on one
+    process.
     """
 
     def __init__(self, config: DiTConfig):

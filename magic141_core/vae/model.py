@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import RANGE_SAFE, compute_dtype_for, safe_dtype
+from ..finite import VAE_ADVICE, check_finite
 from .blocks import EPS, DownBlock, MidBlock, UpBlock
 from .causal import CausalConv3d, CausalState, GroupNorm, pointwise
 from .config import VAEConfig
@@ -105,8 +106,10 @@ class HunyuanVideoVAE(nn.Module):
         return pointwise(self.quant_conv, self.encoder(x, state))
 
     def decode_pixels(self, z: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
-        """z [B, 16, T, h, w] unscaled (compute dtype, model device) -> pixels [B, 3, F, 8h, 8w], unclamped [-1, 1]."""
-        return self.decoder(pointwise(self.post_quant_conv, z), state)
+        """z [B, 16, T, h, w] unscaled (compute dtype, model device) -> pixels [B, 3, F, 8h, 8w], unclamped [-1, 1].
+        Raises `NonFiniteOutput` when the decoder's output holds NaN or inf (before anything is written)."""
+        return check_finite(self.decoder(pointwise(self.post_quant_conv, z), state), "the VAE decoder", z.dtype,
+                            VAE_ADVICE)
 
     # -- whole clips -----------------------------------------------------------------------------------------------
 
