@@ -34,11 +34,21 @@ class Int8Linear(QLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = compute_dtype_for(x.device, ACTIVATION_DTYPE)
         if dtype == ACTIVATION_DTYPE:
+            _align_(self.qweight)
             y = F.linear(x.to(dtype), self.qweight, self.bias)
         else:
             bias = None if self.bias is None else self.bias.to(dtype)
             y = F.linear(x.to(dtype), self.qweight.dequantize().to(dtype), bias)
         return y.to(x.dtype)
+
+
+def _align_(qweight) -> None:
+    """Give a CPU int8 weight a 64-byte-aligned copy when it is not aligned (a tensor memory-mapped from a
+    safetensors file sits at any offset): torch's CPU int8 kernel (`_weight_int8pack_mm`, AVX-512) crashes the
+    process on unaligned weights. Once per layer; a no-op on GPUs and for aligned weights."""
+    data = qweight._data
+    if data.device.type == "cpu" and data.data_ptr() % 64:
+        qweight._data = data.clone()  # torch's CPU allocator aligns to 64 bytes
 
 
 def _linears(module: nn.Module) -> list[tuple[str, nn.Linear]]:

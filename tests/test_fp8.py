@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from magic141_core import load_dit, tiny
 from magic141_core.checkpoints import CheckpointError
-from magic141_core.checkpoints.fp8 import E4M3_MAX, Fp8View, dequantize, map_path
+from magic141_core.checkpoints.fp8 import Fp8View, dequantize, map_path, quantize_scaled
 from magic141_core.demo import random_dit
 from magic141_core.offload import BlockSwap
 
@@ -26,12 +26,6 @@ def _is_linear_weight(key: str, tensor: torch.Tensor) -> bool:
 
 def _is_block_linear(key: str, tensor: torch.Tensor) -> bool:  # what the official release stores in fp8
     return _is_linear_weight(key, tensor) and key.startswith(("double_blocks.", "single_blocks."))
-
-
-def _scaled(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor fp8: w / (amax / 448) in float8_e4m3fn, and that scale (as both tools compute it)."""
-    scale = weight.abs().max().float() / E4M3_MAX
-    return (weight.float() / scale).to(FP8), scale
 
 
 def write(fmt: str, sd: dict[str, torch.Tensor], folder) -> tuple:
@@ -50,7 +44,7 @@ def write(fmt: str, sd: dict[str, torch.Tensor], folder) -> tuple:
         for k, v in sd.items():
             if _is_linear_weight(k, v):
                 module = k.removesuffix(".weight")
-                out[k], out[f"{module}.{scale_name}"] = _scaled(v)
+                out[k], out[f"{module}.{scale_name}"] = quantize_scaled(v)
                 out[f"{module}.{scale_name.replace('weight', 'input')}"] = torch.tensor(1.0)  # unused input scale
                 expected[k] = out[k].float() * out[f"{module}.{scale_name}"]
             else:
@@ -62,7 +56,7 @@ def write(fmt: str, sd: dict[str, torch.Tensor], folder) -> tuple:
         scales = {}
         for k, v in sd.items():
             if _is_block_linear(k, v):
-                out[k], scales[k.removesuffix(".weight")] = _scaled(v)
+                out[k], scales[k.removesuffix(".weight")] = quantize_scaled(v)
                 expected[k] = out[k].float() * scales[k.removesuffix(".weight")]
             else:
                 out[k] = v.to(torch.bfloat16)

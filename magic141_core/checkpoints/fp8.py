@@ -55,6 +55,13 @@ def dequantize(weight: torch.Tensor, scale: torch.Tensor | float | None) -> torc
     return out * scale.reshape(-1, *[1] * (out.ndim - 1))
 
 
+def quantize_scaled(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor scaled fp8, as ComfyUI's scaled-fp8 files and the official release store a weight: returns
+    (w / s in float8_e4m3fn, s = amax / 448 as an fp32 scalar). For tests and benchmarks; loading never needs it."""
+    scale = weight.abs().max().float().clamp(min=1e-12) / E4M3_MAX
+    return (weight.float() / scale).to(torch.float8_e4m3fn), scale
+
+
 def map_path(path: str | os.PathLike) -> Path:
     """Where the official release keeps the scales of `path`: `<name>_map.pt` beside it."""
     path = Path(path)
