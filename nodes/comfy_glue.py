@@ -167,7 +167,8 @@ class NativeFrameVAE:
 
     @property
     def compute_dtype(self):
-        return self.vae.vae_dtype
+        """The dtype ComfyUI runs the VAE in (named in a non-finite-output error)."""
+        return getattr(self.vae, "vae_dtype", "ComfyUI's VAE dtype")
 
     def encode_frame(self, image, seed):
         return self.vae.encode(image[..., :3])[:, :, :1]

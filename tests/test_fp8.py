@@ -152,3 +152,15 @@ def test_the_view_hides_scales_and_markers_and_dequantizes_per_channel():
     assert view["a.bias"] is sd["a.bias"]
     with pytest.raises(CheckpointError, match="3 values for a weight of shape"):
         dequantize(weight, torch.ones(3))
+
+
+@pytest.mark.parametrize(("weight_dtype", "int8"), [("bf16", "off"), ("fp16", "quantize on load")])
+def test_the_model_loader_node_loads_a_comfyui_scaled_fp8_file(pack, comfy_base, float_model, want, weight_dtype,
+                                                                int8):
+    from conftest import run_node
+
+    path, _ = write("comfy_scale_weight", float_model.state_dict(), comfy_base / "models" / "diffusion_models")
+    (patcher,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"], model_name=path.name,
+                          weight_dtype=weight_dtype, int8=int8, block_swap=1)
+    got = forward(patcher.model)
+    assert torch.isfinite(got).all() and rel(got, want) < 0.12
