@@ -3,6 +3,10 @@ stage (transformer step, VAE decode, text encoders, long-video window, Save MP4)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import make_text, run_node
@@ -222,3 +226,29 @@ def test_model_loader_tooltip_states_the_compute_dtype_on_this_device(pack):
                                                                                RANGE_SAFE)]
     assert "never computes in fp16" in tooltip and f"(cpu): bf16 weights compute in" in tooltip
     assert f"fp16 weights compute in {fp16}" in tooltip
+
+
+@pytest.mark.parametrize("stage", ["dit", "vae"])
+def test_the_cli_stops_on_a_nan_stage_with_one_line_and_writes_no_video(demo_models, tmp_path, stage):
+    """End to end with real files: a transformer or VAE file holding a NaN gives the stage's error, exit 2, no MP4."""
+    from comfyui_env import COMFYUI, REPO
+
+    from magic141_core.checkpoints import read_metadata, read_state_dict, save_safetensors
+
+    key = {"dit": "final_layer.linear.bias", "vae": "decoder.conv_out.conv.bias"}[stage]
+    sd = read_state_dict(demo_models[stage])
+    sd[key] = sd[key].clone()
+    sd[key][0] = float("nan")
+    models = {**demo_models, stage: tmp_path / f"nan_{stage}.safetensors"}
+    save_safetensors(sd, models[stage], read_metadata(demo_models[stage]))
+    out = tmp_path / "clip.mp4"
+    args = ["generate", "--image", COMFYUI / "input" / "example.png", "--prompt", "a lake", "--frames", 5,
+            "--resolution", "64x48", "--out", out, "--dit", models["dit"], "--vae", models["vae"],
+            "--llava", models["llava"], "--llava-vision", models["vision"], "--clip-l", models["clip_l"],
+            "--comfyui", COMFYUI]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "magic141_core", *map(str, args)], capture_output=True, text=True,
+                            env=env, timeout=600)
+    expected = {"dit": "the transformer (denoising at timestep 1000)", "vae": "the VAE decoder"}[stage]
+    assert result.returncode == 2 and expected in result.stderr and "Nothing was written" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("*.mp4"))

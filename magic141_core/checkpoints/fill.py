@@ -54,16 +54,21 @@ def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype: torch.dtype |
     for key in sd:
         by_layer.setdefault(layer_of(key), []).append(key)
     consumed = set()
-    for prefix, layer in _leaves(model):
+    # by name, not a list of modules: a list would keep every float layer alive after it is swapped for int8
+    for prefix in [prefix for prefix, _ in _leaves(model)]:
+        layer = model.get_submodule(prefix)
         keys = by_layer.get(prefix, [])
         # an int8 layer's scales keep their dtype (bf16): they must match the int8 kernel's activations
         _assign_own(layer, prefix, {k: sd[k] if k.endswith("._scale") else converted(sd[k], dtype) for k in keys},
                     name, what)
         consumed.update(keys)
-        if quantize is not None and isinstance(layer, nn.Linear) and quantize(prefix):
+        linear = isinstance(layer, nn.Linear)
+        if quantize is not None and linear and quantize(prefix):
             from ..quant import quantize_layer_
 
+            del layer  # the float layer goes as soon as its int8 copy is in place
             quantize_layer_(model, prefix)
+        if linear:  # converted or quantized layers free temporaries glibc would otherwise keep mapped
             release_freed_memory()
     extra = sorted(set(sd) - consumed)
     if extra:

@@ -43,16 +43,14 @@ def dequantize(weight: torch.Tensor, scale: torch.Tensor | float | None) -> torc
 
     The dequantization of ComfyUI's scaled fp8 ops and of HunyuanVideo's `fp8_activation_dequant` (w.to(dtype) x
     scale); done in fp32 so the product is exact before the caller converts it to its storage dtype."""
-    out = weight.float()
+    scale = None if scale is None else torch.as_tensor(scale, dtype=torch.float32)
+    if scale is not None and scale.numel() not in (1, weight.shape[0]):
+        raise CheckpointError(f"an fp8 scale has {scale.numel()} values for a weight of shape "
+                              f"{tuple(weight.shape)}; expected one, or one per output channel")
+    out = weight.float()  # the one fp32 temporary: scaled in place
     if scale is None:
         return out
-    scale = torch.as_tensor(scale, dtype=torch.float32)
-    if scale.numel() == 1:
-        return out * scale.reshape(())
-    if scale.numel() != out.shape[0]:
-        raise CheckpointError(f"an fp8 scale has {scale.numel()} values for a weight of shape {tuple(out.shape)}; "
-                              "expected one, or one per output channel")
-    return out * scale.reshape(-1, *[1] * (out.ndim - 1))
+    return out.mul_(scale.reshape(()) if scale.numel() == 1 else scale.reshape(-1, *[1] * (out.ndim - 1)))
 
 
 def quantize_scaled(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
