@@ -60,6 +60,12 @@ def quantize_scaled(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (weight.float() / scale).to(torch.float8_e4m3fn), scale
 
 
+def fills_e4m3_range(tensor: torch.Tensor) -> bool:
+    """True when a float8_e4m3fn tensor holds +-448, its largest value: the mark of a weight stored as w / scale
+    (amax / scale = 448 exactly), never reached by plain fp8 weights (|w| < 1). Reads the bits: no float copy."""
+    return tensor.dtype == torch.float8_e4m3fn and bool((tensor.view(torch.uint8) & 0x7F).eq(0x7E).any())
+
+
 def map_path(path: str | os.PathLike) -> Path:
     """Where the official release keeps the scales of `path`: `<name>_map.pt` beside it."""
     path = Path(path)
@@ -100,7 +106,7 @@ class Fp8View(Mapping):
         scale = next((self._sd[f"{module}.{s}"] for s in WEIGHT_SCALES if f"{module}.{s}" in self._sd), None)
         if scale is None:
             scale = self._scales.get(module)
-        if scale is None and tensor.dtype == torch.float8_e4m3fn and tensor.float().abs().max().item() >= E4M3_MAX:
+        if scale is None and fills_e4m3_range(tensor):
             self._refuse_unscaled(key)
         return dequantize(tensor, scale)
 
