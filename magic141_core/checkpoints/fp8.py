@@ -118,7 +118,7 @@ class Fp8View(Mapping):
                 f"{key.rpartition('.')[0]}; the map belongs to another checkpoint — use the map released with it")
         raise CheckpointError(
             f"{self.name}: the fp8 weight {key} fills the whole fp8 range (|w| = {E4M3_MAX:g}): it was stored as "
-            f"w / scale, but its scale is neither in the file nor in a map. This is the official HunyuanVideo fp8 "
+            "w / scale, but its scale is neither in the file nor in a map. This is the official HunyuanVideo fp8 "
             f"format; its scales are in {where.name}, which was not found beside it ({where}). Put {where.name} in "
             "the same folder, or use a bf16 / ComfyUI scaled-fp8 checkpoint.")
 
