@@ -22,6 +22,7 @@ import torch
 
 from .color import match_color
 from .errors import oom_advice
+from .finite import VAE_ADVICE, check_finite
 from .pipeline import latent_shape, sample_latent
 from .sampling import Step, check_seed, flow_sigmas
 from .vae import scale_latent, unscale_latent
@@ -124,6 +125,10 @@ class CoreFrameVAE:
     def __init__(self, vae, memory_budget: int | None = None):
         self.vae, self.memory_budget = vae, memory_budget
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.vae.activation_dtype
+
     def encode_frame(self, image, seed):
         pixels = image.movedim(-1, 1).to(self.vae.device) * 2 - 1  # [1, 3, H, W] in [-1, 1]
         return self.vae.encode(pixels, memory_budget=self.memory_budget).sample(torch.Generator().manual_seed(seed))
@@ -149,7 +154,8 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
                         on_window: Callable[[WindowDone], None] | None = None) -> int:
     """Render len(prompts) windows from `prior` ([1, H, W, 3] float 0..1, already at the video size) and pass each
     window's new frames to `write` ([f, H, W, 3] uint8) as soon as the window is decoded. Returns the number of
-    frames written. `on_step(window, step)` runs after every denoising step (raise from it to stop)."""
+    frames written. `on_step(window, step)` runs after every denoising step (raise from it to stop). A window whose
+    latent or frames hold NaN / inf raises `finite.NonFiniteOutput` before any of its frames is written."""
     if len(prompts) != len(seeds) or not prompts:
         raise ValueError(f"need one seed per window prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
     _, height, width, _ = prior.shape
@@ -167,8 +173,11 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
                                guidance=settings.guidance, seed=seed,
                                callback=None if on_step is None else (lambda step, k=k: on_step(k, step)))
         # the whole window as uint8 (a quarter of float32), then written at once: a stop never splits a window
-        with oom_advice(f"decoding window {k + 1}"):
-            frames = torch.cat([to_uint8(chunk) for chunk in vae.decode_frames(unscale_latent(latent))])
+        stage = f"long-video window {k + 1} of {len(prompts)} (VAE decode)"
+        with oom_advice(f"decoding window {k + 1}"):  # checked before uint8: a NaN would become a black pixel
+            frames = torch.cat([to_uint8(check_finite(chunk, stage, getattr(vae, "compute_dtype", chunk.dtype),
+                                                      VAE_ADVICE))
+                                for chunk in vae.decode_frames(unscale_latent(latent))])
         frames = frames[0 if k == 0 else 1:]  # drop the seam frame duplicated from the last window
         write(frames)
         written += len(frames)

@@ -322,6 +322,7 @@ class ParallelFrameVAE:
 
     def __init__(self, sp: SequenceParallel, frame_vae):
         self.sp, self.frame_vae = sp, frame_vae  # frame_vae: a `long_video.CoreFrameVAE`
+        self.compute_dtype = frame_vae.compute_dtype
 
     def encode_frame(self, image: torch.Tensor, seed: int) -> torch.Tensor:
         return self.sp.from_rank_zero(lambda: self.frame_vae.encode_frame(image, seed))

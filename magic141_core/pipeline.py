@@ -18,6 +18,7 @@ import torch
 from .conditioning import Conditioning, TextConditioning
 from .config import LATENT_CHANNELS
 from .errors import check_memory, oom_advice
+from .finite import DIT_ADVICE, check_finite
 from .sampling import NUM_TRAIN_TIMESTEPS, Step, euler_sample, flow_sigmas, make_noise
 from .vae.shapes import SPATIAL_COMPRESSION, latent_frames
 
@@ -75,6 +76,8 @@ class GuidedVelocity:
         v = self.model(
             x_in, t, text.tokens, text.mask, text.pooled, reference=reference, guidance=guidance
         ).float()
+        check_finite(v, f"the transformer (denoising at timestep {t[0].item():.0f})", _activation_dtype(self.model),
+                     DIT_ADVICE)
         if self.cfg:
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + self.guidance * (v_cond - v_uncond)
@@ -95,6 +98,10 @@ def sampling_bytes(model, shape: tuple[int, ...], batch_factor: int = 1) -> int:
     if parallel is not None:
         tokens = math.ceil(tokens / parallel.world_size)
     return tokens * config.hidden_size * 8 * 2
+
+
+def _activation_dtype(model) -> torch.dtype:
+    return getattr(model, "activation_dtype", next(model.parameters()).dtype)
 
 
 def _device_of(model) -> torch.device:

@@ -30,8 +30,8 @@ CPU_ALIGNMENT = 64  # bytes: torch's CPU allocator aligns to this, and the int8 
 class Int8Linear(QLinear):
     """quanto QLinear with qint8 weights. Casts its input to bf16 for the int8 kernel (paper §3.2) and returns the
     input's dtype. On a CPU without bf16 units (see `device.py`) it dequantizes the weight and computes in fp32
-    instead, and so it does for weights quantized from fp32/fp16 (their scales are not bf16, which the int8 kernel
-    needs): the weight stays int8 in memory either way.
+    instead, and so it does for layers whose scales are not bf16 (int8 files written before layers were quantized
+    from bf16; the int8 kernel needs bf16 scales): the weight stays int8 in memory either way.
 
     On a CPU with bf16 units quanto runs torch's `_weight_int8pack_mm`, which reads the int8 weight with aligned
     vector loads and crashes the process (SIGSEGV, seen with torch 2.13 on AVX512-BF16) on data that is not
@@ -42,16 +42,16 @@ class Int8Linear(QLinear):
         dtype = compute_dtype_for(x.device, ACTIVATION_DTYPE)
         bias = None if self.bias is None else self.bias.to(dtype)
         if dtype == ACTIVATION_DTYPE and self.qweight._scale.dtype == dtype:
-            if x.device.type == "cpu":
-                self._align_for_cpu_()
+            self._align_for_cpu_()
             y = F.linear(x.to(dtype), self.qweight, bias)  # quanto's int8 kernel: scale and activations share a dtype
-        else:  # no bf16 units, or a layer quantized from fp32 weights (fp32 scale): dequantize, same numbers
+        else:  # no bf16 units, or an older file's fp32 scales: dequantize, same numbers
             y = F.linear(x.to(dtype), self.qweight.dequantize().to(dtype), bias)
         return y.to(x.dtype)
 
     def _align_for_cpu_(self) -> None:
+        """Once per layer; a no-op on GPUs and for aligned weights."""
         data = self.weight._data
-        if data.data_ptr() % CPU_ALIGNMENT:
+        if data.device.type == "cpu" and data.data_ptr() % CPU_ALIGNMENT:
             self.weight._data = data.clone()  # torch's CPU allocator returns 64-byte aligned memory
 
 
@@ -65,8 +65,9 @@ def _replace(root: nn.Module, name: str, new: nn.Module):
 
 
 def quantize_layer_(root: nn.Module, name: str) -> None:
-    """Replace the float nn.Linear `name` inside `root` with a frozen `Int8Linear`; its float weight goes."""
-    qlinear = Int8Linear.from_module(root.get_submodule(name), weights=qint8)
+    """Replace the float nn.Linear `name` inside `root` with a frozen `Int8Linear`; its float weight goes. The layer
+    is quantized from bf16 (whatever its float dtype), so the scales match the int8 kernel's bf16 activations."""
+    qlinear = Int8Linear.from_module(root.get_submodule(name).to(ACTIVATION_DTYPE), weights=qint8)
     qlinear.freeze()
     _replace(root, name, qlinear)
 

@@ -245,6 +245,11 @@ class NativeFrameVAE:
     def __init__(self, vae, tile: int = 256, overlap: int = 64):
         self.vae, self.tile, self.overlap = vae, tile, overlap
 
+    @property
+    def compute_dtype(self):
+        """The dtype ComfyUI runs the VAE in (named in a non-finite-output error)."""
+        return getattr(self.vae, "vae_dtype", "ComfyUI's VAE dtype")
+
     def encode_frame(self, image, seed):
         return self.vae.encode(image[..., :3])[:, :, :1]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..magic141_core.checkpoints import QUANT_METADATA_KEY, read_metadata
+from ..magic141_core.device import RANGE_SAFE, compute_dtype_for
 from ..magic141_core.dit.loading import load_dit
 from ..magic141_core.offload import install_block_swap
 from . import comfy_glue as glue
@@ -13,10 +14,23 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INT8_MODES = ["off", "quantize on load", "pre-quantized"]
 
 
+def weight_dtype_tooltip() -> str:
+    """The Model Loader's dtype tooltip, with the compute dtype each choice gets on this machine's device."""
+    device = glue.compute_device()
+    names = {dtype: name for name, dtype in DTYPES.items()}
+    computes = ", ".join(f"{name} weights compute in {names[compute_dtype_for(device, dtype, RANGE_SAFE)]}"
+                         for name, dtype in DTYPES.items())
+    return ("Storage dtype of the weights (fp8 files are dequantized into it). bf16 is the official one. The "
+            "transformer never computes in fp16: its activations (~1e5) overflow fp16's 65504 and the video would be "
+            "black, so fp16 weights compute in bf16 where the device has it natively (NVIDIA Ampere or newer), else "
+            f"in fp32, each weight cast as it is used, as ComfyUI does. On this machine ({device}): {computes}.")
+
+
 class Magic141ModelLoader:
     DESCRIPTION = (
         "Loads the Magic141 image-to-video transformer (HunyuanVideo-13B architecture, 33 input channels) from "
-        "models/diffusion_models. Accepts .safetensors and weights-only .pth in official, ComfyUI or diffusers layout."
+        "models/diffusion_models. Accepts .safetensors and weights-only .pth/.pt in official, ComfyUI or diffusers "
+        "layout, bf16/fp16/fp32 or fp8 (plain, ComfyUI scaled fp8, or the official fp8 .pt with its _map.pt beside it)."
     )
     CATEGORY = glue.CATEGORY
     RETURN_TYPES = ("MODEL",)
@@ -31,8 +45,7 @@ class Magic141ModelLoader:
             "required": {
                 "model_name": (glue.filenames("diffusion_models"), {
                     "tooltip": "Transformer checkpoint in models/diffusion_models."}),
-                "weight_dtype": (list(DTYPES), {
-                    "default": "bf16", "tooltip": "Storage dtype of the weights. bf16 is the official one."}),
+                "weight_dtype": (list(DTYPES), {"default": "bf16", "tooltip": weight_dtype_tooltip()}),
             },
             "optional": {
                 "apply_text_guidance": ("BOOLEAN", {

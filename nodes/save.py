@@ -7,6 +7,7 @@ import re
 import torch
 
 from ..magic141_core.dit.loading import load_dit, save_dit
+from ..magic141_core.finite import VAE_ADVICE, check_finite
 from ..magic141_core.video_io import write_mp4
 from . import comfy_glue as glue
 
@@ -48,6 +49,7 @@ class Magic141SaveMP4:
             metadata.update(extra_pnginfo or {})
             if prompt is not None:
                 metadata["prompt"] = prompt
+        check_finite(images, "the frames given to Save MP4 (from VAE Decode)", images.dtype, VAE_ADVICE)
         path, record = glue.output_file(filename_prefix, "mp4", images.shape[2], images.shape[1])
         write_mp4(path, images, fps=fps, crf=quality, metadata=metadata)
         return {"ui": {"images": [record], "animated": (True,)}, "result": (images, *glue.video_output(path))}

@@ -68,6 +68,23 @@ def test_int8_linear_casts_its_input_to_bf16_when_bf16_is_fast(bf16_file, monkey
     assert seen == [torch.bfloat16] and out.dtype == torch.float32  # output keeps the caller's dtype
 
 
+def test_int8_weights_at_any_file_offset_are_aligned_before_the_cpu_kernel(bf16_file, monkeypatch):
+    """A memory-mapped int8 weight sits at any offset in its file; torch's CPU int8 kernel crashes the process on
+    one that is not 64-byte aligned, so the layer copies it once to an aligned buffer first."""
+    import magic141_core.quant as quant
+
+    layer = load_dit(bf16_file, int8=True).double_blocks[0].img_attn_proj
+    data = layer.qweight._data
+    buffer = torch.empty(data.numel() + 64, dtype=torch.int8)
+    offset = next(i for i in range(1, 64) if (buffer.data_ptr() + i) % 64)
+    buffer[offset:offset + data.numel()] = data.flatten()
+    layer.qweight._data = buffer[offset:offset + data.numel()].view(data.shape)  # as a mapped file may place it
+    assert layer.qweight._data.data_ptr() % 64
+    monkeypatch.setattr(quant, "compute_dtype_for", lambda device, dtype: torch.bfloat16)  # the kernel path
+    layer(torch.randn(3, 256))
+    assert layer.qweight._data.data_ptr() % 64 == 0 and torch.equal(layer.qweight._data, data)
+
+
 def test_damaged_quantization_maps_are_clear_errors(bf16_file, tmp_path):
     save_dit(load_dit(bf16_file, int8=True), tmp_path / "int8.safetensors")
     tensors = load_file(tmp_path / "int8.safetensors")

@@ -117,15 +117,23 @@ def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype: torch.dtype |
     leaves = dict(_leaves(model))
     _check_plan(leaves, sd, by_layer, name, what)
     consumed = set()
-    for prefix, layer in leaves.items():
+    names = list(leaves)
+    del leaves  # by name from here: holding the modules would keep every float layer alive after its int8 swap
+    for prefix in names:
         check_interrupt()
+        layer = model.get_submodule(prefix)
         keys = by_layer.get(prefix, [])
-        _assign_own(layer, prefix, {k: _read_finite(sd, k, dtype, name) for k in keys}, name, what)
+        # an int8 layer's scales keep their dtype (bf16): they must match the int8 kernel's activations
+        part = {k: _read_finite(sd, k, None if k.endswith("._scale") else dtype, name) for k in keys}
+        _assign_own(layer, prefix, part, name, what)
         consumed.update(keys)
-        if quantize is not None and isinstance(layer, nn.Linear) and quantize(prefix):
+        linear = isinstance(layer, nn.Linear)
+        if quantize is not None and linear and quantize(prefix):
             from ..quant import quantize_layer_
 
+            del layer  # the float layer goes as soon as its int8 copy is in place
             quantize_layer_(model, prefix)
+        if linear:  # converted or quantized layers free temporaries glibc would otherwise keep mapped
             release_freed_memory()
     extra = sorted(set(sd) - consumed)
     if extra:

@@ -37,6 +37,9 @@ RATIOS = {
     "encoder_int8.py": {"encoder peak quantize-on-load / bf16 linear bytes":
                            "LLaVA quantize-on-load RAM peak vs its float Llama (< 1: never whole)",
                        "encoder peak pre-quantized / int8 linear bytes": "RAM peak loading an int8 LLaVA file"},
+    "fp8_memory.py": {"peak loading scaled fp8 as bf16 / bf16 weight bytes": "RAM peak loading an fp8 file as bf16",
+                      "peak loading official fp8 as int8 / int8 weight bytes":
+                          "RAM peak loading the official fp8 .pt + map as int8"},
     "vae_memory.py": {"streaming peak 41 / 5 latent frames": "VAE streaming decode memory, long vs short",
                       "streaming time / untiled time": "VAE streaming decode time vs untiled"},
     "parallel.py": {"step bound 1 / 8 GPUs": "H100 step-time bound, 1 vs 8 GPUs (estimate, not measured)",

@@ -27,6 +27,7 @@ from ..checkpoints import (
     wrong_model_message,
 )
 from ..checkpoints.comfy_keys import ComfyView, is_comfy_dit
+from ..checkpoints.fp8 import fp8_view
 from ..checkpoints.limits import block_count, check_count
 from ..config import BLOCK_PREFIXES, DiTConfig
 from .model import Magic141DiT
@@ -37,9 +38,13 @@ _REQUIRED = ("img_in.proj.weight", "double_blocks.0.img_attn_qkv.weight", "final
 
 @contextmanager
 def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Tensor]]:
-    """The official-named tensors of a DiT file in any supported layout, read lazily (valid inside `with`)."""
+    """The official-named tensors of a DiT file in any supported layout, read lazily (valid inside `with`).
+
+    fp8 files come back dequantized (fp32 per tensor, `checkpoints.fp8`); an official fp8 `.pt` takes its scales
+    from `<name>_map.pt` beside it, and one whose map is missing is refused naming that file (`CheckpointError`)."""
     path = Path(path)
-    with open_state_dict(path) as sd:
+    with open_state_dict(path) as raw:
+        sd = fp8_view(raw, path)  # fp8 weights (plain, ComfyUI scaled, official + *_map.pt) dequantized on read
         if is_diffusers_dit(sd):
             sd = OfficialView(sd)
         elif is_comfy_dit(sd):  # ComfyUI's internal names, e.g. a model re-saved by native ModelSave
@@ -83,8 +88,11 @@ def load_dit(
 ) -> Magic141DiT:
     """Load a DiT checkpoint.
 
-    dtype: storage dtype of float weights (None keeps the file's). int8: quantize on load (qint8 weights); ignored
-    for a pre-quantized file, which is always loaded as int8. apply_text_guidance: see `Magic141DiT`.
+    dtype: storage dtype of float weights (None keeps the file's; fp8 weights are dequantized to fp32 then). fp8
+    files of every kind load into every mode: their weights are dequantized layer by layer into `dtype`, or into
+    int8 with `int8=True`. int8: quantize on load (qint8 weights); ignored for a pre-quantized file, which is always
+    loaded as int8. apply_text_guidance: see `Magic141DiT`. Raises CheckpointError for a file that is not a
+    transformer, or an official fp8 file without its `*_map.pt`.
     """
     name = Path(path).name
     with open_dit_weights(path) as sd:

@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from ..config import LATENT_CHANNELS, DiTConfig
-from ..device import compute_dtype_for
+from ..device import RANGE_SAFE, compute_dtype_for, safe_dtype
 from .attention import rope_table, sequence_shard, text_key_mask
 from .blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock
 from .layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
@@ -28,8 +28,11 @@ class Magic141DiT(nn.Module):
 
     `apply_text_guidance`: Magic141's `text_guidance_in` exists in its checkpoint but the official forward never
     uses it (model.md); set this to True only for a checkpoint trained to use it. HunyuanVideo's `guidance_in` is
-    always applied. `compute_dtype`: None picks the dtype per device (`device.compute_dtype_for`). `parallel`: a
-    `parallel.SequenceParallel` (set by its `attach`) splits the video tokens across ranks; None on one process.
+    always applied. `compute_dtype`: None picks the dtype per device (`device.compute_dtype_for`); it is never fp16,
+    whose range (65504) the 13B model's activations (~1e5) exceed: fp16 weights or a requested fp16 compute run in
+    bf16 where the device has it natively, else in fp32 (`device.RANGE_SAFE`, as ComfyUI runs HunyuanVideo).
+    `parallel`: a `parallel.SequenceParallel` (set by its `attach`) splits the video tokens across ranks; None on one
+    process.
     """
 
     def __init__(self, config: DiTConfig):
@@ -52,6 +55,14 @@ class Magic141DiT(nn.Module):
             SingleStreamBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.single_blocks)
         )
         self.final_layer = FinalLayer(d, math.prod(config.patch_size), config.out_channels)
+
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        """The dtype this forward computes in on the weights' device: bf16 or fp32, never fp16 (see the class)."""
+        weight = self.img_in.proj.weight
+        if self.compute_dtype is not None:
+            return safe_dtype(weight.device, self.compute_dtype, RANGE_SAFE)
+        return compute_dtype_for(weight.device, weight.dtype, RANGE_SAFE)
 
     @property
     def guidance_embedder(self) -> TimestepEmbedder | None:
@@ -81,10 +92,10 @@ class Magic141DiT(nn.Module):
             reference: [B, 16, T_ref, H, W] reference latent (T_ref = 1: the prior image); image-to-video only.
             guidance: [B] guidance scale, embedded as scale x 1000 when the model has a guidance embedder.
         Returns:
-            velocity [B, 16, T, H, W] in the compute dtype.
+            velocity [B, 16, T, H, W] in the compute dtype (`activation_dtype`).
         """
         cfg = self.config
-        dtype = self.compute_dtype or compute_dtype_for(self.img_in.proj.weight.device, self.img_in.proj.weight.dtype)
+        dtype = self.activation_dtype
         x = self._input(x, reference).to(dtype)
         _, _, T, H, W = x.shape
         grid = (T // cfg.patch_size[0], H // cfg.patch_size[1], W // cfg.patch_size[2])

@@ -13,15 +13,13 @@ Key names (from ComfyUI's `comfy/text_encoders/llama.py`, `comfy/clip_model.py`,
   level (`vision_tower.embeddings.*` where 4.x has `vision_tower.vision_model.embeddings.*`). The names here are the
   4.x ones, which ComfyUI's files also use; `in_model_layout` renames them to whatever the installed transformers
   built, so every file loads under both.
-- fp8: "scaled fp8" files mark themselves with a `scaled_fp8` tensor and store `<layer>.scale_weight` (and maybe
-  `scale_input`); newer files store `<layer>.weight_scale` / `input_scale`. The weight is fp8 * scale; it is
-  converted to the requested dtype on load.
+- fp8 (plain, or ComfyUI's scaled fp8 with its `scale_weight` / `weight_scale` tensors) is dequantized on read by
+  `checkpoints.fp8.Fp8View`, shared with the DiT loader, before these names are mapped.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
 import torch
 
@@ -31,16 +29,13 @@ from ..checkpoints.limits import block_count, tensor_shape
 
 LLAMA_HEAD_DIM = 128  # Llama-3-8B: 32 heads x 128 (8 key/value heads)
 CLIP_HEAD_DIM = 64  # CLIP ViT-L/14 text (12 x 64) and vision (16 x 64) towers
-_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
-             if hasattr(torch, n))
-_SCALE_SUFFIXES = ("scale_weight", "weight_scale", "scale_input", "input_scale")
-_DROP = re.compile(r"^(lm_head\.|scaled_fp8$|visual_projection\.|text_projection\.|logit_scale$|"
-                   r"text_model\.embeddings\.position_ids$|vision_model\.embeddings\.position_ids$)|\.comfy_quant$")
+_DROP = re.compile(r"^(lm_head\.|visual_projection\.|text_projection\.|logit_scale$|"
+                   r"text_model\.embeddings\.position_ids$|vision_model\.embeddings\.position_ids$)")
 
 
 def llava_key(key: str) -> str | None:
     """The LlavaModel parameter for a key of ComfyUI's llava text-encoder or vision file (None: not used)."""
-    if _DROP.search(key) or key.rsplit(".", 1)[-1] in _SCALE_SUFFIXES:
+    if _DROP.search(key):
         return None
     if key.startswith("model."):
         return "language_model." + key.removeprefix("model.")
@@ -53,24 +48,11 @@ def llava_key(key: str) -> str | None:
 
 def clip_key(key: str) -> str | None:
     """The CLIPTextModel parameter for a key of ComfyUI's clip_l file (None: not used)."""
-    if _DROP.search(key) or key.rsplit(".", 1)[-1] in _SCALE_SUFFIXES:
+    if _DROP.search(key):
         return None
     if key.startswith("text_model."):
         return key
     raise KeyError(key)
-
-
-def read_tensor(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-    """The tensor `key` of a (lazy) state dict; an fp8 weight is multiplied by its scale, in fp32."""
-    tensor = sd[key]
-    if tensor.dtype in _FP8 and tensor.numel() > 0:
-        prefix = key.removesuffix("weight")
-        scale = next((sd[prefix + s] for s in ("scale_weight", "weight_scale") if prefix + s in sd), None)
-        tensor = tensor.float()
-        if scale is not None:
-            scale = scale.float()
-            tensor = tensor * (scale.view(-1, *[1] * (tensor.ndim - 1)) if scale.numel() > 1 else scale)
-    return tensor
 
 
 _NESTED_TOWER = re.compile(r"(?:^|(?<=\.))(?:text_model|vision_model)\.")

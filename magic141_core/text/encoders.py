@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..conditioning import Conditioning, TextConditioning
+from ..finite import TEXT_ADVICE, check_finite
 from . import prompts as recipe
 from .cache import EmbeddingCache, cache_key
 from .encode import encode_clip, encode_llm, encode_vlm
@@ -154,7 +155,9 @@ class Magic141Encoders:
             with self._session():
                 self._ready()
                 tokens, mask = encode_llm(self.llava.model.language_model, self.llava.tokenizer, todo)
+                check_finite(tokens, "the LLaVA-Llama-3 text encoder", self.dtype, TEXT_ADVICE)
                 pooled = encode_clip(self.clip.model, self.clip.tokenizer, todo)
+                check_finite(pooled, "the CLIP-L text encoder", self.dtype, TEXT_ADVICE)
             tokens, pooled = tokens.to("cpu", self.output_dtype), pooled.to("cpu", self.output_dtype)
             mask = mask.to("cpu", torch.long)
             for i, p in enumerate(todo):
@@ -174,6 +177,7 @@ class Magic141Encoders:
                 self._ready()
                 tokens = encode_vlm(self.llava.model, self.llava.tokenizer, self.llava.image_processor,
                                     list(todo.values()))
+                check_finite(tokens, "the LLaVA vision branch (image tokens)", self.dtype, TEXT_ADVICE)
             for key, t in zip(todo, tokens.to("cpu", self.output_dtype)):
                 entries[key] = {"tokens": t.clone()}
                 self.cache.put(key, entries[key], description="vlm image tokens")

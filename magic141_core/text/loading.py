@@ -19,6 +19,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, fill_, open_state_dict, save_safetensors, wrong_model_message
 from ..checkpoints.files import RenamedView
+from ..checkpoints.fp8 import Fp8View
 from ..checkpoints.limits import config_error, parse_json_object
 from . import comfy_keys
 from .images import llava_image_processor, load_image_processor
@@ -90,17 +91,18 @@ def _parameters_on_meta():
 
 
 def _renamed(raw: Mapping[str, torch.Tensor], rename, name: str, expected: str) -> RenamedView:
-    """The tensors of a ComfyUI file under transformers names, read on access (fp8 times its scale, in fp32). Every
-    name is checked before any tensor is read."""
+    """The tensors of a ComfyUI file under transformers names, read on access (fp8 dequantized by `Fp8View`, the
+    DiT loader's helper too). Every name is checked before any tensor is read."""
+    fp8 = Fp8View(raw, name)
     names = {}
-    for key in raw:
+    for key in fp8:
         try:
             new = rename(key)
         except KeyError:
             raise CheckpointError(wrong_model_message(name, list(raw), expected, [key])) from None
         if new is not None:
             names[new] = key
-    return RenamedView(raw, names, comfy_keys.read_tensor)
+    return RenamedView(fp8, names)
 
 
 class _Chain(ChainMap):

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..device import compute_dtype_for
+from ..device import RANGE_SAFE, compute_dtype_for, safe_dtype
+from ..finite import VAE_ADVICE, check_finite
 from .blocks import EPS, DownBlock, MidBlock, UpBlock
 from .causal import CausalConv3d, CausalState, GroupNorm, pointwise
 from .config import VAEConfig
@@ -92,8 +93,11 @@ class HunyuanVideoVAE(nn.Module):
 
     @property
     def activation_dtype(self) -> torch.dtype:
-        """`compute_dtype` if set, else the weights' dtype, or fp32 on a CPU without fast half precision."""
-        return self.compute_dtype or compute_dtype_for(self.device, self.quant_conv.weight.dtype)
+        """`compute_dtype` if set, else the weights' dtype, or fp32 on a CPU without fast half precision; never fp16,
+        which the decoder's activations can overflow (bf16 where native, else fp32: `device.RANGE_SAFE`)."""
+        if self.compute_dtype is not None:
+            return safe_dtype(self.device, self.compute_dtype, RANGE_SAFE)
+        return compute_dtype_for(self.device, self.quant_conv.weight.dtype, RANGE_SAFE)
 
     # -- one chunk of one tile: the reference computation when `state` is None ------------------------------------
 
@@ -102,8 +106,10 @@ class HunyuanVideoVAE(nn.Module):
         return pointwise(self.quant_conv, self.encoder(x, state))
 
     def decode_pixels(self, z: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:
-        """z [B, 16, T, h, w] unscaled (compute dtype, model device) -> pixels [B, 3, F, 8h, 8w], unclamped [-1, 1]."""
-        return self.decoder(pointwise(self.post_quant_conv, z), state)
+        """z [B, 16, T, h, w] unscaled (compute dtype, model device) -> pixels [B, 3, F, 8h, 8w], unclamped [-1, 1].
+        Raises `NonFiniteOutput` when the decoder's output holds NaN or inf (before anything is written)."""
+        return check_finite(self.decoder(pointwise(self.post_quant_conv, z), state), "the VAE decoder", z.dtype,
+                            VAE_ADVICE)
 
     # -- whole clips -----------------------------------------------------------------------------------------------
 
