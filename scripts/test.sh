@@ -5,5 +5,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 bash "$ROOT/scripts/setup_comfyui.sh"   # upstream ComfyUI for the node and server tests (cached in .host/)
+bash "$ROOT/scripts/setup_browser.sh"   # Debian's chromium for the templates-in-a-browser test
 cd "$ROOT"
 exec "${MAGIC141_VENV:-$ROOT/.venv}/bin/python" -m pytest -c tests/pytest.ini tests "$@"
