@@ -4,7 +4,8 @@
 #  2. compat: .venv-compat (transformers 4.57, scripts/compat-constraints.txt) + .host-compat = ComfyUI 0.3.75: the
 #             tests marked `compat` (encoders, loading the pack, /object_info, one workflow end to end, memory
 #             management). Skip it with MAGIC141_SKIP_COMPAT=1 (CI never does).
-#  3. tools:  .venv-tools with comfy-cli, for the registry check (`comfy node validate`) in tests/test_registry.py.
+#  3. tools:  .venv-tools with comfy-cli, for the registry check (`comfy node validate`) in tests/test_registry.py;
+#             Debian's chromium for tests/test_browser.py.
 # pytest runs with tests/ as rootdir, so the pack's root __init__.py (which needs ComfyUI) is never collected.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +13,7 @@ cd "$ROOT"
 bash scripts/setup_env.sh
 bash scripts/setup_comfyui.sh 0.30.0
 bash scripts/setup_tools.sh
+bash scripts/setup_browser.sh   # Debian's chromium for the templates-in-a-browser test
 PYTEST=(-m pytest -c tests/pytest.ini tests)
 if [ "${MAGIC141_SKIP_COMPAT:-0}" != 1 ]; then
   export_compat=(MAGIC141_VENV="$ROOT/.venv-compat" MAGIC141_HOST="$ROOT/.host-compat"

@@ -32,7 +32,8 @@ def test_every_node_has_tooltips_description_and_category(pack):
                 assert options and options[0].get("tooltip"), f"{name}.{input_name} has no tooltip"
         assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), name
         for kind in cls.RETURN_TYPES:
-            assert kind in ("IMAGE", "LATENT", "STRING", "FLOAT", "INT", "MODEL", "CONDITIONING") or kind.startswith("MAGIC141_"), kind
+            assert kind in ("IMAGE", "LATENT", "STRING", "FLOAT", "INT", "VIDEO", "MODEL", "CONDITIONING") or \
+                kind.startswith("MAGIC141_"), kind
 
 
 def test_model_loader_lists_and_loads_from_diffusion_models(pack, dit_file):

@@ -1,0 +1,84 @@
+"""The templates in a real browser: Debian's chromium, driven by Playwright's Python package (no Playwright browser
+download), opens the real ComfyUI frontend, and every template is opened the way a user does it, through the
+Templates browser: its thumbnail loads, no missing-node dialog appears, no console error, every node is there, and
+no two nodes overlap as the frontend draws them (title bars included).
+
+Console noise that is not the pack's: the frontend's attempts to reach api.comfy.org are blocked by ComfyUI's own
+Content-Security-Policy (no network at run time), and are ignored here; every other console error fails the test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from comfy_server import ComfyServer
+from comfyui_env import COMFYUI, PACK_NAME, REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+TEMPLATES = sorted((REPO / "example_workflows").glob("*.json"))
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def _not_ours(entry) -> bool:
+    return entry[0] == "console" and "violates the following Content Security Policy" in entry[1]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the Python package playwright is missing: pip install -r requirements-test.txt")
+    if not CHROMIUM.is_file():
+        pytest.fail("Debian's chromium is missing: apt-get install chromium (scripts/setup_browser.sh does it)")
+    base = tmp_path_factory.mktemp("browser")
+    (base / "input").mkdir()
+    shutil.copy(COMFYUI / "input" / "example.png", base / "input" / "example.png")  # the templates' Load Image
+    server = ComfyServer(base)
+    server.post("/api/settings", {"Comfy.TutorialCompleted": True})  # else the Templates dialog covers the canvas
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.problems = []
+            page.on("console", lambda m: page.problems.append(("console", m.text)) if m.type == "error" else None)
+            page.on("pageerror", lambda e: page.problems.append(("pageerror", str(e))))
+            page.on("response", lambda r: page.problems.append(("http", f"{r.status} {r.url}"))
+                    if r.status >= 400 else None)
+            page.goto(server.url)
+            page.wait_for_function("() => window.app && window.LiteGraph && window.app.graph", timeout=120_000)
+            time.sleep(2)  # let start-up settle; only what happens after this is attributed to the templates
+            yield page
+            browser.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
+def test_template_opens_from_the_templates_browser_cleanly(page, path):
+    name, expected = path.stem, json.loads(path.read_text())["nodes"]
+    page.problems.clear()
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.get_by_text(PACK_NAME, exact=True).first.click()  # the pack's category (under Extensions)
+    title = page.locator(".p-dialog").get_by_text(name, exact=True).first
+    thumb = title.locator("xpath=ancestor::*[.//img][1]").locator("img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(), timeout=30_000)
+    assert thumb.evaluate("img => img.naturalWidth") == 512  # our thumbnail, not the blank default
+    title.click()
+    page.wait_for_function(f"() => window.app.graph._nodes.length === {len(expected)}", timeout=30_000)
+    time.sleep(1)
+    nodes = page.evaluate("() => window.app.graph._nodes.map(n => ({type: n.type, box: Array.from(n.getBounding())}))")
+    assert sorted(n["type"] for n in nodes) == sorted(n["type"] for n in expected)
+    assert page.locator(".p-dialog").count() == 0, page.locator(".p-dialog").all_inner_texts()  # no missing nodes
+    problems = [p for p in page.problems if not _not_ours(p)]
+    assert not problems, problems
+    boxes = [n for n in nodes if n["type"] != "Reroute"]
+    for i, a in enumerate(boxes):
+        ax, ay, aw, ah = a["box"]
+        for b in boxes[i + 1:]:
+            bx, by, bw, bh = b["box"]
+            assert not (ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah), (name, a, b)
