@@ -68,11 +68,26 @@ def test_native_ksampler_on_our_model_equals_magic141_sampler(pack, native_files
     model, c = ours(pack, native_files[0]), cond(batch, valid)
     positive, negative = native_pair(pack, c)
     assert positive[0][0].shape[1] == max(valid)  # padding cropped
-    assert ("attention_mask" in positive[0][1]) == (len(set(valid)) > 1)
+    assert positive[0][1]["attention_mask"].shape == (batch, max(valid))
     expected = magic_sample(pack, model, c, batch)
     got = ksample(model, positive, negative, batch)
     assert got.shape == expected.shape and torch.isfinite(got).all()
     assert (got - expected).abs().max() <= 1e-5
+
+
+def test_native_ksampler_cfg_with_prompts_of_different_lengths_equals_magic141_cfg(pack, native_files):
+    """cfg 3 batches positive (8 tokens) and negative (4 tokens) in ComfyUI; without the attention masks it would
+    repeat the negative's tokens twice to concatenate them (CLIP-style), changing the joint attention."""
+    import nodes
+
+    model, c = ours(pack, native_files[0]), cond(1, (8,), seed=9)
+    c.negative = make_text(1, 9, [4], 32, 768, seed=10)
+    positive, negative = native_pair(pack, c)
+    latent = {"samples": torch.zeros(SHAPE)}
+    got = nodes.KSampler().sample(model, 5, 4, 3.0, "euler", "simple", positive, negative, latent)[0]["samples"]
+    expected = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Sampler"], model=model, conditioning=c, latent=latent,
+                        steps=4, shift=5.0, guidance=3.0, seed=5)[0]["samples"]
+    assert (got - expected).abs().max() <= 3e-5  # fp32 rounding, amplified by cfg 3 (values up to ~8)
 
 
 def test_model_sampling_sd3_shift_5_and_native_lora_free_path_keep_the_result(pack, native_files):
