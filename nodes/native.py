@@ -7,11 +7,11 @@ start image's UNSCALED latent [B, 16, F_ref, h, w]) and `concat_mask` ([1, 1, T,
 Magic141 builds (`dit.model.image_to_video_input`). `pooled_output` is the CLIP-L vector.
 
 Our tokens go out with their padding cropped: ComfyUI's own HunyuanVideo token refiner averages over every token
-it is given, so padding would change its result (~2e-2). Several samples of different lengths are padded to the
-longest (exact on Magic141's model; our sampler crops per sample again for ComfyUI's own model, see
-`comfy_glue.NativeHunyuanDiT`). `attention_mask` [B, L] is always set, even when all ones: it keeps ComfyUI from
-batching a positive and a negative of different lengths by repeating the shorter one's tokens (its CLIP-style
-concatenation), which would change the joint attention.
+it is given, so padding would change its result (~2e-2). One sample: cropped to its length, no mask. Several
+samples of different lengths: padded to the longest, with `attention_mask` [B, L] (exact on Magic141's model; our
+sampler crops per sample again for ComfyUI's own model, see `comfy_glue.NativeHunyuanDiT`). A positive and a
+negative of different lengths are never concatenated by ComfyUI (HunyuanVideo's text is a `CONDRegular`), so
+classifier-free guidance in KSampler runs them as separate batches.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def to_native(text: TextConditioning, reference: torch.Tensor | None = None, fra
     count) as native CONDITIONING, set exactly as `HunyuanImageToVideo` v1 sets it."""
     length = int(text.mask.sum(dim=1).max())
     tokens, mask = text.tokens[:, :length], text.mask[:, :length]
-    extras = {"pooled_output": text.pooled, "attention_mask": mask}
+    extras = {"pooled_output": text.pooled}
+    if not bool(mask.all()):
+        extras["attention_mask"] = mask
     if reference is not None:
         ref_frames, (h, w) = reference.shape[2], reference.shape[-2:]
         concat_mask = torch.ones(1, 1, frames, h, w, dtype=torch.float32, device=reference.device)

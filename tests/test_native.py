@@ -68,7 +68,7 @@ def test_native_ksampler_on_our_model_equals_magic141_sampler(pack, native_files
     model, c = ours(pack, native_files[0]), cond(batch, valid)
     positive, negative = native_pair(pack, c)
     assert positive[0][0].shape[1] == max(valid)  # padding cropped
-    assert positive[0][1]["attention_mask"].shape == (batch, max(valid))
+    assert ("attention_mask" in positive[0][1]) == (len(set(valid)) > 1)
     expected = magic_sample(pack, model, c, batch)
     got = ksample(model, positive, negative, batch)
     assert got.shape == expected.shape and torch.isfinite(got).all()
@@ -76,8 +76,8 @@ def test_native_ksampler_on_our_model_equals_magic141_sampler(pack, native_files
 
 
 def test_native_ksampler_cfg_with_prompts_of_different_lengths_equals_magic141_cfg(pack, native_files):
-    """cfg 3 batches positive (8 tokens) and negative (4 tokens) in ComfyUI; without the attention masks it would
-    repeat the negative's tokens twice to concatenate them (CLIP-style), changing the joint attention."""
+    """Native KSampler's classifier-free guidance (cfg 3; positive 8 tokens, negative 4, each cropped) equals
+    Magic141 Sampler's real CFG at guidance 3 (one batched forward of both, padding masked)."""
     import nodes
 
     model, c = ours(pack, native_files[0]), cond(1, (8,), seed=9)

@@ -121,7 +121,7 @@ def test_encode_node_builds_image_and_text_tokens_with_a_negative(pack, encoders
                                         prompt="a cat walks", image=image)
     assert cond.positive.tokens.shape == (1, 146 + 256, 256) and cond.negative.tokens.shape == (1, 402, 256)
     valid = int(cond.positive.mask.sum())  # native CONDITIONING: padding cropped, CLIP-L pooled, no mask needed
-    assert torch.equal(positive[0][0], cond.positive.tokens[:, :valid]) and positive[0][1]["attention_mask"].all()
+    assert torch.equal(positive[0][0], cond.positive.tokens[:, :valid]) and "attention_mask" not in positive[0][1]
     assert torch.equal(positive[0][1]["pooled_output"], cond.positive.pooled)
     assert negative[0][0].shape[1] == int(cond.negative.mask.sum())
     assert cond.positive.mask[0, :146].all() and cond.reference is None
