@@ -184,3 +184,15 @@ def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files)
     assert len(runs[0]) == len(runs[1]) == 3
     for window, (a, b) in enumerate(zip(*runs)):
         assert (a - b).abs().max() <= 1e-5, window
+
+
+def test_long_video_needs_encoders_or_a_native_conditioning(pack, native_files):
+    node = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"]
+    inputs = dict(model=ours(pack, native_files[0]), vae=None, prior=torch.rand(1, 32, 48, 3), prompts="a",
+                  duration=1, unit="windows", window_length=5, resolution="custom", width=48, height=32, steps=1,
+                  shift=5.0, guidance=1.0, seed=1, color_match=True, noise_augmentation=0.0, anchor="prior",
+                  fps=24.0, quality=19, filename_prefix="never")
+    with pytest.raises(ValueError, match="connect either encoders .* or a native conditioning"):
+        run_node(node, **inputs)
+    with pytest.raises(ValueError, match="connect either encoders"):
+        run_node(node, **inputs, encoders=object(), conditioning=native_pair(pack, cond())[0])
