@@ -99,6 +99,10 @@ class Magic141SaveInt8:
             if dit is None:
                 raise ValueError(f"Save int8 Checkpoint got {glue.describe_model(model)}; connect Magic141 Model "
                                  "Loader's MODEL (it saves Magic141's own int8 format)")
+            if getattr(model, "patches", None):
+                raise ValueError("Save int8 Checkpoint re-reads the transformer file, so LoRAs or other weight "
+                                 "patches on this MODEL would be lost: save it with native ModelSave first, load "
+                                 "that file in Magic141 Model Loader, then save it as int8")
             saved.append(self._save_dit(dit, name))
         if encoders is not None:
             saved.append(self._save_llava(encoders, name + "_llava"))

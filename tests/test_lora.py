@@ -210,6 +210,8 @@ def test_modelsave_checkpoints_load_in_our_loader(pack, files):
     latent = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Sampler"], model=reloaded, conditioning=cond(),
                       latent={"samples": torch.zeros(SHAPE)}, steps=2, shift=5.0, guidance=1.0, seed=9)[0]
     assert (latent["samples"] - original).abs().max() <= 1e-6
+    with pytest.raises(ValueError, match="LoRAs or other weight patches on this MODEL would be lost"):
+        run_node(pack.NODE_CLASS_MAPPINGS["Magic141SaveInt8"], model=with_lora, filename="never_written")
     merged = load_dit(folder / ours_file.name, dtype=torch.float32)  # the core / CLI loader
     got = sample_latent(merged, cond(), SHAPE, steps=2, seed=9) / 0.476986
     assert (got - core_result(files, [(lora, 0.7)])).abs().max() <= 1e-5

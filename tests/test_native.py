@@ -75,6 +75,21 @@ def test_native_ksampler_on_our_model_equals_magic141_sampler(pack, native_files
     assert (got - expected).abs().max() <= 1e-5
 
 
+def test_native_ksampler_cfg_with_prompts_of_different_lengths_equals_magic141_cfg(pack, native_files):
+    """Native KSampler's classifier-free guidance (cfg 3; positive 8 tokens, negative 4, each cropped) equals
+    Magic141 Sampler's real CFG at guidance 3 (one batched forward of both, padding masked)."""
+    import nodes
+
+    model, c = ours(pack, native_files[0]), cond(1, (8,), seed=9)
+    c.negative = make_text(1, 9, [4], 32, 768, seed=10)
+    positive, negative = native_pair(pack, c)
+    latent = {"samples": torch.zeros(SHAPE)}
+    got = nodes.KSampler().sample(model, 5, 4, 3.0, "euler", "simple", positive, negative, latent)[0]["samples"]
+    expected = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Sampler"], model=model, conditioning=c, latent=latent,
+                        steps=4, shift=5.0, guidance=3.0, seed=5)[0]["samples"]
+    assert (got - expected).abs().max() <= 3e-5  # fp32 rounding, amplified by cfg 3 (values up to ~8)
+
+
 def test_model_sampling_sd3_shift_5_and_native_lora_free_path_keep_the_result(pack, native_files):
     import comfy_extras.nodes_model_advanced as advanced
 
@@ -169,3 +184,15 @@ def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files)
     assert len(runs[0]) == len(runs[1]) == 3
     for window, (a, b) in enumerate(zip(*runs)):
         assert (a - b).abs().max() <= 1e-5, window
+
+
+def test_long_video_needs_encoders_or_a_native_conditioning(pack, native_files):
+    node = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"]
+    inputs = dict(model=ours(pack, native_files[0]), vae=None, prior=torch.rand(1, 32, 48, 3), prompts="a",
+                  duration=1, unit="windows", window_length=5, resolution="custom", width=48, height=32, steps=1,
+                  shift=5.0, guidance=1.0, seed=1, color_match=True, noise_augmentation=0.0, anchor="prior",
+                  fps=24.0, quality=19, filename_prefix="never")
+    with pytest.raises(ValueError, match="connect either encoders .* or a native conditioning"):
+        run_node(node, **inputs)
+    with pytest.raises(ValueError, match="connect either encoders"):
+        run_node(node, **inputs, encoders=object(), conditioning=native_pair(pack, cond())[0])
