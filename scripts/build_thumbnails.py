@@ -26,6 +26,8 @@ FLOWS = {
     "retrieval_prior_to_video": "prompt  >  retrieved image  >  video",
     "prior_switch_to_video": "generated | retrieved | own image  >  video",
     "long_video": "image  >  window 1  >  window 2  >  window 3 ...",
+    "lora_to_video": "image  +  LoRA  >  video",
+    "hunyuan_i2v_long_video": "HunyuanVideo-I2V  >  long video",
 }
 
 
