@@ -116,8 +116,8 @@ def test_a_damaged_int8_llava_config_or_tensor_set_is_refused_before_building(ti
          "names language_model.layers block 100000000"),
         ({**tensors, scale: tensors[scale] * float("nan")}, metadata[LLAVA_CONFIG_KEY], f"'{scale}' holds NaN"),
     ]
-    for sd, text, message in cases:
-        bad = tmp_path / "bad.safetensors"
+    for i, (sd, text, message) in enumerate(cases):
+        bad = tmp_path / f"bad_{i}.safetensors"  # files are never written over: one name per case
         save_safetensors({k: v.clone() for k, v in sd.items()}, bad, {**metadata, LLAVA_CONFIG_KEY: text})
         start = time.perf_counter()
         with pytest.raises(CheckpointError, match=message):
