@@ -15,6 +15,8 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
+from ..magic141_core.interrupt import set_interrupt_check
+
 CATEGORY = "Magic141"
 LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()  # scale 0.476986 and the latent -> RGB preview factors
 
@@ -107,6 +109,11 @@ def load(patcher: comfy.model_patcher.ModelPatcher):
 
 def check_interrupt():
     mm.throw_exception_if_processing_interrupted()
+
+
+# The core checks this between transformer blocks, CPU attention chunks, VAE blocks and VAE tiles: ComfyUI's Cancel
+# stops a step within seconds (magic141_core/interrupt.py).
+set_interrupt_check(check_interrupt)
 
 
 def step_callback(total: int, preview: bool = True):

@@ -206,6 +206,29 @@ def test_interrupt_leaves_no_partial_file_and_the_next_prompt_runs(server, objec
     assert server.wait(server.queue(after))["status"]["status_str"] == "success"
 
 
+def test_cancel_at_the_template_size_ends_the_prompt_within_5_s(server, object_info):
+    """The shipped image-to-video template at its own size (540p, 81 frames: one sampler step is minutes on a CPU):
+    a cancel in the middle of the first transformer forward ends the prompt within seconds, not at the step's end."""
+    prompt, _ = api_prompt(server, object_info, "image_to_video", Magic141Sampler={"seed": 11},
+                           Magic141SaveMP4={"filename_prefix": "cancelled"})
+    pid = server.queue(prompt)
+    sampler = node_id(prompt, "Magic141Sampler")
+    deadline = time.time() + 600
+    while not any(m["data"].get("node") == sampler for m in server.messages_for(pid, "executing")):
+        assert time.time() < deadline, "the sampler never started"
+        assert not server.messages_for(pid, "execution_error"), server.messages_for(pid, "execution_error")
+        time.sleep(0.05)
+    time.sleep(3)  # inside the first forward's attention
+    sent = time.time()
+    server.post("/interrupt", {})
+    history = server.wait(pid, timeout=120)
+    ended = next(m for m in server.messages_for(pid) if m["type"] == "execution_interrupted")
+    waited = time.time() - sent
+    print(f"cancel at 540p x 81 frames: prompt ended {waited:.2f} s after /interrupt")
+    assert ended and history["status"]["status_str"] == "error"
+    assert waited < 5, f"the prompt took {waited:.1f} s to end after /interrupt"
+
+
 def error_of(server, prompt) -> str:
     history = server.wait(server.queue(prompt))
     assert history["status"]["status_str"] == "error"

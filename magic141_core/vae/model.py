@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import compute_dtype_for
+from ..interrupt import check_interrupt
 from .blocks import EPS, DownBlock, MidBlock, UpBlock
 from .causal import CausalConv3d, CausalState, GroupNorm, pointwise
 from .config import VAEConfig
@@ -70,6 +71,7 @@ class Decoder(nn.Module):
         x = self.conv_in(z, state)
         x = self.mid_block(x, state)
         for block in self.up_blocks:
+            check_interrupt()  # one chunk of a 540p frame takes minutes on a CPU
             x = block(x, state)
         return self.conv_out(F.silu(self.conv_norm_out(x, state), inplace=True), state)
 
