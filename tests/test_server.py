@@ -1,4 +1,4 @@
-"""The pack on a real upstream ComfyUI server: node registry, example workflows end to end, progress, interrupt,
+"""The pack on a real upstream ComfyUI server started by ./run.sh: node registry, example workflows end to end, progress, interrupt,
 caching, and the errors an artist sees. Models are the built-in demo files (real formats, untrained weights); the
 video size is reduced to CPU scale in the prompt, everything else is the shipped workflow."""
 
@@ -24,16 +24,15 @@ OUR_NODES = {"Magic141ModelLoader", "Magic141EncoderLoader", "Magic141Encode", "
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, comfy_base, demo_models):
-    from tiny_sd15 import write_sd15_checkpoint
-
+    """ComfyUI started by ./run.sh itself, on a base folder whose models/ is the session's demo files (what
+    run.sh's serve.py writes on first use: the same `write_demo_models`, so nothing is generated twice)."""
     base = tmp_path_factory.mktemp("comfy_server")
-    (base / "models").symlink_to(comfy_base / "models", target_is_directory=True)  # the session's demo models
-    write_sd15_checkpoint(base / "models" / "checkpoints" / "sd15_image_model.safetensors")
+    (base / "models").symlink_to(comfy_base / "models", target_is_directory=True)
     (base / "input" / "magic141_priors").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name in ("example.png", "other.png", "magic141_priors/a.png", "magic141_priors/b.jpg"):
         Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(base / "input" / name)
-    srv = ComfyServer(base)
+    srv = ComfyServer(base, run_sh=True)
     yield srv
     srv.stop()
 
@@ -90,6 +89,25 @@ def test_every_example_workflow_uses_only_known_nodes(object_info):
     for path in sorted((REPO / "example_workflows").glob("*.json")):
         types = {n["type"] for n in json.loads(path.read_text())["nodes"]} - {"Reroute"}  # a frontend-only dot
         assert types <= set(object_info), f"{path.name} uses unknown nodes {types - set(object_info)}"
+
+
+SHRUNK = {"Magic141ImageToVideo": CPU_SIZE, "EmptyLatentImage": {"width": 64, "height": 48},
+          "Magic141LongVideo": {"resolution": "custom", "width": 64, "height": 48, "window_length": 5,
+                                "duration": 3, "unit": "windows"}}  # sizes only: frame size, clip length
+
+
+def test_every_shipped_template_runs_from_run_sh_with_only_its_size_shrunk(server, object_info):
+    """Every file in example_workflows/, as shipped (models, prompts, steps, switches), on the server ./run.sh
+    started: each one finds every model file it names and writes its MP4."""
+    names = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    assert len(names) >= 5
+    for name in names:
+        prompt, ui = api_prompt(server, object_info, name, **SHRUNK)
+        start = time.time()
+        history = server.wait(server.queue(prompt, extra_pnginfo={"workflow": ui}))
+        print(f"{name}: {history['status']['status_str']} in {time.time() - start:.1f} s (first run, shrunk size)")
+        assert history["status"]["status_str"] == "success", (name, history["status"])
+        assert len(outputs_mp4(server, history)) == 1, name
 
 
 def test_image_to_video_workflow_runs_end_to_end(server, object_info):
