@@ -123,3 +123,23 @@ def test_run_command_starts_comfyui_with_the_pack_and_templates(tmp_path, demo_d
     assert f"check: {len(pack.NODE_CLASS_MAPPINGS)} Magic141 nodes" in result.stdout
     assert "image_to_video" in result.stdout
     assert (tmp_path / "base" / "custom_nodes" / "Magic141").resolve() == REPO
+
+
+def test_run_sh_sets_up_a_runtime_only_environment(tmp_path):
+    """run.sh asks setup_env.sh for the runtime environment: requirements.txt only (no diffusers, pytest,
+    accelerate), recorded by its own stamp, so a second ./run.sh is a silent no-op (the full test environment's
+    stamp satisfies it too)."""
+    runtime = {line.split("=")[0].split(">")[0].split("<")[0].strip().lower()
+               for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")}
+    assert not runtime & {"diffusers", "pytest", "accelerate"}
+    assert "export MAGIC141_SETUP=runtime" in (REPO / "run.sh").read_text()
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    stamp = subprocess.run(["bash", "-c", 'cat requirements.txt <(echo torch==2.13.0) | sha256sum | cut -c1-16'],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout
+    (venv / ".magic141-runtime-stamp").write_text(stamp)
+    env = {**os.environ, "MAGIC141_VENV": str(venv), "MAGIC141_SETUP": "runtime", "MAGIC141_TORCH": "torch==2.13.0"}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "setup_env.sh")], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0 and result.stdout == result.stderr == ""
