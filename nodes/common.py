@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..magic141_core.image import nearest_bucket, resize_center_crop, rgb
+from ..magic141_core.image import FITS, fit_image, nearest_bucket, rgb
 
 RESOLUTIONS = ["540p", "720p", "custom"]
 
@@ -14,6 +14,10 @@ VIDEO_SIZE = {
     "height": ("INT", {"default": 544, "min": 16, "max": 4096, "step": 16,
                        "tooltip": "Video height (custom only); a multiple of 16."}),
 }
+
+FIT = {"fit": (list(FITS), {"default": "crop", "tooltip": "How the start image meets the video's aspect ratio. "
+                            "crop: fill the frame, cut the edges (the official way). pad: keep the whole image, add "
+                            "black bars (nothing is cut off; the bars stay in the video, no mask marks them)."})}
 
 SAMPLING = {
     "steps": ("INT", {"default": 4, "min": 1, "max": 100, "tooltip": "Euler steps. 4 matches the DMD2 distillation."}),
@@ -29,9 +33,10 @@ SAMPLING = {
 }
 
 
-def fit_start_image(image, resolution: str, width: int, height: int):
-    """The start image as RGB at the video size: `resolution`'s bucket (or width x height for custom)."""
+def fit_start_image(image, resolution: str, width: int, height: int, fit: str = "crop"):
+    """The start image as RGB at the video size: `resolution`'s bucket (or width x height for custom), cropped or
+    padded (`fit`, see magic141_core.image.fit_image)."""
     image = rgb(image)
     if resolution != "custom":
         width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
-    return resize_center_crop(image, width, height)
+    return fit_image(image, width, height, fit)

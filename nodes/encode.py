@@ -11,7 +11,7 @@ from ..magic141_core.pipeline import latent_shape
 from ..magic141_core.text import NEGATIVE_PROMPT
 from ..magic141_core.vae import scale_latent
 from . import comfy_glue as glue
-from .common import VIDEO_SIZE, fit_start_image
+from .common import FIT, VIDEO_SIZE, fit_start_image
 
 
 class Magic141Encode:
@@ -51,7 +51,7 @@ class Magic141Encode:
 class Magic141ImageToVideo:
     DESCRIPTION = (
         "Prepares an image-to-video clip: fits the start image to the video size (an official 540p/720p bucket "
-        "nearest its aspect ratio, or a custom size; resize and centre crop), encodes it with the VAE as the "
+        "nearest its aspect ratio, or a custom size; centre crop, or pad with black bars), encodes it with the VAE as the "
         "reference latent of frame 0, and makes the empty video latent for the sampler."
     )
     CATEGORY = glue.CATEGORY
@@ -72,10 +72,11 @@ class Magic141ImageToVideo:
                 "length": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
                                    "tooltip": "Frames, 4k+1 (81 = the official 3.4 s at 24 fps)."}),
             },
+            "optional": {**FIT},  # optional: workflows saved before it existed load unchanged (crop)
         }
 
-    def prepare(self, conditioning, vae, start_image, resolution, width, height, length):
-        fitted = fit_start_image(start_image, resolution, width, height)
+    def prepare(self, conditioning, vae, start_image, resolution, width, height, length, fit="crop"):
+        fitted = fit_start_image(start_image, resolution, width, height, fit)
         shape = latent_shape(length, fitted.shape[1], fitted.shape[2], batch=fitted.shape[0])
         latents = [vae.encode(fitted[i:i + 1]) for i in range(fitted.shape[0])]  # one still per sample
         reference = scale_latent(torch.cat(latents)[:, :, :1].float())

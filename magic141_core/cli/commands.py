@@ -24,8 +24,8 @@ def _load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255)[None]  # [1, H, W, 3]
 
 
-def _fit(image: torch.Tensor, resolution: str) -> torch.Tensor:
-    from ..image import nearest_bucket, resize_center_crop
+def _fit(image: torch.Tensor, resolution: str, fit: str = "crop") -> torch.Tensor:
+    from ..image import fit_image, nearest_bucket
 
     if resolution in ("540p", "720p"):
         width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
@@ -34,7 +34,7 @@ def _fit(image: torch.Tensor, resolution: str) -> torch.Tensor:
             width, height = (int(v) for v in resolution.lower().split("x"))
         except ValueError:
             raise ValueError(f"--resolution must be 540p, 720p or WIDTHxHEIGHT, got {resolution!r}") from None
-    return resize_center_crop(image, width, height)
+    return fit_image(image, width, height, fit)
 
 
 def run_video(args, windows: int, prompts: str):
@@ -46,7 +46,7 @@ def run_video(args, windows: int, prompts: str):
     latent_frames(args.frames)  # validates 4k+1 before anything loads
     settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance,
                                  color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation)
-    prior = _fit(_load_image(args.image), args.resolution)
+    prior = _fit(_load_image(args.image), args.resolution, args.fit)
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
     paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
