@@ -74,6 +74,22 @@ def test_generate_with_the_built_in_demo_writes_a_decodable_mp4(demo_dir, tmp_pa
         assert torch.corrcoef(torch.stack([latent_size(start), latent_size(frame)]))[0, 1] > 0.9
 
 
+def test_generate_fit_pad_keeps_the_whole_image_between_black_bars(demo_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    out, image = tmp_path / "padded.mp4", tmp_path / "start.png"
+    Image.fromarray(np.full((48, 64, 3), 200, dtype=np.uint8)).save(image)  # 4:3 into a 3:1 video
+    result = cli("generate", "--image", image, "--prompt", "a calm lake", "--frames", 5, "--resolution", "96x32",
+                 "--fit", "pad", "--out", out, "--demo-dir", demo_dir)
+    assert result.returncode == 0, result.stderr
+    frames = torch.from_numpy(read_mp4(out)[0]).float() / 255  # [5, 32, 96, 3]
+    assert frames.shape == (5, 32, 96, 3)
+    # a 42 px wide image centred between 27 px bars (the demo VAE blurs edges over its 8 px latent pixels)
+    assert frames[:, :, :16].mean() < 0.15 and frames[:, :, 80:].mean() < 0.15
+    assert frames[:, :, 40:56].mean() > 0.6
+
+
 def test_long_with_a_report_chains_windows(demo_dir, tmp_path):
     out = tmp_path / "long.mp4"
     result = cli("long", "--image", COMFYUI / "input" / "example.png", "--prompts", "waves\nclouds", "--windows", 2,
