@@ -236,12 +236,13 @@ def comfy_llava_files(llava) -> tuple[dict, dict]:
 
 
 def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_tokenizer: str | Path,
-                      include_vae: bool = True, seed: int = 0) -> dict[str, Path]:
+                      include_vae: bool = True, seed: int = 0, include_image_model: bool = False) -> dict[str, Path]:
     """Write the demo files that are missing under `models_dir` (ComfyUI's models/ layout); return every path.
 
     Tokenizers: ComfyUI's own (comfy/text_encoders/llama_tokenizer, comfy/sd1_tokenizer), so the demo encoders
     read real prompts. The VAE is the full-size HunyuanVideo architecture (ComfyUI's native loader accepts only
-    that) with pass-through weights, about 0.5 GB in bf16.
+    that) with pass-through weights, about 0.5 GB in bf16. `include_image_model`: also the untrained SD1.5-format
+    checkpoint the text-to-image templates load (`write_demo_sd15`, ~0.45 GB; ./run.sh writes it, the CLI needs none).
     """
     from .checkpoints import save_safetensors
     from .dit.loading import save_dit
@@ -259,7 +260,7 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
         save_safetensors({k: v.to(torch.bfloat16) for k, v in clip.state_dict().items()}, paths["clip_l"])
     if not (paths["retrieval_clip"] / "config.json").is_file():
         _write_demo_retrieval_clip(paths["retrieval_clip"], Path(clip_tokenizer), seed + 4)
-    if not paths["image_model"].is_file():
+    if include_image_model and not paths["image_model"].is_file():
         write_demo_sd15(paths["image_model"], seed + 5)
     if include_vae and not paths["vae"].is_file():
         from .vae import hunyuan_video_vae, save_vae
@@ -267,4 +268,6 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
         save_vae(passthrough_vae(hunyuan_video_vae()), paths["vae"], dtype=torch.bfloat16)
     if not include_vae:
         paths.pop("vae")
+    if not include_image_model:
+        paths.pop("image_model")
     return paths

@@ -39,7 +39,7 @@ def prepare_base(base: Path) -> None:
     tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
     if not (base / "models" / "vae").is_dir():
         print("generating the built-in demo models (first run only, ~1 GB) ...", flush=True)
-    write_demo_models(base / "models", *tokenizers)
+    write_demo_models(base / "models", *tokenizers, include_image_model=True)  # every file the templates name
     priors = base / "input" / "magic141_priors"
     priors.mkdir(parents=True, exist_ok=True)
     if not (base / "input" / "example.png").exists():
