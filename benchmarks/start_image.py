@@ -26,7 +26,7 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np, torch
 from PIL import Image, ImageOps
 from magic141_core.cli.commands import load_start_image
-from magic141_core.image import nearest_bucket, resize_center_crop
+from magic141_core.image import fit_image, nearest_bucket
 
 def hwm():
     for line in open("/proc/self/status"):
@@ -42,7 +42,7 @@ else:
     with Image.open(path) as image:
         rgb = ImageOps.exif_transpose(image).convert("RGB")
     full = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255)[None]
-    out = resize_center_crop(full, *nearest_bucket(full.shape[2], full.shape[1], "540p"))
+    out = fit_image(full, *nearest_bucket(full.shape[2], full.shape[1], "540p"), "crop")
 peak = list(hwm())[0]
 print(json.dumps({"peak": peak, "delta": peak - before, "shape": list(out.shape)}))
 """

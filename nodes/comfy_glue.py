@@ -162,7 +162,9 @@ def check_interrupt():
     mm.throw_exception_if_processing_interrupted()
 
 
-set_interrupt_check(check_interrupt)  # the core's long loops (loading checkpoints layer by layer) honour Cancel
+# The core checks this between checkpoint layers while loading, transformer blocks, CPU attention chunks, VAE blocks
+# and VAE tiles: ComfyUI's Cancel stops within seconds (magic141_core/interrupt.py).
+set_interrupt_check(check_interrupt)
 
 
 def step_callback(total: int, preview: bool = True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..magic141_core.image import nearest_bucket, resize_center_crop, rgb
+from ..magic141_core.image import FITS, fit_image, nearest_bucket, rgb
 from ..magic141_core.pipeline import MAX_SIDE
 from ..magic141_core.sampling import SEED_RANGE, SHIFT_RANGE, STEPS_RANGE
 
@@ -16,6 +16,10 @@ VIDEO_SIZE = {
     "height": ("INT", {"default": 544, "min": 16, "max": MAX_SIDE, "step": 16,
                        "tooltip": "Video height (custom only); a multiple of 16."}),
 }
+
+FIT = {"fit": (list(FITS), {"default": "crop", "tooltip": "How the start image meets the video's aspect ratio. "
+                            "crop: fill the frame, cut the edges (the official way). pad: keep the whole image, add "
+                            "black bars (nothing is cut off; the bars stay in the video, no mask marks them)."})}
 
 SAMPLING = {
     "steps": ("INT", {"default": 4, "min": STEPS_RANGE[0], "max": STEPS_RANGE[1],
@@ -32,8 +36,10 @@ SAMPLING = {
 }
 
 
-def fit_start_image(image, resolution: str, width: int, height: int, name: str = "start_image"):
-    """The start image as RGB at the video size: `resolution`'s bucket (or width x height for custom).
+def fit_start_image(image, resolution: str, width: int, height: int, fit: str = "crop",
+                    name: str = "start_image"):
+    """The start image as RGB at the video size: `resolution`'s bucket (or width x height for custom), cropped or
+    padded (`fit`, see magic141_core.image.fit_image).
 
     A batch of several images is refused (ValueError naming the input `name`): Magic141 is conditioned on one
     start frame, and native HunyuanImageToVideo's meaning (the extra images become the first frames) is not what
@@ -45,4 +51,4 @@ def fit_start_image(image, resolution: str, width: int, height: int, name: str =
     image = rgb(image)
     if resolution != "custom":
         width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
-    return resize_center_crop(image, width, height)
+    return fit_image(image, width, height, fit)

@@ -11,7 +11,7 @@ from ..magic141_core.pipeline import latent_shape
 from ..magic141_core.text import NEGATIVE_PROMPT
 from ..magic141_core.vae import scale_latent
 from . import comfy_glue as glue
-from .common import VIDEO_SIZE, fit_start_image
+from .common import FIT, VIDEO_SIZE, fit_start_image
 from .native import to_native
 
 
@@ -54,9 +54,9 @@ class Magic141Encode:
 class Magic141ImageToVideo:
     DESCRIPTION = (
         "Prepares an image-to-video clip: fits the start image to the video size (an official 540p/720p bucket "
-        "nearest its aspect ratio, or a custom size; resize and centre crop), encodes it with the VAE as the "
-        "reference latent of frame 0, and makes the empty video latent for the sampler. One start image: a batch "
-        "of several is refused (pick one with Image From Batch)."
+        "nearest its aspect ratio, or a custom size; centre crop, or pad with black bars), encodes it with the VAE "
+        "as the reference latent of frame 0, and makes the empty video latent for the sampler. One start image: a "
+        "batch of several is refused (pick one with Image From Batch)."
     )
     CATEGORY = glue.CATEGORY
     RETURN_TYPES = ("MAGIC141_CONDITIONING", "LATENT", "IMAGE", "CONDITIONING", "CONDITIONING")
@@ -79,10 +79,11 @@ class Magic141ImageToVideo:
                 "length": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
                                    "tooltip": "Frames, 4k+1 (81 = the official 3.4 s at 24 fps)."}),
             },
+            "optional": {**FIT},  # optional: workflows saved before it existed load unchanged (crop)
         }
 
-    def prepare(self, conditioning, vae, start_image, resolution, width, height, length):
-        fitted = fit_start_image(start_image, resolution, width, height)  # refuses a batch of several images
+    def prepare(self, conditioning, vae, start_image, resolution, width, height, length, fit="crop"):
+        fitted = fit_start_image(start_image, resolution, width, height, fit)  # refuses a batch of several images
         shape = latent_shape(length, fitted.shape[1], fitted.shape[2])
         reference = scale_latent(vae.encode(fitted)[:, :, :1].float())
         if tuple(reference.shape[1:]) != (16, 1, *shape[3:]):

@@ -1,7 +1,7 @@
 """Start upstream ComfyUI with this pack and the built-in demo models (called by ./run.sh after installing).
 
 Lays out a ComfyUI base folder (default .host/base): custom_nodes/Magic141 -> this repository, the demo models in
-models/ (generated on first use: small real-architecture models, untrained, whose hand-set weights hold the start
+models/ (generated on first use, every file the shipped templates name: small real-architecture models, untrained, whose hand-set weights hold the start
 image still: an ARCHITECTURE DEMO, not a trained model), a start image and a folder of retrieval candidates in input/. Then starts ComfyUI on 127.0.0.1,
 prints the URL and runs until Ctrl-C. `--check` starts it, verifies the pack's nodes and templates, and stops.
 """
@@ -38,8 +38,8 @@ def prepare_base(base: Path) -> None:
         link.symlink_to(REPO, target_is_directory=True)
     tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
     if not (base / "models" / "vae").is_dir():
-        print("generating the built-in demo models (first run only, ~0.6 GB) ...", flush=True)
-    write_demo_models(base / "models", *tokenizers)
+        print("generating the built-in demo models (first run only, ~1 GB) ...", flush=True)
+    write_demo_models(base / "models", *tokenizers, include_image_model=True)  # every file the templates name
     priors = base / "input" / "magic141_priors"
     priors.mkdir(parents=True, exist_ok=True)
     if not (base / "input" / "example.png").exists():

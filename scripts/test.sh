@@ -16,7 +16,7 @@ bash scripts/setup_tools.sh
 bash scripts/setup_browser.sh   # Debian's chromium for the templates-in-a-browser test
 PYTEST=(-m pytest -c tests/pytest.ini tests)
 if [ "${MAGIC141_SKIP_COMPAT:-0}" != 1 ]; then
-  export_compat=(MAGIC141_VENV="$ROOT/.venv-compat" MAGIC141_HOST="$ROOT/.host-compat"
+  export_compat=(MAGIC141_VENV="$ROOT/.venv-compat" MAGIC141_HOST="$ROOT/.host-compat" MAGIC141_COMFYUI_VERSION=0.3.75
                  MAGIC141_CONSTRAINTS="$ROOT/scripts/compat-constraints.txt")
   env "${export_compat[@]}" bash scripts/setup_env.sh
   env "${export_compat[@]}" bash scripts/setup_comfyui.sh 0.3.75

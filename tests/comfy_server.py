@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +22,10 @@ from comfyui_env import COMFYUI, PACK_NAME, REPO, STUBS, require_host
 
 
 class ComfyServer:
-    def __init__(self, base: Path, extra_args=()):
+    """`run_sh=True` starts it exactly as a user does, `./run.sh --port P` (scripts/serve.py, its flags and the
+    demo files it lays out in `base`), with this interpreter's venv; otherwise ComfyUI's main.py directly."""
+
+    def __init__(self, base: Path, extra_args=(), run_sh: bool = False):
         require_host()
         self.base = base
         (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
@@ -33,15 +37,21 @@ class ComfyServer:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"
-        env = {**os.environ, "PYTHONPATH": str(STUBS)}
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", str(base), "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-               "--preview-method", "latent2rgb", *extra_args]
+        self.run_sh = run_sh
+        if run_sh:
+            env = {**os.environ, "MAGIC141_VENV": sys.prefix, "MAGIC141_BASE": str(base)}
+            cmd, cwd = ["bash", str(REPO / "run.sh"), "--port", str(self.port), *extra_args], REPO
+        else:
+            env = {**os.environ, "PYTHONPATH": str(STUBS)}
+            cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+                   "--base-directory", str(base), "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
+                   "--preview-method", "latent2rgb", *extra_args]
+            cwd = COMFYUI
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(cmd, cwd=COMFYUI, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.client_id = uuid.uuid4().hex
         self.messages: list[dict] = []
-        self._wait_ready()
+        self._wait_ready(300 if run_sh else 120)
         self._ws_thread = threading.Thread(target=self._listen, daemon=True)
         self._ws_thread.start()
         time.sleep(0.3)
@@ -60,7 +70,10 @@ class ComfyServer:
         raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.log()[-4000:]}")
 
     def stop(self):
-        self.process.terminate()
+        if self.run_sh:  # Ctrl-C, as a user stops run.sh: serve.py then stops ComfyUI
+            self.process.send_signal(signal.SIGINT)
+        else:
+            self.process.terminate()
         try:
             self.process.wait(20)
         except subprocess.TimeoutExpired:

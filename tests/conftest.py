@@ -66,14 +66,14 @@ def comfy_base(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_models(comfy_base):
-    """The built-in demo model files (VAE included), written once per session into the in-process ComfyUI's
+    """The built-in demo model files (VAE and SD1.5-format image model included, as ./run.sh writes them), written once per session into the in-process ComfyUI's
     models folder; the server, CLI and run-command tests reuse the same folder."""
     from comfyui_env import COMFYUI
 
     from magic141_core.demo import write_demo_models
 
     tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
-    return write_demo_models(comfy_base / "models", *tokenizers)
+    return write_demo_models(comfy_base / "models", *tokenizers, include_image_model=True)
 
 
 @pytest.fixture(scope="session")

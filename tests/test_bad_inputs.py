@@ -143,10 +143,10 @@ def test_a_failure_mid_write_keeps_the_previous_file(writer, tmp_path, monkeypat
 
 
 def test_odd_images_are_fitted_not_rejected():
-    from magic141_core.image import nearest_bucket, resize_center_crop, rgb
+    from magic141_core.image import fit_image, nearest_bucket, rgb
 
     one_pixel = torch.rand(1, 1, 1, 4)  # RGBA, 1x1
-    fitted = resize_center_crop(rgb(one_pixel), *nearest_bucket(1, 1))
+    fitted = fit_image(rgb(one_pixel), *nearest_bucket(1, 1))
     assert fitted.shape == (1, 720, 720, 3) and torch.isfinite(fitted).all()
     sixteen_bit = torch.from_numpy(np.full((1, 30, 50, 3), 0.5, dtype=np.float32))
-    assert resize_center_crop(sixteen_bit, 64, 48).shape == (1, 48, 64, 3)
+    assert fit_image(sixteen_bit, 64, 48).shape == (1, 48, 64, 3)

@@ -54,3 +54,25 @@ def test_configs_the_demo_cannot_use_are_refused():
         passthrough_dit(tiny())
     with pytest.raises(ValueError, match="4 channels per norm group"):
         passthrough_vae(tiny_vae())
+
+
+def test_the_demo_image_model_has_comfyuis_sd15_layout(comfy_base):
+    """Every UNet and VAE key and shape of the built-in SD1.5-format image model equals those of ComfyUI's own SD1.5
+    modules (the one-level UNet the demo uses, the fixed SD VAE), so CheckpointLoaderSimple detects and loads it."""
+    import comfy.ops
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    from magic141_core.demo import sd15_demo_shapes
+
+    unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[1],
+                     channel_mult=(1,), num_heads=8, transformer_depth=[1], transformer_depth_output=[1, 1],
+                     transformer_depth_middle=1, context_dim=768, use_spatial_transformer=True,
+                     operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="meta")
+    with torch.device("meta"):
+        vae = AutoencoderKL(ddconfig={"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3,
+                                      "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+                                      "attn_resolutions": [], "dropout": 0.0}, embed_dim=4)
+    theirs = {f"model.diffusion_model.{k}": tuple(v.shape) for k, v in unet.state_dict().items()}
+    theirs |= {f"first_stage_model.{k}": tuple(v.shape) for k, v in vae.state_dict().items()}
+    assert sd15_demo_shapes() == theirs

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from tiny_clip import save_tiny_clip
 
-from magic141_core.image import resize_center_crop
+from magic141_core.image import fit_image
 from magic141_core.image_files import ImageFileError, image_size, load_image, open_rgb
 from magic141_core.priors import ClipEmbedder, ImageIndex
 
@@ -163,10 +163,10 @@ def test_early_reduction_gives_the_same_fitted_image(tmp_path, fmt):
     """A 1904 x 1500 file fitted to a 320 x 240 video, decoded small (JPEG draft, box reduce) vs at full size."""
     path = tmp_path / f"big.{fmt.lower()}"
     Image.fromarray(smooth(1500, 1904)).save(path, format=fmt, quality=95)
-    full = resize_center_crop(load_image(path), 320, 240)
+    full = fit_image(load_image(path), 320, 240, "crop")
     reduced_image = load_image(path, cover=(320, 240))
     assert max(reduced_image.shape[1:3]) < 1000 and min(reduced_image.shape[1:3]) >= 2 * 320  # it was reduced
-    reduced = resize_center_crop(reduced_image, 320, 240)
+    reduced = fit_image(reduced_image, 320, 240, "crop")
     diff = (reduced - full).abs() * 255
     assert diff.mean() < 1.0 and diff.max() < 12, (diff.mean(), diff.max())
 

@@ -199,6 +199,26 @@ def test_image_to_video_picks_the_official_bucket_and_scales_the_reference(pack,
     assert tiny_cond.reference is None or cond is not tiny_cond  # the input conditioning is not modified
 
 
+def test_image_to_video_pad_keeps_the_whole_portrait_on_black_bars(pack, tiny_cond):
+    """A portrait (head at the very top) into a 64x48 landscape video: crop cuts the top rows off, pad keeps every
+    row, scaled to the video's height and centred between black side bars."""
+    image = torch.full((1, 96, 48, 3), 0.5)
+    image[:, :8] = 1.0  # the "head": the top 8 of 96 rows
+    node = pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"]
+    common = dict(conditioning=tiny_cond, vae=StubVAE(), start_image=image, resolution="custom", width=64, height=48,
+                  length=9)
+    cropped = run_node(node, **common)[2]
+    assert cropped.shape == (1, 48, 64, 3) and cropped.max() < 0.6  # the head is gone
+    padded = run_node(node, **common, fit="pad")[2]
+    assert padded.shape == (1, 48, 64, 3)
+    assert padded[0, :, :20].abs().max() == 0 and padded[0, :, 44:].abs().max() == 0  # 24 px image, centred
+    assert torch.allclose(padded[0, :, 20:44], torch.nn.functional.interpolate(
+        image.movedim(-1, 1), size=(48, 24), mode="bilinear", antialias=True).movedim(1, -1)[0].clamp(0, 1))
+    assert padded[0, :3, 20:44].min() > 0.9  # the head is there
+    with pytest.raises(ValueError, match="fit must be one of \\('crop', 'pad'\\), got 'stretch'"):
+        run_node(node, **common, fit="stretch")
+
+
 @pytest.mark.parametrize("length, width, message", [(80, 64, "4k\\+1"), (9, 72, "multiple of 16")])
 def test_image_to_video_rejects_bad_sizes(pack, tiny_cond, length, width, message):
     with pytest.raises(ValueError, match=message):

@@ -19,12 +19,12 @@ SD15 = "sd15_image_model.safetensors"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, comfy_base, demo_models):
-    from tiny_sd15 import write_sd15_checkpoint
+    from magic141_core.demo import write_demo_sd15
 
     base = tmp_path_factory.mktemp("comfy_server_native")
     (base / "models").symlink_to(comfy_base / "models", target_is_directory=True)
     if not (base / "models" / "checkpoints" / SD15).is_file():
-        write_sd15_checkpoint(base / "models" / "checkpoints" / SD15)
+        write_demo_sd15(base / "models" / "checkpoints" / SD15)
     (base / "input").mkdir(parents=True, exist_ok=True)
     y, x = np.meshgrid(np.linspace(0, 1, 48), np.linspace(0, 1, 64), indexing="ij")
     start = np.stack([x, y * (1 - x), np.abs(x - 0.7) < 0.15], axis=-1)  # no symmetry, three colours

@@ -44,6 +44,9 @@ def _video_args(p: argparse.ArgumentParser, default_out: str):
     p.set_defaults(default_out=default_out)
     p.add_argument("--frames", type=int, default=81, help="frames per clip / window, 4k+1 (default: %(default)s)")
     p.add_argument("--resolution", default="540p", help="540p, 720p (official buckets) or WIDTHxHEIGHT")
+    p.add_argument("--fit", choices=["crop", "pad"], default="crop",
+                   help="start image to the video's aspect ratio: crop the centre (default, official) or pad with "
+                        "black bars (keeps the whole image; the bars stay in the video)")
     p.add_argument("--steps", type=int, default=4, help="default: %(default)s (the distilled count)")
     p.add_argument("--shift", type=float, default=5.0, help="default: %(default)s")
     p.add_argument("--guidance", type=float, default=1.0, help="default: %(default)s (distilled; >1 runs CFG)")

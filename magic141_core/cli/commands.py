@@ -16,13 +16,13 @@ from .models import REPO, load_dit_and_vae, load_encoders, resolve_models
 log = logging.getLogger("magic141")
 
 
-def load_start_image(path: Path, resolution: str) -> torch.Tensor:
-    """The start image file fitted to the video size: float [1, H, W, 3] in 0..1.
+def load_start_image(path: Path, resolution: str, fit: str = "crop") -> torch.Tensor:
+    """The start image file fitted to the video size (centre crop or pad, `fit`): float [1, H, W, 3] in 0..1.
 
     resolution: "540p" / "720p" (the official bucket nearest the image's aspect ratio) or "WIDTHxHEIGHT". The file is
     read as ComfyUI's Load Image reads it (`image_files.open_rgb`), reduced while decoding so memory follows the
     video size, not the file's. Raises FileNotFoundError, ImageFileError (naming the file) or ValueError."""
-    from ..image import nearest_bucket, resize_center_crop
+    from ..image import fit_image, nearest_bucket
     from ..image_files import image_size, load_image
     from ..pipeline import latent_shape
 
@@ -34,7 +34,7 @@ def load_start_image(path: Path, resolution: str) -> torch.Tensor:
         except ValueError:
             raise ValueError(f"--resolution must be 540p, 720p or WIDTHxHEIGHT, got {resolution!r}") from None
     latent_shape(1, height, width)  # multiples of 16, at most MAX_SIDE: refused before anything is resized
-    return resize_center_crop(load_image(path, cover=(width, height)), width, height)
+    return fit_image(load_image(path, cover=(width, height)), width, height, fit)
 
 
 def new_output(path: Path | None, default: str, suffix: str, flag: str = "--out") -> Path:
@@ -67,7 +67,7 @@ def run_video(args, windows: int, prompts: str):
     args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
     settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance,
                                  color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation)
-    prior = load_start_image(args.image, args.resolution)
+    prior = load_start_image(args.image, args.resolution, args.fit)
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
     profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)

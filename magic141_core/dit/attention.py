@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..interrupt import check_interrupt, interrupt_check_installed
+
 _SHARD: ContextVar = ContextVar("magic141_sequence_shard", default=None)
 
 
@@ -38,8 +40,28 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
     shard = _SHARD.get()
     if shard is not None:  # sequence parallel: L is this rank's video tokens + all text tokens
         return shard.attention(q, k, v, key_mask)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    rows = _query_chunk(q, k)
+    if rows >= q.shape[2]:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    else:  # cancellable: each query row's softmax is independent, so chunks give the same rows
+        out = torch.empty_like(q)
+        for start in range(0, q.shape[2], rows):
+            check_interrupt()
+            out[:, :, start : start + rows] = F.scaled_dot_product_attention(
+                q[:, :, start : start + rows], k, v, attn_mask=key_mask)
     return rearrange(out, "b h l d -> b l (h d)")
+
+
+CPU_CHUNK_SCORES = 1 << 26  # query x key x head scores per cancellable chunk on the CPU (about 1 s on 2 cores)
+
+
+def _query_chunk(q: torch.Tensor, k: torch.Tensor) -> int:
+    """Query rows per attention call: all of them, unless a cancel hook is installed and the work runs on the CPU,
+    where one 540p attention takes minutes; then chunks of about `CPU_CHUNK_SCORES` scores (GPUs stay unsplit:
+    there a whole block takes well under a second)."""
+    if q.device.type != "cpu" or not interrupt_check_installed():
+        return q.shape[2]
+    return max(256, CPU_CHUNK_SCORES // max(1, k.shape[2] * q.shape[0] * q.shape[1]))
 
 
 def text_key_mask(num_valid: torch.Tensor, img_len: int, txt_len: int) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import LATENT_CHANNELS, DiTConfig
 from ..device import RANGE_SAFE, compute_dtype_for, safe_dtype
+from ..interrupt import check_interrupt
 from .attention import rope_table, sequence_shard, text_key_mask
 from .blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock
 from .layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
@@ -130,9 +131,11 @@ class Magic141DiT(nn.Module):
         # 4. Dual-stream blocks, then single-stream blocks on the joint sequence
         with sequence_shard(shard):  # under sequence parallel, attention() runs the Ulysses all-to-alls
             for block in self.double_blocks:
+                check_interrupt()  # a cancel lands between blocks (and inside CPU attention), not only between steps
                 img, txt = block(img, txt, vec, rope, key_mask)
             joint = torch.cat([img, txt], dim=1)  # [B, Li + Lt, D]
             for block in self.single_blocks:
+                check_interrupt()
                 joint = block(joint, vec, rope, key_mask)
 
         # 5. Output projection and unpatchify

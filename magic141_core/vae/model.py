@@ -18,6 +18,7 @@ from torch import nn
 
 from ..device import RANGE_SAFE, compute_dtype_for, safe_dtype
 from ..finite import VAE_ADVICE, check_finite
+from ..interrupt import check_interrupt
 from .blocks import EPS, DownBlock, MidBlock, UpBlock
 from .causal import CausalConv3d, CausalState, GroupNorm, pointwise
 from .config import VAEConfig
@@ -71,6 +72,7 @@ class Decoder(nn.Module):
         x = self.conv_in(z, state)
         x = self.mid_block(x, state)
         for block in self.up_blocks:
+            check_interrupt()  # one chunk of a 540p frame takes minutes on a CPU
             x = block(x, state)
         return self.conv_out(F.silu(self.conv_norm_out(x, state), inplace=True), state)
 

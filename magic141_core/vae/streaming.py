@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ..interrupt import check_interrupt
 from .causal import CausalState
 from .shapes import SPATIAL_COMPRESSION, check_latent, latent_frames, pixel_frames
 from .tiling import Tiling, blend_ramps, chunk_spans, default_budget, pixel_span, plan_tiling, tile_spans
@@ -56,6 +57,7 @@ class _Split:
 
     def step(self, vae, fn: Step, x, tile, span, state, out_device) -> tuple[torch.Tensor, tuple[slice, slice]]:
         """Output of one tile over one temporal span, weighted for blending (float32 on `out_device`)."""
+        check_interrupt()  # cancel between tiles and chunks
         (r0, r1), (c0, c1), weight = tile
         i = self.in_scale
         piece = x[:, :, span[0] : span[1], r0 * i : r1 * i, c0 * i : c1 * i]
