@@ -20,6 +20,7 @@ Key names (from ComfyUI's `comfy/text_encoders/llama.py`, `comfy/clip_model.py`,
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import torch
 
