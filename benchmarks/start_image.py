@@ -66,15 +66,18 @@ def measure(path: Path, method: str) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="JPEG and PNG, new reader only")
+    parser.add_argument("--smoke", action="store_true", help="small files (500^2 vs 1500^2), new reader only: runs "
+                        "every row in seconds, for bench --smoke (the figures are not the benchmark's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    sides = (500, 1500) if args.smoke else (1000, 8000)
     rows, ratios = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for suffix in ("jpg", "png"):
-            for side in (1000, 8000):
+            for side in sides:
                 make_image(Path(tmp) / f"{side}.{suffix}", side)
-            for method in ("new",) if args.quick else ("new", "old"):
-                small, large = (measure(Path(tmp) / f"{side}.{suffix}", method) for side in (1000, 8000))
+            for method in ("new",) if args.quick or args.smoke else ("new", "old"):
+                small, large = (measure(Path(tmp) / f"{side}.{suffix}", method) for side in sides)
                 rows.append((suffix, method, small, large))
                 ratios[f"start image peak RSS 8000^2 / 1000^2, {suffix.upper()}" + ("" if method == "new" else
                                                                                       ", old reader")] = \
