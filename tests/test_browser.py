@@ -64,7 +64,7 @@ def test_template_opens_from_the_templates_browser_cleanly(page, path):
     page.problems.clear()
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     page.get_by_text(PACK_NAME, exact=True).first.click()  # the pack's category (under Extensions)
-    title = page.locator(".p-dialog").get_by_text(name, exact=True).first
+    title = page.locator("[role=dialog]").get_by_text(name, exact=True).first
     thumb = title.locator("xpath=ancestor::*[.//img][1]").locator("img").first
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(), timeout=30_000)
     assert thumb.evaluate("img => img.naturalWidth") == 512  # our thumbnail, not the blank default
@@ -73,7 +73,7 @@ def test_template_opens_from_the_templates_browser_cleanly(page, path):
     time.sleep(1)
     nodes = page.evaluate("() => window.app.graph._nodes.map(n => ({type: n.type, box: Array.from(n.getBounding())}))")
     assert sorted(n["type"] for n in nodes) == sorted(n["type"] for n in expected)
-    assert page.locator(".p-dialog").count() == 0, page.locator(".p-dialog").all_inner_texts()  # no missing nodes
+    assert page.locator("[role=dialog]").count() == 0, page.locator("[role=dialog]").all_inner_texts()  # no missing nodes
     problems = [p for p in page.problems if not _not_ours(p)]
     assert not problems, problems
     boxes = [n for n in nodes if n["type"] != "Reroute"]
