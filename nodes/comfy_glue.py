@@ -200,6 +200,8 @@ def output_file(filename_prefix: str, extension: str, width: int = 0, height: in
     The folder is checked after resolving symlinks (ComfyUI's own check compares unresolved paths): a prefix whose
     folder is, or passes through, a link to somewhere outside the output folder is refused with ValueError."""
     out_dir = folder_paths.get_output_directory()
+    # checked before ComfyUI's own check (0.30 has one, with a less specific message; 0.3.x compares unresolved paths)
+    _inside_output(Path(out_dir), Path(out_dir) / Path(filename_prefix).parent, f"filename_prefix {filename_prefix!r}")
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, width, height)
     _inside_output(Path(out_dir), Path(folder), f"filename_prefix {filename_prefix!r}")
     while True:

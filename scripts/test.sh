@@ -21,7 +21,7 @@ if [ "${MAGIC141_SKIP_COMPAT:-0}" != 1 ]; then
   env "${export_compat[@]}" bash scripts/setup_env.sh
   env "${export_compat[@]}" bash scripts/setup_comfyui.sh 0.3.75
   echo "[test] compatibility subset: ComfyUI 0.3.75 + transformers 4.5x" >&2
-  env "${export_compat[@]}" "$ROOT/.venv-compat/bin/python" "${PYTEST[@]}" -m compat -q
+  env "${export_compat[@]}" "$ROOT/.venv-compat/bin/python" "${PYTEST[@]}" -m "compat or compat_only" -q
   echo "[test] main suite: ComfyUI 0.30.0 + transformers 5" >&2
 fi
-exec "${MAGIC141_VENV:-$ROOT/.venv}/bin/python" "${PYTEST[@]}" "$@"
+exec "${MAGIC141_VENV:-$ROOT/.venv}/bin/python" "${PYTEST[@]}" -m "not compat_only" "$@"

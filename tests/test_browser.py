@@ -24,7 +24,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 
 def _not_ours(entry) -> bool:
-    return entry[0] == "console" and "violates the following Content Security Policy" in entry[1]
+    return entry[0] == "console" and "Content Security Policy" in entry[1]  # the frontend's blocked calls out
 
 
 @pytest.fixture(scope="module")

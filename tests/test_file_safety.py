@@ -98,7 +98,7 @@ def test_save_int8_writes_into_diffusion_models_and_never_over_a_model(pack, com
     with pytest.raises(FileExistsError, match="m_int8.safetensors"):
         run_node(saver, model=model, filename="m_int8")
     (int8,) = run_node(loader, model_name="m_int8.safetensors", weight_dtype="bf16", int8="pre-quantized")
-    assert type(int8.model.double_blocks[0].img_attn_qkv).__name__ == "Int8Linear"
+    assert type(int8.model.diffusion_model.double_blocks[0].img_attn_qkv).__name__ == "Int8Linear"
 
 
 # ------------------------------------------------------------------------------------- output folder symlinks

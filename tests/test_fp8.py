@@ -162,5 +162,5 @@ def test_the_model_loader_node_loads_a_comfyui_scaled_fp8_file(pack, comfy_base,
     path, _ = write("comfy_scale_weight", float_model.state_dict(), comfy_base / "models" / "diffusion_models")
     (patcher,) = run_node(pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"], model_name=path.name,
                           weight_dtype=weight_dtype, int8=int8, block_swap=1)
-    got = forward(patcher.model)
+    got = forward(patcher.model.diffusion_model)
     assert torch.isfinite(got).all() and rel(got, want) < 0.12

@@ -249,7 +249,7 @@ def test_the_pack_wires_comfyuis_interrupt_into_loading(pack, demo_models):
     finally:
         mm.interrupt_current_processing(False)
     (patcher,) = run_node(loader, model_name=DEMO_FILES["dit"][1], weight_dtype="bf16")  # the next load runs
-    assert patcher.model.config.double_blocks == 2
+    assert patcher.model.diffusion_model.config.double_blocks == 2
 
 
 def test_the_cli_refuses_nan_weights_with_one_line_and_writes_no_video(demo_models, tmp_path):
@@ -309,7 +309,7 @@ def test_a_file_link_pointing_outside_is_never_indexed_read_or_returned(linked_f
     save_safetensors({"embeddings": torch.cat([index.embeddings, own[None], own[None]])}, index.index_path,
                      {"format": "magic141-clip-index-v1", "model": embedder.identity,
                       "files": json.dumps([*map(list, index.keys), ["leak.png", 1, 1],
-                                           ["../../private/secret.png", 1, 1]])})
+                                           ["../../private/secret.png", 1, 1]])}, overwrite=True)
     reloaded = ImageIndex(root / "priors", roots=[root])
     assert sorted(k[0] for k in reloaded.keys) == ["inside.png", "real.png"]
     (root / "priors" / "real.png").unlink()  # swapped for a link after indexing: refused at read time

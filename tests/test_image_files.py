@@ -91,6 +91,7 @@ def load_image_node(comfy_base):
     return run
 
 
+@pytest.mark.compat_only  # the reference is 0.3.75's Load Image (0.30.0's decodes through PyAV)
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_each_file_kind_reads_as_load_image_reads_it(tmp_path, load_image_node, name):
     path = tmp_path / name
@@ -101,6 +102,7 @@ def test_each_file_kind_reads_as_load_image_reads_it(tmp_path, load_image_node, 
     assert image_size(path) == (ours.shape[2], ours.shape[1])  # header size, orientation applied
 
 
+@pytest.mark.compat_only  # the reference is 0.3.75's Load Image (0.30.0's decodes through PyAV)
 def test_sixteen_bit_grey_is_scaled_not_white(tmp_path, load_image_node):
     values = (np.arange(16 * 64).reshape(16, 64) * 64).astype(np.uint16)  # 0 .. 65472
     Image.fromarray(values).save(tmp_path / "grey16.png")

@@ -26,6 +26,7 @@ _IN_BLOCKS = [  # inside double / single / token-refiner blocks
     ("mlp.fc1.", "mlp.0."),
     ("mlp.fc2.", "mlp.2."),
 ]
+# ComfyUI 0.3.x names the q/k RMSNorm gains `.scale`; ComfyUI 0.30 names them `.weight` (both are read back)
 _EMBEDDERS = [  # official MLP embedders named mlp.0 / mlp.2 or linear_1 / linear_2 become in_layer / out_layer
     (re.compile(r"^(time_in|guidance_in|text_guidance_in|txt_in\.t_embedder)\.mlp\.0\."), r"\1.in_layer."),
     (re.compile(r"^(time_in|guidance_in|text_guidance_in|txt_in\.t_embedder)\.mlp\.2\."), r"\1.out_layer."),
@@ -44,11 +45,14 @@ def _in_block(key: str) -> bool:
     return key.startswith(("double_blocks.", "single_blocks.", "txt_in.individual_token_refiner.blocks."))
 
 
-def official_to_comfy(key: str) -> str:
-    """One official key -> ComfyUI's internal name for it (unknown keys unchanged)."""
+def official_to_comfy(key: str, norm: str = "scale") -> str:
+    """One official key -> ComfyUI's internal name for it (unknown keys unchanged). `norm`: the name of the q/k
+    RMSNorm gain in the target ComfyUI ("scale" up to 0.3.x, "weight" in 0.30)."""
     if _in_block(key):
         for official, internal in _IN_BLOCKS:
             key = key.replace(official, internal)
+        if norm == "weight":
+            key = key.replace("_norm.scale", "_norm.weight")
         return key
     for pattern, internal in _EMBEDDERS:
         key = pattern.sub(internal, key)
@@ -56,8 +60,10 @@ def official_to_comfy(key: str) -> str:
 
 
 def comfy_to_official(key: str) -> str:
-    """One ComfyUI-internal key -> the official name (the inverse of `official_to_comfy`)."""
+    """One ComfyUI-internal key -> the official name (the inverse of `official_to_comfy`, either norm naming)."""
     if _in_block(key):
+        key = key.replace("norm.query_norm.weight", "norm.query_norm.scale").replace(
+            "norm.key_norm.weight", "norm.key_norm.scale")
         for official, internal in _IN_BLOCKS:
             key = key.replace(internal, official)
         return key
