@@ -38,7 +38,8 @@ def latent():
 
 @pytest.fixture(scope="module")
 def one_pass(native_vae, latent):
-    frames = native_vae.decode(latent)
+    with torch.inference_mode():  # as ComfyUI's executor runs every node
+        frames = native_vae.decode(latent)
     return frames.reshape(-1, *frames.shape[-3:])
 
 
@@ -52,7 +53,8 @@ def tiled_decode(native_vae, latent):
     def decode(widgets):
         key = tuple(widgets)
         if key not in cache:
-            cache[key] = nodes.VAEDecodeTiled().decode(native_vae, {"samples": latent}, *widgets)[0]
+            with torch.inference_mode():  # as ComfyUI's executor runs every node
+                cache[key] = nodes.VAEDecodeTiled().decode(native_vae, {"samples": latent}, *widgets)[0]
         return cache[key]
 
     return decode
@@ -73,7 +75,8 @@ def test_every_shipped_decode_equals_one_pass_at_81_frames(path, pack, native_va
         elif kind == "VAEDecode":
             frames = one_pass
         else:  # Long Video decodes each window through the glue's NativeFrameVAE
-            frames = torch.cat(list(pack.nodes.comfy_glue.NativeFrameVAE(native_vae).decode_frames(latent)))
+            with torch.inference_mode():
+                frames = torch.cat(list(pack.nodes.comfy_glue.NativeFrameVAE(native_vae).decode_frames(latent)))
         assert frames.shape == one_pass.shape == (81, 16, 16, 3)
         assert (frames - one_pass).abs().max() < TOLERANCE, (path.name, kind, widgets)
 
