@@ -4,6 +4,7 @@ lent GPU will run cannot rot), its budget, its FLOP count, and `bench --quick`'s
 from __future__ import annotations
 
 import json
+import time
 import os
 import subprocess
 import sys
@@ -112,7 +113,28 @@ def test_bench_fills_every_row_of_its_table(tmp_path):
     assert list(rows) == [key for ratios in RATIOS.values() for key in ratios]
     assert all(isinstance(row["value"], float) and row["error"] is None for row in rows.values()), rows
     assert "FAILED" not in result.stdout and "SMOKE configurations" in result.stdout
-    assert "1-minute load average" in result.stdout and table["load average"]["max"] >= 0
+    assert "other processes kept" in result.stdout and 0 <= table["other load"]["max"] <= 1
+
+
+def test_bench_counts_other_processes_load_but_not_its_own():
+    """The bench's load figure is what OTHER processes used: a spinning process it did not start shows up (about
+    one CPU's worth), the CPU time of a child it waited for does not."""
+    import subprocess
+    import sys
+
+    from magic141_core.cli.bench import OtherLoad
+
+    spin = [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"]
+    own = OtherLoad()
+    subprocess.run(spin, check=True)  # the bench's own child: not "other"
+    own_share = own.share()
+    other = OtherLoad()
+    with subprocess.Popen(spin) as child:  # not waited for while measuring: like another user's process
+        time.sleep(1.2)
+        other_share = other.share()
+    cpus = os.cpu_count() or 1
+    assert other_share > 0.6 / cpus, other_share  # one busy CPU out of `cpus`
+    assert own_share < other_share - 0.3 / cpus, (own_share, other_share)
 
 
 def test_bench_prints_a_failed_script_s_rows_as_failed(tmp_path, monkeypatch):

@@ -1,9 +1,10 @@
 """`bench`: run every benchmark script (each in its own process) and print one table of the ratios.
 
 With `runs` > 1 the scripts run in interleaved rounds (every script once per round), so load from other processes
-spreads over all rows alike; each ratio is then the median over the rounds, with its spread (min..max). The 1-minute
-load average is read at the start and end of every round and printed with the table: figures measured under load
-say so. A script that fails prints its rows as FAILED with the reason; the other rows are unaffected.
+spreads over all rows alike; each ratio is then the median over the rounds, with its spread (min..max). The CPU
+time other processes used while the benchmarks ran (the machine's busy time from /proc/stat minus the bench's own
+process tree) is printed with the table as a share of the machine: figures measured under load say so. A script
+that fails prints its rows as FAILED with the reason; the other rows are unaffected.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -61,6 +63,38 @@ def machine() -> str:
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
 
 
+def _machine_busy_s() -> float | None:
+    """Seconds of CPU time the whole machine has spent busy since boot (/proc/stat; None where it does not exist)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of every child it has waited for (the benchmark scripts and theirs)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherLoad:
+    """The share of the machine's CPUs that OTHER processes kept busy between start and `share()`: (busy seconds of
+    the machine - CPU seconds of this process tree) / (wall seconds x CPUs), in [0, 1]; None without /proc/stat.
+    Unlike the load average it does not count the benchmark itself."""
+
+    def __init__(self):
+        self.busy, self.own, self.wall = _machine_busy_s(), _own_cpu_s(), time.monotonic()
+
+    def share(self) -> float | None:
+        busy, wall = _machine_busy_s(), time.monotonic() - self.wall
+        if busy is None or self.busy is None or wall <= 0:
+            return None
+        others = (busy - self.busy) - (_own_cpu_s() - self.own)
+        return min(max(others / (wall * (os.cpu_count() or 1)), 0.0), 1.0)
+
+
 def _failure(result: subprocess.CompletedProcess) -> str:
     if result.returncode < 0:
         name = signal.Signals(-result.returncode).name
@@ -83,7 +117,7 @@ def run_script(script: Path, size: str | None, env: dict | None = None) -> tuple
 def run_benchmarks(folder: Path, quick: bool = False, out: Path | None = None, runs: int = 1,
                    comfyui: Path | None = None, smoke: bool = False) -> dict:
     """Run every script `runs` times (interleaved rounds); print the table; return (and write to `out`) it as
-    {"machine", "quick", "runs", "load average", "notes", "ratios": {key: {"value" (median), "min", "max",
+    {"machine", "quick", "runs", "other load", "notes", "ratios": {key: {"value" (median), "min", "max",
     "values", "meaning", "error"}}}. `comfyui`: the ComfyUI folder whose tokenizers encoder_int8.py uses.
     `smoke`: every script at its tiniest configuration (checks that every row runs; the figures mean nothing)."""
     size = "smoke" if smoke else "quick" if quick else None
@@ -91,7 +125,7 @@ def run_benchmarks(folder: Path, quick: bool = False, out: Path | None = None, r
     values = {key: [] for ratios in RATIOS.values() for key in ratios}
     errors, notes, loads = {}, {}, []
     for round_ in range(runs):
-        loads.append(os.getloadavg()[0])
+        load = OtherLoad()
         for script in RATIOS:
             print(f"[{round_ + 1}/{runs}] running {script} ...", file=sys.stderr, flush=True)
             summary, error = run_script(folder / script, size, env)
@@ -102,9 +136,11 @@ def run_benchmarks(folder: Path, quick: bool = False, out: Path | None = None, r
             for key in RATIOS[script]:
                 if summary.get("ratios", {}).get(key) is not None:
                     values[key].append(summary["ratios"][key])
-        loads.append(os.getloadavg()[0])
+        loads.append(load.share())
+    loads = [v for v in loads if v is not None]
     table = {"machine": machine(), "quick": quick, "smoke": smoke, "runs": runs,
-             "load average": {"min": min(loads), "max": max(loads), "median": statistics.median(loads)},
+             "other load": {"min": min(loads), "max": max(loads), "median": statistics.median(loads)} if loads
+             else None,
              "notes": list(notes), "ratios": {}}
     for script, ratios in RATIOS.items():
         for key, meaning in ratios.items():
@@ -119,14 +155,14 @@ def run_benchmarks(folder: Path, quick: bool = False, out: Path | None = None, r
 
 
 def format_table(table: dict) -> str:
-    load = table["load average"]
+    load = table["other load"]
     size = " (SMOKE configurations: every row runs; the figures mean nothing)" if table.get("smoke") else \
         " (quick configurations)" if table["quick"] else ""
     lines = [f"machine: {table['machine']}{size}",
-             f"runs: {table['runs']} interleaved; 1-minute load average {load['min']:.1f}..{load['max']:.1f} "
-             f"(median {load['median']:.1f}) on {os.cpu_count()} CPUs"
-             + ("  -- LOADED MACHINE: re-measure on a quiet one" if load["max"] > 0.5 * (os.cpu_count() or 1)
-                else ""),
+             f"runs: {table['runs']} interleaved; "
+             + (f"other processes kept {load['median']:.0%} of the {os.cpu_count()} CPUs busy (per round "
+                f"{load['min']:.0%}..{load['max']:.0%})" if load else "other processes' load: unknown (no /proc/stat)")
+             + ("  -- LOADED MACHINE: re-measure on a quiet one" if load and load["max"] > 0.10 else ""),
              f"{'ratio':58s} {'median':>9s} {'min..max':>17s}  meaning"]
     for key, row in table["ratios"].items():
         if row["value"] is None:
