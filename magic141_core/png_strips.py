@@ -44,7 +44,27 @@ _CHUNK_TYPE = re.compile(rb"\w\w\w\w")  # what Pillow's PngStream.read accepts a
 
 def chunk(kind: bytes, data: bytes) -> bytes:
     """One PNG chunk: length, type, data, CRC-32 of type + data (PNG specification, section 5.3)."""
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+    return b"".join(_chunk_parts(kind, [data]))
+
+
+def _chunk_parts(kind: bytes, parts: list) -> list:
+    """`chunk` as a list of pieces around the data pieces (joined once by the caller: no copy per piece)."""
+    crc = zlib.crc32(kind)
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return [struct.pack(">I", sum(len(part) for part in parts)), kind, *parts, struct.pack(">I", crc)]
+
+
+def _stored_zlib(raw: bytes) -> list:
+    """A zlib stream holding `raw` uncompressed, as pieces: the RFC 1950 header, stored deflate blocks of at most
+    65535 bytes (RFC 1951, section 3.2.4: header byte BFINAL/BTYPE=00, LEN, one's complement NLEN, the bytes), the
+    Adler-32 of `raw`. What `zlib.compress(raw, 0)` makes, without its copy through the deflate window."""
+    view, size = memoryview(raw), len(raw)
+    parts = [b"\x78\x01"]
+    for start in range(0, size, 65535):
+        block = view[start:start + 65535]
+        parts += [struct.pack("<BHH", start + 65535 >= size, len(block), 0xFFFF ^ len(block)), block]
+    return parts + [struct.pack(">I", zlib.adler32(raw))]
 
 
 @dataclass
@@ -97,10 +117,10 @@ class PngLayout:
             prior = None
             for start, stop in zip(bounds[:-1], bounds[1:]):
                 rows = _inflate(inflate, pieces, (stop - start) * self.stride)
-                raw = rows if prior is None else b"\0" + prior + rows
+                raw = rows if prior is None else b"".join((b"\0", prior, rows))
                 height = stop - start + (prior is not None)
-                data = (SIGNATURE + self._ihdr(height) + keep + chunk(b"IDAT", zlib.compress(raw, 0))
-                        + chunk(b"IEND", b""))
+                data = b"".join([SIGNATURE, self._ihdr(height), keep, *_chunk_parts(b"IDAT", _stored_zlib(raw)),
+                                 chunk(b"IEND", b"")])
                 del raw, rows
                 image = Image.open(io.BytesIO(data))
                 image.load()
@@ -212,7 +232,7 @@ def _idat_pieces(f) -> Iterator[bytes]:
             f.read(4)  # an empty IDAT chunk: nothing to check against
 
 
-def _inflate(inflate, pieces: Iterator[bytes], size: int) -> bytes:
+def _inflate(inflate, pieces: Iterator[bytes], size: int) -> bytearray:
     """Exactly `size` inflated bytes (never more: max_length), or OSError when the data ends first."""
     out = bytearray()
     while len(out) < size:
@@ -223,7 +243,7 @@ def _inflate(inflate, pieces: Iterator[bytes], size: int) -> bytes:
             out += inflate.decompress(data, size - len(out))
         except zlib.error as e:
             raise OSError(f"broken data stream in the image data ({e})") from None
-    return bytes(out)
+    return out
 
 
 def _refuse_extra(inflate, pieces: Iterator[bytes], layout: PngLayout) -> None:

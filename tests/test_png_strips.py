@@ -122,8 +122,11 @@ def test_every_exif_orientation_is_the_full_decode(tmp_path, monkeypatch, small_
     assert size == ((16, 13) if orientation >= 5 else (13, 16))
 
 
-def test_pillow_written_files_are_the_full_decode(tmp_path, monkeypatch, small_strips):
-    """Files as Pillow writes them (its encoder picks the filters): RGB, RGBA, palette with tRNS."""
+@pytest.mark.parametrize("strip_bytes", [200, 4 << 20])
+def test_pillow_written_files_are_the_full_decode(tmp_path, monkeypatch, strip_bytes):
+    """Files as Pillow writes them (its encoder picks the filters): RGB, RGBA, palette with tRNS; in strips of 32
+    rows, and whole (one strip of 600 kB: ten stored deflate blocks)."""
+    monkeypatch.setattr(image_files, "_STRIP_BYTES", strip_bytes)
     rgb = pixels(515, 389, 3)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     Image.fromarray(pixels(301, 203, 4)).save(tmp_path / "rgba.png")
