@@ -131,7 +131,8 @@ class PngLayout:
 
 
 def scan(path: str | os.PathLike) -> PngLayout:
-    """Parse a PNG's chunk layout without reading the image data (it is skipped with seeks; strips reads it).
+    """Parse a PNG's chunk layout without reading the image data (it is skipped with seeks; strips reads it). For a
+    file that is not `strippable` only the chunks before the image data are read.
 
     Raises ValueError for a file that is not a well-formed PNG, OSError when it ends inside its image data."""
     with open(path, "rb") as f:
@@ -153,6 +154,8 @@ def scan(path: str | os.PathLike) -> PngLayout:
                 raise ValueError("no image data (IEND before any IDAT chunk)")
             layout.before.append((kind, chunk(kind, _body(f, kind, length))))  # CRC checked: the same bytes
         layout.idat_offset = start
+        if not layout.strippable:
+            return layout  # decoded whole by Pillow: its own checks apply, none of these
         while kind == b"IDAT":  # the image data: only its length is checked here
             if f.tell() + length + 4 > size:
                 raise OSError("image file is truncated (it ends inside its image data)")
