@@ -4,16 +4,17 @@ huge start image reduced, with memory bounded by the output size).
 Pillow has no reduced PNG decoder: `Image.load()` allocates the whole image (RGB at 4 bytes per pixel, 256 MB for
 8000 x 8000). Here the file's chunks are parsed (lengths, order and CRCs checked, CRCs of the image data too, which
 Pillow's own decoder skips), the concatenated IDAT data is inflated piece by piece with `zlib.decompressobj` and a
-bounded `max_length`, and each strip of rows is handed to Pillow as a small PNG of its own: the same IHDR except the
-height, the same PLTE and tRNS, and, above the strip's filtered rows, the previous strip's last reconstructed row
+bounded `max_length`, and each strip of rows is handed to Pillow as a small PNG of its own (its data in stored,
+uncompressed deflate blocks): the same IHDR except the height, the same PLTE and tRNS, and, above the strip's filtered rows, the previous strip's last reconstructed row
 stored with filter type 0, so Up, Average and Paeth of the strip's first row see the right prior row (the PNG
 specification, section 9: filters refer to the previous row's reconstructed bytes). Pillow then unfilters and
 converts each strip exactly as it does the whole file, so the pixels are the same bytes.
 
 Only files where a reconstructed row equals Pillow's decoded bytes are taken (`strippable`): non-interlaced, bit
 depth 8, colour types 0/2/3/4/6 (Pillow modes L, RGB, P, LA, RGBA), not animated. 16-bit samples are decoded by
-Pillow to their high byte (the raw row is lost, so the next strip's prior row cannot be rebuilt), bit depths 1/2/4
-are unpacked or scaled, and interlaced rows are not stored in order: those keep Pillow's full decode.
+Pillow to their high byte (the raw row is lost, so the next strip's prior row cannot be rebuilt; 16-bit RGB and
+RGBA have no 8-bit colour type with the same bytes per pixel to decode them raw through), bit depths 1/2/4 are
+unpacked or scaled, and interlaced rows are not stored in order: those keep Pillow's full decode.
 
 Decompression is bounded by the header: the image data must inflate to exactly height x (1 + row bytes); data that
 inflates beyond that is refused (`ValueError`) after at most one extra byte is produced, never allocated. Chunks
