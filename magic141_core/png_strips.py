@@ -6,9 +6,10 @@ Pillow has no reduced PNG decoder: `Image.load()` allocates the whole image (RGB
 Pillow's own decoder skips), the concatenated IDAT data is inflated piece by piece with `zlib.decompressobj` and a
 bounded `max_length`, and each strip of rows is handed to Pillow as a small PNG of its own (its data in stored,
 uncompressed deflate blocks): the same IHDR except the height, the same PLTE and tRNS, and, above the strip's
-filtered rows, the previous strip's last reconstructed row stored with filter type 0, so Up, Average and Paeth of the strip's first row see the right prior row (the PNG
-specification, section 9: filters refer to the previous row's reconstructed bytes). Pillow then unfilters and
-converts each strip exactly as it does the whole file, so the pixels are the same bytes.
+filtered rows, the previous strip's last reconstructed row stored with filter type 0, so Up, Average and Paeth of
+the strip's first row see the right prior row (the PNG specification, section 9: filters refer to the previous
+row's reconstructed bytes). Pillow then unfilters and converts each strip exactly as it does the whole file, so the
+pixels are the same bytes.
 
 Only files where a reconstructed row equals Pillow's decoded bytes are taken (`strippable`): non-interlaced, bit
 depth 8, colour types 0/2/3/4/6 (Pillow modes L, RGB, P, LA, RGBA), not animated. 16-bit samples are decoded by
