@@ -3,9 +3,10 @@
 
 Each case runs in a fresh subprocess: import torch and the core, then read and fit the file as the CLI does
 (`load_start_image(path, "540p")`: image_files reads it reduced while decoding, then resize + centre crop), and
-report the process's peak RSS (VmHWM) and the peak minus the RSS just before. JPEG files are decoded small (DCT
-scaling); PNG has no scaled decoder in Pillow, so its 8-bit pixels are decoded once at full size (W x H x 3 bytes)
-and reduced at once, never as float. "old" is the previous reader: full-size float tensor, then resize.
+report the process's peak RSS (VmHWM), the peak minus the RSS just before, and the read's wall time. JPEG files
+are decoded small (DCT scaling); PNG has no scaled decoder in Pillow, so `png_strips` inflates it in strips of a
+few hundred rows, each decoded by Pillow and box-reduced as it comes (never the full-size image). "old" is the
+previous reader: full-size float tensor, then resize.
 Run:  python benchmarks/start_image.py [--quick] [--json out.json]   (about a minute here)
 """
 
@@ -35,6 +36,7 @@ def hwm():
 
 torch.zeros(1)
 before = list(hwm())[1]
+start = __import__("time").perf_counter()
 path, method = sys.argv[2], sys.argv[3]
 if method == "new":
     out = load_start_image(__import__("pathlib").Path(path), "540p")
@@ -43,8 +45,9 @@ else:
         rgb = ImageOps.exif_transpose(image).convert("RGB")
     full = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255)[None]
     out = fit_image(full, *nearest_bucket(full.shape[2], full.shape[1], "540p"), "crop")
+seconds = __import__("time").perf_counter() - start
 peak = list(hwm())[0]
-print(json.dumps({"peak": peak, "delta": peak - before, "shape": list(out.shape)}))
+print(json.dumps({"peak": peak, "delta": peak - before, "seconds": seconds, "shape": list(out.shape)}))
 """
 
 
@@ -84,10 +87,11 @@ def main(argv=None) -> dict:
                                                                                       ", old reader")] = \
                     round(large["peak"] / small["peak"], 3)
     print(f"{'file':5s} {'reader':6s} {'peak 1000^2':>12s} {'peak 8000^2':>12s} {'delta 1000^2':>13s} "
-          f"{'delta 8000^2':>13s} {'ratio':>6s}")
+          f"{'delta 8000^2':>13s} {'ratio':>6s} {'s 1000^2':>9s} {'s 8000^2':>9s}")
     for suffix, method, small, large in rows:
         print(f"{suffix:5s} {method:6s} {small['peak'] / 2**20:10.0f}MB {large['peak'] / 2**20:10.0f}MB "
-              f"{small['delta'] / 2**20:11.0f}MB {large['delta'] / 2**20:11.0f}MB {large['peak'] / small['peak']:6.2f}")
+              f"{small['delta'] / 2**20:11.0f}MB {large['delta'] / 2**20:11.0f}MB {large['peak'] / small['peak']:6.2f} "
+              f"{small['seconds']:9.2f} {large['seconds']:9.2f}")
     summary = {"ratios": ratios}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))

@@ -14,10 +14,18 @@ differences, both where Load Image gives a wrong picture:
   file is refused too (Load Image would fill the missing part with grey).
 
 `cover=(width, height)`: the caller will resize the image to cover that size (a video bucket, CLIP's input).
-The file is then decoded small where the format allows (JPEG's DCT scaling, `Image.draft`) and box-reduced by an
-integer factor right after decoding, always keeping at least twice the cover size, so memory follows the output
-size rather than the file's (an 8000 x 8000 start image for 540p) and the final antialiased resize is unchanged
-up to rounding (tests/test_image_files.py measures it).
+The file is then decoded small where the format allows and box-reduced by an integer factor (`Image.reduce`),
+always keeping at least twice the cover size, so memory follows the output size rather than the file's (an
+8000 x 8000 start image for 540p) and the final antialiased resize is unchanged up to rounding
+(tests/test_image_files.py measures it):
+- JPEG: decoded at 1/2, 1/4 or 1/8 size by DCT scaling (`Image.draft`), then reduced.
+- PNG, 8 bits per sample, not interlaced (grey, grey + alpha, RGB, RGBA, palette): decoded in strips of a few
+  hundred rows by `png_strips`, each strip reduced as it comes, never the full-size image in memory; the bytes are
+  exactly those of decoding the whole file and reducing it (tests/test_png_strips.py). The strip reader also
+  checks the image data's CRCs and refuses image data that inflates beyond the size in the header (Pillow's full
+  decode skips both checks; reads without `cover` still use it).
+- everything else (16-bit and 1/2/4-bit PNGs, interlaced PNGs, other formats): decoded at full size, then reduced
+  at once (8 bits per sample, never as float).
 """
 
 from __future__ import annotations
@@ -31,9 +39,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from magic141_core import png_strips
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
 _SWAPPED = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
+_STRIP_BYTES = 4 << 20  # stored PNG bytes decoded per strip (a few hundred rows of an 8000-pixel-wide image)
 
 
 class ImageFileError(ValueError):
@@ -57,6 +68,9 @@ def open_rgb(path: str | os.PathLike, cover: tuple[int, int] | None = None) -> I
             with Image.open(path) as image:
                 if cover is not None:
                     _draft(image, cover)
+                    reduced = _png_reduced(path, image, cover)
+                    if reduced is not None:  # decoded in strips, never at full size
+                        return _to_rgb(ImageOps.exif_transpose(reduced, in_place=True) or reduced)
                 image.load()
                 image = ImageOps.exif_transpose(image, in_place=True) or image  # no copy when not turned
                 if cover is not None:
@@ -131,11 +145,55 @@ def _draft(image: Image.Image, cover: tuple[int, int]) -> None:
 
 def _reduce(image: Image.Image, cover: tuple[int, int]) -> Image.Image:
     factor = _factor(image.size, cover)
-    if factor < 2:
-        return image
+    return image if factor < 2 else _reducible(image).reduce(factor)
+
+
+def _reducible(image: Image.Image) -> Image.Image:
     if image.mode in _SIXTEEN_BIT or image.mode in ("P", "1", "I", "F"):
-        image = _to_rgb(image)  # modes Image.reduce cannot average: convert first (same result as Load Image)
-    return image.reduce(factor)
+        return _to_rgb(image)  # modes Image.reduce cannot average: convert first (same result as Load Image)
+    return image
+
+
+def _png_reduced(path: Path, image: Image.Image, cover: tuple[int, int]) -> Image.Image | None:
+    """An 8-bit non-interlaced PNG decoded in strips (`png_strips`), each box-reduced as it comes: the same bytes
+    as `_reduce` of the full decode, in the file's own orientation with `info` as Pillow's full decode gives it
+    (the caller applies the EXIF orientation). None for other files, or when nothing would be reduced."""
+    factor = _factor(image.size, cover)
+    if image.format != "PNG" or factor < 2:
+        return None
+    layout = png_strips.scan(path)
+    if not layout.strippable or image.mode != png_strips.MODES[layout.colour_type]:
+        return None
+    header = layout.header_image()
+    right, bottom = _anchors(header.info)
+    width, height = layout.width, layout.height
+    # The full path reduces AFTER turning the image; a partial box (size not a multiple of the factor) then sits
+    # on the far side of the turned image, so here the box grid starts from the corner that ends up top-left.
+    first = height % factor if bottom else 0
+    step = max(factor, _STRIP_BYTES // layout.stride // factor * factor)
+    bounds = sorted({0, first, *range(first + step, height, step), height})
+    left = width % factor if right else 0
+    columns = [(0, left), (left, width)] if left else [(0, width)]
+    out = None
+    for start, strip, top in layout.strips(path, bounds):
+        strip = _reducible(strip)
+        for x0, x1 in columns:
+            part = strip.reduce(factor, (x0, top, x1, strip.height))
+            if out is None:
+                out = Image.new(part.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+            out.paste(part, (math.ceil(x0 / factor), math.ceil(start / factor)))
+    out.info = dict(header.info)
+    return out
+
+
+def _anchors(info: dict) -> tuple[bool, bool]:
+    """(right, bottom): which corner of the file's pixels `ImageOps.exif_transpose` puts top-left for this info,
+    found by turning a 2 x 2 probe the same way (so it follows Pillow for every orientation source: eXIf, XMP)."""
+    probe = Image.new("L", (2, 2))
+    probe.putdata([0, 1, 2, 3])
+    probe.info = dict(info)
+    corner = ImageOps.exif_transpose(probe).getpixel((0, 0))
+    return bool(corner & 1), bool(corner & 2)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

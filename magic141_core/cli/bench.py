@@ -48,8 +48,8 @@ RATIOS = {
                     "all-to-all share of the step, 8 GPUs": "communication share of an 8-GPU step (estimate)"},
     "start_image.py": {"start image peak RSS 8000^2 / 1000^2, JPEG": "start-image memory, huge vs small JPEG (1.0 = "
                                                                      "bounded by the video size)",
-                       "start image peak RSS 8000^2 / 1000^2, PNG": "the same for PNG (decoded once at full size, "
-                                                                    "8-bit)"},
+                       "start image peak RSS 8000^2 / 1000^2, PNG": "the same for PNG (decoded in strips, never at "
+                                                                    "full size)"},
     "long_video.py": {"window time, later / earlier windows": "long video: steady window cost (1.0 = linear)",
                       "window time spread (max - min) / median": "long video: spread of the steady windows",
                       "steady window / a 1-window run's window": "a window inside a long video vs a single clip",
