@@ -24,7 +24,8 @@ class Magic141LongVideo:
         "(colour-matched to the prior, re-encoded), the prior's image tokens stay the identity anchor, and the "
         "repeated seam frame is dropped. Each window is appended to the MP4 as soon as it is done, so memory stays "
         "flat. One prompt per line directs the windows in order (the last line repeats). If you stop the run, the "
-        "finished windows are kept as <name>_partial.mp4."
+        "finished windows are kept as <name>_partial.mp4. A progress bar shows while it renders; the finished video "
+        "plays in the node."
     )
     CATEGORY = glue.CATEGORY
     RETURN_TYPES = ("IMAGE", "STRING") + glue.VIDEO_OUTPUT
@@ -45,8 +46,10 @@ class Magic141LongVideo:
                 "prior": ("IMAGE", {"tooltip": "The image the shot starts from."}),
                 "prompts": ("STRING", {"multiline": True, "tooltip": "One prompt per line, one line per window in "
                                        "order; the last line repeats for the remaining windows."}),
-                "duration": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 3600.0, "step": 0.1,
-                                       "tooltip": "Length in seconds, or in windows (see unit)."}),
+                # whole steps: the frontend shows "3" windows / "60" seconds, not "3.0" (the clip grows in whole
+                # windows, ~3.3 s at 24 fps); min stays 0.1 and values stay floats, so older workflows keep meaning
+                "duration": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 3600.0, "step": 1.0, "round": 1.0,
+                                       "tooltip": "Length in whole seconds, or a number of windows (see unit)."}),
                 "unit": (["seconds", "windows"], {"default": "seconds", "tooltip": "What duration counts."}),
                 "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4, "advanced": True,
                                           "tooltip": "Frames per window, 4k+1; 81 is the model's native length."}),
@@ -96,7 +99,11 @@ class Magic141LongVideo:
         dit = glue.velocity_model(model, "Magic141 Long Video")
         if conditioning is not None:
             check_widths(dit, fixed, "Magic141 Long Video")
-        progress, total_steps = glue.step_callback(windows * steps), windows * steps
+        # No latent previews: the frontend shows a node's previews instead of its outputs and would load them (blob:
+        # JPEGs) into this node's <video>, which ./run.sh's CSP refuses: the finished video would never show
+        # (docs/comfyui-host.md, "Previews under ./run.sh"). The progress bar still moves with every step.
+        progress = glue.step_callback(windows * steps, preview=False)
+        total_steps = windows * steps
         last_window = []
 
         def write(frames):

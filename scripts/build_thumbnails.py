@@ -1,9 +1,11 @@
-"""Write example_workflows/<name>.jpg, the thumbnail ComfyUI's Templates browser shows for each template (the
-frontend asks for `<name>.jpg` beside `<name>.json`), from what the built-in demo makes.
+"""Write example_workflows/<title>.jpg, the thumbnail ComfyUI's Templates browser shows for each template (the
+frontend asks for `<title>.jpg` beside `<title>.json`), from what the built-in demo makes.
 
 The picture is the demo's own output: the last frame of docs/assets/demo.gif (made by scripts/demo_gif.py: the
-demo models sampling a clip from docs/assets/demo_start.png in 4 steps), below the template's flow. The demo is
-untrained and holds its start image still, so the thumbnail shows a still of the clip, as the template makes it.
+demo models sampling a clip from docs/assets/demo_photo.jpg in 4 steps), below the template's flow and its one-line
+description (build_workflows.TEMPLATES: the frontend shows no description of a pack's template but its file name,
+so the thumbnail carries it). The demo is untrained and holds its start image still, so the thumbnail shows a still
+of the clip, as the template makes it.
 Run after changing the templates or the demo:  python scripts/build_thumbnails.py
 """
 
@@ -14,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "example_workflows"
+from build_workflows import OUT, REPO, TEMPLATES, template_path  # scripts/ is on the path of a script run from it
+
 DEMO_GIF = REPO / "docs" / "assets" / "demo.gif"
 SIZE = (512, 288)
 CAPTION = 22  # rows of the demo GIF's caption band, cropped away
@@ -43,8 +45,14 @@ def thumbnail(name: str, frame: Image.Image) -> Image.Image:
     canvas = Image.new("RGB", SIZE, (24, 26, 32))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=18)
-    draw.text((14, 10), "Magic141", fill=(250, 200, 120), font=font)
-    draw.text((14, 34), FLOWS[name], fill=(230, 230, 235), font=ImageFont.load_default(size=15))
+    draw.text((14, 8), "Magic141", fill=(250, 200, 120), font=font)
+    draw.text((14 + draw.textlength("Magic141  ", font=font), 10), FLOWS[name], fill=(175, 180, 190),
+              font=ImageFont.load_default(size=15))
+    small = ImageFont.load_default(size=15)
+    description = TEMPLATES[name][1]
+    while draw.textlength(description, font=small) > SIZE[0] - 28:  # one line: a longer one is a bug in TEMPLATES
+        small = ImageFont.load_default(size=small.size - 1)
+    draw.text((14, 34), description[0].upper() + description[1:], fill=(235, 235, 240), font=small)
     area = (SIZE[0] - 28, SIZE[1] - 72)  # below the text, 14 px margins
     if name == "long_video":  # three windows of the shot, side by side
         width = (area[0] - 2 * 8) // 3
@@ -60,13 +68,15 @@ def thumbnail(name: str, frame: Image.Image) -> Image.Image:
 
 def main() -> None:
     frame = demo_frame()
-    names = sorted(p.stem for p in OUT.glob("*.json"))
-    missing = set(names) - set(FLOWS)
-    if missing:
-        sys.exit(f"no flow text for {sorted(missing)}: add them to FLOWS in {Path(__file__).name}")
-    for name in names:
-        thumbnail(name, frame).save(OUT / f"{name}.jpg", quality=88)
-        print(f"wrote example_workflows/{name}.jpg")
+    titles = {template_path(key).stem: key for key in TEMPLATES}
+    unknown = sorted(p.name for p in OUT.glob("*.json") if p.stem not in titles)
+    if unknown or set(TEMPLATES) - set(FLOWS):
+        sys.exit(f"templates without a title or flow text: {unknown or sorted(set(TEMPLATES) - set(FLOWS))} "
+                 f"(TEMPLATES in build_workflows.py, FLOWS in {Path(__file__).name})")
+    for key in TEMPLATES:
+        path = template_path(key).with_suffix(".jpg")
+        thumbnail(key, frame).save(path, quality=88)
+        print(f"wrote {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

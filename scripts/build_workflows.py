@@ -16,6 +16,25 @@ from magic141_core.demo import DEMO_FILES  # noqa: E402
 from magic141_core.text import NEGATIVE_PROMPT  # noqa: E402
 
 OUT = REPO / "example_workflows"
+# What the Templates browser shows. The shipped frontend (comfyui-frontend-package 1.47, ComfyUI 0.30.0) builds a
+# pack's template entry from its file name alone (/api/workflow_templates lists names only; the store sets title =
+# name and description = name, with - and _ shown as spaces), so the file name is the title, and the card repeats it
+# as its description. The one-line description is drawn on the template's thumbnail (build_thumbnails.py), the only
+# other thing the card shows. key (what tests and docs call a template) -> (file name = title, what it makes)
+TEMPLATES = {
+    "image_to_video": ("Image to video", "one picture and a prompt become a 4-step video clip"),
+    "text_to_image_to_video": ("Text to image to video", "an image model paints the first frame, Magic141 moves it"),
+    "retrieval_prior_to_video": ("Retrieved image to video", "the folder picture nearest the prompt starts the clip"),
+    "prior_switch_to_video": ("Prior switch to video", "a generated, retrieved or your own picture starts the clip"),
+    "long_video": ("Long video", "a minute-long shot: 4-step windows chained, a prompt per line"),
+    "lora_to_video": ("Image to video with a LoRA", "image to video with your HunyuanVideo LoRA on the model"),
+    "hunyuan_i2v_long_video": ("HunyuanVideo-I2V long video", "HunyuanVideo-I2V weights, native nodes, a long shot"),
+}
+
+
+def template_path(key: str) -> Path:
+    """example_workflows/<title>.json of the template called `key` in TEMPLATES (KeyError for an unknown key)."""
+    return OUT / f"{TEMPLATES[key][0]}.json"
 DEMO = {role: name for role, (_, name) in DEMO_FILES.items()}
 LORA_FILE = "hunyuan_video_lora.safetensors"  # any HunyuanVideo LoRA in models/loras (none ships with the demo)
 # the files HunyuanVideo-I2V workflows use (Comfy-Org's repackaged release); not shipped, pick yours in the nodes
@@ -260,9 +279,9 @@ def long_video() -> dict:
 
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
-    for name, build in {"image_to_video": image_to_video, "text_to_image_to_video": text_to_image_to_video,
-                        "retrieval_prior_to_video": retrieval_prior_to_video,
-                        "prior_switch_to_video": prior_switch_to_video, "long_video": long_video,
-                        "lora_to_video": lora_to_video, "hunyuan_i2v_long_video": hunyuan_i2v_long_video}.items():
-        (OUT / f"{name}.json").write_text(json.dumps(build(), indent=1) + "\n")
-        print(f"wrote example_workflows/{name}.json")
+    for key, build in {"image_to_video": image_to_video, "text_to_image_to_video": text_to_image_to_video,
+                       "retrieval_prior_to_video": retrieval_prior_to_video,
+                       "prior_switch_to_video": prior_switch_to_video, "long_video": long_video,
+                       "lora_to_video": lora_to_video, "hunyuan_i2v_long_video": hunyuan_i2v_long_video}.items():
+        template_path(key).write_text(json.dumps(build(), indent=1) + "\n")
+        print(f"wrote {template_path(key).relative_to(REPO)}")

@@ -101,7 +101,8 @@ def main() -> int:
                     print("ComfyUI did not start within 180 s", file=sys.stderr)
                     return 1
                 time.sleep(0.3)
-        print(f"\nMagic141 is running: {url}  (templates: Workflow > Browse Templates > Magic141; Ctrl-C stops)")
+        print(f"\nMagic141 is running: {url}  (templates: the Templates button in the left sidebar, then Magic141; "
+              "Ctrl-C stops)")
         print("Models: built-in ARCHITECTURE DEMO (untrained; its videos hold the start image still). Put real weights in "
               f"{args.base / 'models'} (see README).", flush=True)
         if args.check:

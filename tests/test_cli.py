@@ -137,7 +137,7 @@ def test_run_command_starts_comfyui_with_the_pack_and_templates(tmp_path, demo_d
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Magic141 is running: http://127.0.0.1:" in result.stdout
     assert f"check: {len(pack.NODE_CLASS_MAPPINGS)} Magic141 nodes" in result.stdout
-    assert "image_to_video" in result.stdout
+    assert "Image to video" in result.stdout  # the templates' file names are their titles
     assert (tmp_path / "base" / "custom_nodes" / "Magic141").resolve() == REPO
 
 

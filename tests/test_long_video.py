@@ -158,6 +158,31 @@ def test_seam_report_sees_a_jump():
     assert report.seam_ratio > 5 and report.max_color_drift > 0.5 and "seam jump" in report.summary()
 
 
+def test_seam_report_says_what_each_figure_means_and_what_is_good():
+    """--report's summary explains its figures and judges them: a moving clip with seams like any other frame is
+    "good", a jump of 0.3 is "a visible jump", and a still clip (the demo's, where the ratio divides by almost zero)
+    is judged by the seam change itself, in grey levels, not by its inflated ratio."""
+    moving = [torch.full((4, 4, 3), 0.2 + i / 40.0) for i in range(17)]  # 1/40 per frame, seams included
+    lines = measure_seams(moving, seam_frames(9, 2)).summary().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("seam jump 1.00x") and "Good: about 1" in lines[0]
+    assert lines[0].endswith("Here: good.") and "average colour" in lines[1] and "Good: under 0.02" in lines[1]
+    assert lines[1].endswith("Here: a visible colour shift.")  # 0.4 brighter from first to last frame
+    jumpy = [f.clone() for f in moving]
+    for f in jumpy[9:]:
+        f += 0.3
+    assert measure_seams(jumpy, seam_frames(9, 2)).summary().splitlines()[0].endswith("a visible jump at the seams.")
+    still = [torch.full((4, 4, 3), 0.5)] * 9 + [torch.full((4, 4, 3), 0.5 + 3 / 255)] * 8  # a 3-grey-level seam
+    report = measure_seams(still, seam_frames(9, 2))
+    assert report.seam_ratio > 100  # the "891x" a user saw: the within-window change is ~0
+    first, colour = report.summary().splitlines()
+    assert "the ratio is inflated" in first and first.endswith("a visible jump at the seams.")
+    assert colour.endswith("Here: a slight shift, seen side by side.")  # 3/255 in R, G and B: 0.0204 away
+    faint = [torch.full((4, 4, 3), 0.5)] * 9 + [torch.full((4, 4, 3), 0.5 + 1 / 255)] * 8
+    assert measure_seams(faint, seam_frames(9, 2)).summary().splitlines()[0].endswith("no visible seam.")
+    single = measure_seams(moving[:9], seam_frames(9, 1)).summary()
+    assert single.startswith("seam jump: none to measure")
+
+
 MEMORY_SCRIPT = """
 import json, resource, sys, torch
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})

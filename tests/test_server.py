@@ -15,6 +15,7 @@ from comfyui_env import REPO
 from PIL import Image
 
 from magic141_core.demo import DEMO_FILES
+from scripts.build_workflows import TEMPLATES, template_path
 from magic141_core.video_io import read_mp4, read_mp4_metadata
 
 CPU_SIZE = {"resolution": "custom", "width": 64, "height": 48, "length": 9}  # 9 frames of 64x48
@@ -43,7 +44,8 @@ def object_info(server):
 
 
 def workflow(name: str) -> dict:
-    return json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+    """The example workflow called `name` (a key of build_workflows.TEMPLATES; its file name is its title)."""
+    return json.loads(template_path(name).read_text())
 
 
 def api_prompt(server, object_info, name: str, **overrides) -> tuple[dict, dict]:
@@ -82,8 +84,8 @@ def test_object_info_lists_every_node_with_typed_inputs(server, object_info):
     loader = object_info["Magic141ModelLoader"]["input"]["required"]["model_name"][0]
     assert DEMO_FILES["dit"][1] in loader
     templates = server.get("/api/workflow_templates")
-    assert {"image_to_video", "text_to_image_to_video", "retrieval_prior_to_video", "prior_switch_to_video",
-            "long_video"} <= set(templates["Magic141"])
+    assert {"Image to video", "Text to image to video", "Retrieved image to video", "Prior switch to video",
+            "Long video"} <= set(templates["Magic141"])  # the file names, which the frontend shows as titles
 
 
 @pytest.mark.compat
@@ -104,7 +106,8 @@ def test_every_shipped_template_runs_from_run_sh_with_only_its_size_shrunk(serve
     # The two templates made for public HunyuanVideo files (a LoRA, the HunyuanVideo-I2V checkpoint and native
     # encoders) name files ./run.sh cannot provide; test_server_native.py runs them with stand-ins of those files.
     real_weights = {"lora_to_video", "hunyuan_i2v_long_video"}
-    names = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json") if p.stem not in real_weights)
+    assert {p.name for p in (REPO / "example_workflows").glob("*.json")} == {template_path(k).name for k in TEMPLATES}
+    names = sorted(set(TEMPLATES) - real_weights)
     assert len(names) >= 5
     for name in names:
         prompt, ui = api_prompt(server, object_info, name, **SHRUNK)

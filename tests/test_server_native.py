@@ -113,9 +113,10 @@ def example(server, name: str, **overrides) -> tuple[dict, dict]:
     import json
 
     from comfy_server import ui_to_api
-    from comfyui_env import REPO
 
-    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+    from scripts.build_workflows import template_path
+
+    ui = json.loads(template_path(name).read_text())
     prompt = ui_to_api(ui, server.get("/object_info"))
     for node in prompt.values():
         node["inputs"].update(overrides.get(node["class_type"], {}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def test_the_server_lists_templates_and_serves_their_thumbnails(tmp_path):
     try:
         assert set(server.get("/api/workflow_templates")[PACK_NAME]) == {p.stem for p in TEMPLATES}
         for path in TEMPLATES:  # the frontend's URL for a custom node template's thumbnail
-            url = f"{server.url}/api/workflow_templates/{PACK_NAME}/{path.stem}.jpg"
+            url = f"{server.url}/api/workflow_templates/{PACK_NAME}/{quote(path.stem)}.jpg"  # titles have spaces
             with urllib.request.urlopen(url, timeout=30) as response:
                 assert response.read() == path.with_suffix(".jpg").read_bytes()
     finally:
