@@ -148,6 +148,7 @@ def decode_prompt(width: int, height: int, length: int, tile_size: int = 0) -> d
             "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
 
 
+@pytest.mark.compat
 def test_vae_decode_progress_reaches_the_websocket_per_chunk_and_tile(server):
     """33 frames (9 latent frames: 2 temporal chunks) of 96 x 64 in 64 px tiles (2 x 1 tiles): 4 steps."""
     pid = server.queue(decode_prompt(96, 64, 33, tile_size=64))
