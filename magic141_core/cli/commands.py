@@ -114,7 +114,10 @@ class StageBar:
         self.bar.set_description_str(f"window {window + 1}/{self.windows}: {stage}", refresh=False)
 
     def staged(self, window: int, name: str) -> None:
-        self._describe(min(window + (name == "write"), self.windows - 1), self.NEXT[name])
+        if name == "write" and window + 1 == self.windows:
+            self._describe(window, "done")
+        else:
+            self._describe(window + (name == "write"), self.NEXT[name])
         self.bar.update(1)
 
     def sampled(self, window: int, step) -> None:
