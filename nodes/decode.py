@@ -28,9 +28,12 @@ def core_vae(vae, node: str):
         sd = {k: v.to("cpu") for k, v in get_sd().items()}
         try:
             model = vae_from_state_dict(sd, "the connected VAE")
-        except CheckpointError as e:
+        except CheckpointError:
+            kind = "a video" if getattr(vae, "latent_dim", 2) == 3 else "an image"
             raise ValueError(f"{node} needs the HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors in models/vae, "
-                             f"through Load VAE): {e}") from None
+                             f"through Load VAE); the connected one is {kind} VAE of another model "
+                             f"({getattr(vae, 'latent_channels', '?')} latent channels). Load the HunyuanVideo VAE, "
+                             "or decode this latent with native VAE Decode") from None
         entry = _CORE[vae] = (model, glue.ManagedPlacement(text_encoder=False))
     model, place = entry
     place([model])  # to the compute device, other models offloaded to make room

@@ -151,3 +151,21 @@ def test_magic141_vae_decode_is_nearer_the_whole_clip_decode_than_native_and_has
     with torch.inference_mode():
         again = pack.nodes.decode.Magic141VAEDecode().decode({"samples": latent[:, :, :2]}, native_vae, 0)[0]
     assert pack.nodes.decode._CORE[native_vae][0] is decoder and again.shape == (5, 16, 16, 3)
+
+
+def test_another_kind_of_vae_or_latent_is_refused_by_name(pack, comfy_base):
+    """An SD1.5 VAE (ComfyUI's own loader, the layout every SD checkpoint gives) and an image latent: one message
+    each, naming the node, what is connected and what to use."""
+    import comfy.sd
+
+    from magic141_core.demo import _ldm_vae_shapes
+
+    sd15 = comfy.sd.VAE(sd={k: torch.zeros(shape) for k, shape in _ldm_vae_shapes().items()})
+    node = pack.nodes.decode.Magic141VAEDecode()
+    with pytest.raises(ValueError, match="Magic141 VAE Decode needs the HunyuanVideo VAE .* the connected one is an "
+                                         "image VAE of another model \\(4 latent channels\\)"):
+        node.decode({"samples": torch.zeros(1, 16, 3, 8, 8)}, sd15, 0)
+    with pytest.raises(ValueError, match="the latent has shape \\(1, 4, 8, 8\\); a video latent is"):
+        node.decode({"samples": torch.zeros(1, 4, 8, 8)}, sd15, 0)
+    with pytest.raises(ValueError, match="tile_size must be 0 \\(automatic\\) or a multiple of 8 of at least 64"):
+        node.decode({"samples": torch.zeros(1, 16, 3, 8, 8)}, sd15, 32)
