@@ -3,8 +3,9 @@
 The core never imports ComfyUI. A host that can cancel work (ComfyUI's Cancel / `POST /interrupt`) installs a
 callable with `set_interrupt_check`; it raises the host's own exception when the user cancelled. The core calls
 `check_interrupt()` between checkpoint layers while loading, between transformer blocks, between attention query chunks on the CPU (where one block can take
-minutes at 540p), between VAE decoder blocks and between VAE tiles/chunks, so a cancel lands within seconds instead
-of at the end of a sampler step or of a decode. Without a hook (CLI, tests) every check is a no-op.
+minutes at 540p), between VAE decoder blocks and between VAE tiles/chunks, and on the CPU inside large VAE
+convolutions (pieces of output frames) and between the VAE attention's query frames, so a cancel lands within
+seconds instead of at the end of a sampler step or of a decode. Without a hook (CLI, tests) every check is a no-op.
 """
 
 from __future__ import annotations

@@ -120,10 +120,11 @@ class FrameVAE(Protocol):
 
 
 class CoreFrameVAE:
-    """`FrameVAE` over our `HunyuanVideoVAE`: sampled encode (as the official pipeline), streaming tiled decode."""
+    """`FrameVAE` over our `HunyuanVideoVAE`: sampled encode (as the official pipeline), streaming tiled decode.
+    `progress(done, total)` runs after each decoded chunk (raise from it to stop)."""
 
-    def __init__(self, vae, memory_budget: int | None = None):
-        self.vae, self.memory_budget = vae, memory_budget
+    def __init__(self, vae, memory_budget: int | None = None, progress: Callable[[int, int], None] | None = None):
+        self.vae, self.memory_budget, self.progress = vae, memory_budget, progress
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -135,8 +136,37 @@ class CoreFrameVAE:
 
     def decode_frames(self, latent):
         for chunk in self.vae.decode_stream(latent.to(self.vae.device), memory_budget=self.memory_budget,
-                                            output_device="cpu"):
+                                            callback=self.progress, output_device="cpu"):
             yield chunk[0].movedim(0, -1)  # [f, H, W, 3]
+
+
+class ClipFrames:
+    """Every frame of a long video, gathered as the windows are written, for a whole-clip IMAGE output that must stay
+    within a memory limit. Held as uint8 (a quarter of the float32 IMAGE) until `image()`.
+
+    Raises ValueError at construction, before any window is rendered, when `frames` x `height` x `width` as float32
+    RGB would exceed `limit_bytes`, naming the setting `limit_name` (in MB) and the size needed."""
+
+    def __init__(self, frames: int, height: int, width: int, limit_bytes: int, limit_name: str = "the limit",
+                 what: str = "the whole clip"):
+        need = frames * height * width * 3 * 4
+        if need > limit_bytes:
+            raise ValueError(
+                f"{what}: the clip's {frames} frames of {width}x{height} take {need / 2**20:.0f} MB as IMAGE, above "
+                f"{limit_name} {limit_bytes / 2**20:.0f} MB. Raise {limit_name} to at least "
+                f"{math.ceil(need / 2**20)} if you have that much memory, shorten the clip, or take the video output "
+                "instead (it streams from the file); nothing was rendered")
+        self.buffer = torch.empty(frames, height, width, 3, dtype=torch.uint8)
+        self.count = 0
+
+    def append(self, frames: torch.Tensor) -> None:
+        """Add a window's new frames [f, H, W, 3] uint8 (as `generate_long_video` writes them)."""
+        self.buffer[self.count : self.count + len(frames)] = frames.to(self.buffer.device)
+        self.count += len(frames)
+
+    def image(self) -> torch.Tensor:
+        """The frames so far as ComfyUI's IMAGE: [F, H, W, 3] float32 in [0, 1]."""
+        return self.buffer[: self.count].float().div_(255)
 
 
 @dataclass
@@ -151,10 +181,13 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
                         window_frames: int, write: Callable[[torch.Tensor], None],
                         settings: LongVideoSettings = LongVideoSettings(),
                         on_step: Callable[[int, Step], None] | None = None,
-                        on_window: Callable[[WindowDone], None] | None = None) -> int:
+                        on_window: Callable[[WindowDone], None] | None = None,
+                        on_stage: Callable[[int, str], None] | None = None) -> int:
     """Render len(prompts) windows from `prior` ([1, H, W, 3] float 0..1, already at the video size) and pass each
     window's new frames to `write` ([f, H, W, 3] uint8) as soon as the window is decoded. Returns the number of
-    frames written. `on_step(window, step)` runs after every denoising step (raise from it to stop). A window whose
+    frames written. `on_step(window, step)` runs after every denoising step (raise from it to stop);
+    `on_stage(window, name)` after the other stages of a window: "text encode", "VAE encode", "write" (the VAE's
+    decode reports its own chunks). A window whose
     latent or frames hold NaN / inf raises `finite.NonFiniteOutput` before any of its frames is written."""
     if len(prompts) != len(seeds) or not prompts:
         raise ValueError(f"need one seed per window prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
@@ -162,9 +195,15 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
     shape = latent_shape(window_frames, height, width)
     reference_image, written = prior, 0
     for k, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        def done(name, k=k):
+            if on_stage is not None:
+                on_stage(k, name)
+
         anchor = prior if settings.anchor == "prior" else reference_image
         cond = encoders.encode(prompt, anchor, negative=settings.guidance != 1.0)
+        done("text encode")
         reference = scale_latent(vae.encode_frame(reference_image, seed).float())
+        done("VAE encode")
         if k > 0 and settings.noise_augmentation > 0:
             noise = torch.randn(reference.shape, generator=torch.Generator().manual_seed(seed))
             reference = reference + settings.noise_augmentation * noise.to(reference.device)
@@ -180,6 +219,7 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
                                 for chunk in vae.decode_frames(unscale_latent(latent))])
         frames = frames[0 if k == 0 else 1:]  # drop the seam frame duplicated from the last window
         write(frames)
+        done("write")
         written += len(frames)
         last = frames[-1:].float() / 255
         reference_image = match_color(last, prior) if settings.color_match else last

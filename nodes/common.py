@@ -52,3 +52,12 @@ def fit_start_image(image, resolution: str, width: int, height: int, fit: str = 
     if resolution != "custom":
         width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
     return fit_image(image, width, height, fit)
+
+
+def output_linked(prompt, unique_id, index: int) -> bool:
+    """Whether output `index` of node `unique_id` feeds any node of the API `prompt` (ComfyUI's hidden PROMPT and
+    UNIQUE_ID inputs; links are [source id, output index]). True when either is unknown (a direct call)."""
+    if prompt is None or unique_id is None:
+        return True
+    return any(isinstance(value, list) and len(value) == 2 and str(value[0]) == str(unique_id) and value[1] == index
+               for node in prompt.values() for value in node.get("inputs", {}).values())

@@ -6,16 +6,21 @@ import dataclasses
 
 from ..magic141_core.long_video import (
     LongVideoSettings,
+    ClipFrames,
     count_windows,
     generate_long_video,
+    total_frames,
     window_prompts,
     window_seeds,
 )
 from ..magic141_core.pipeline import latent_frames
 from ..magic141_core.video_io import Mp4Writer
 from . import comfy_glue as glue
-from .common import SAMPLING, VIDEO_SIZE, fit_start_image
+from .common import SAMPLING, VIDEO_SIZE, fit_start_image, output_linked
 from .native import FixedEncoders, check_widths, magic141_conditioning
+
+
+FRAMES_LIMIT_MB = 2048  # the frames output's default memory limit: 81 frames at 720p take 854 MB
 
 
 class Magic141LongVideo:
@@ -28,11 +33,15 @@ class Magic141LongVideo:
         "plays in the node."
     )
     CATEGORY = glue.CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING") + glue.VIDEO_OUTPUT
-    RETURN_NAMES = ("last_window", "filename", "video")[:len(RETURN_TYPES)]
-    OUTPUT_TOOLTIPS = ("The frames of the last window (a preview).", "The video file, relative to the output folder.",
-                       "The whole video as ComfyUI's VIDEO type (read from the file lazily, never held in memory)."
-                       )[:len(RETURN_TYPES)]
+    # outputs are only ever appended (saved workflows link them by index); without the VIDEO type (an old host)
+    # the whole-clip frames take its place
+    RETURN_TYPES = ("IMAGE", "STRING") + glue.VIDEO_OUTPUT + ("IMAGE",)
+    RETURN_NAMES = ("last_window", "filename") + (("video",) if glue.VIDEO_OUTPUT else ()) + ("frames",)
+    OUTPUT_TOOLTIPS = ("The frames of the last window (a preview).", "The video file, relative to the output folder.") \
+        + (("The whole video as ComfyUI's VIDEO type, read from the file on disk when used (never held in memory): "
+            "for Get Video Components, Save Video and video nodes.",) if glue.VIDEO_OUTPUT else ()) \
+        + ("Every frame of the whole video as IMAGE (for upscaling, interpolation, video-combine nodes), held in "
+           "memory: refused before rendering when larger than frames_limit_mb; unconnected, nothing is held.",)
     FUNCTION = "render"
     OUTPUT_NODE = True
 
@@ -75,13 +84,20 @@ class Magic141LongVideo:
                                                              "TextEncodeHunyuanVideo_ImageToVideo) used for every "
                                                              "window; the prompts text is then ignored."}),
                 "negative": ("CONDITIONING", {"tooltip": "Native negative CONDITIONING, for guidance > 1 only."}),
+                "frames_limit_mb": ("INT", {"default": FRAMES_LIMIT_MB, "min": 0, "max": 1 << 20, "step": 256,
+                                            "tooltip": "The most memory (MB) the frames output may take as IMAGE "
+                                                       "(width x height x 3 x 4 bytes per frame). When frames is "
+                                                       "connected and the clip is larger, the run stops before "
+                                                       "rendering and says the size needed; use the video output "
+                                                       "for long clips (it streams from the file)."}),
             },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
     def render(self, model, vae, prior, prompts, duration, unit, window_length, resolution, width, height,
                steps, shift, guidance, seed, color_match, noise_augmentation, anchor, fps, quality, filename_prefix,
-               encoders=None, conditioning=None, negative=None, prompt=None, extra_pnginfo=None):
+               encoders=None, conditioning=None, negative=None, frames_limit_mb=FRAMES_LIMIT_MB, prompt=None,
+               extra_pnginfo=None, unique_id=None):
         latent_frames(window_length)  # validates 4k+1
         windows = count_windows(duration, unit, fps, window_length)  # NaN, 0, too long: one clear message
         if (encoders is None) == (conditioning is None):
@@ -94,6 +110,10 @@ class Magic141LongVideo:
                                      noise_augmentation=noise_augmentation,
                                      anchor="prior" if anchor == "prior" else "frame")
         start = fit_start_image(prior, resolution, width, height, name="prior")
+        clip = None  # unconnected, the whole clip is not held
+        if output_linked(prompt, unique_id, len(self.RETURN_TYPES) - 1):  # refused before rendering if too large
+            clip = ClipFrames(total_frames(windows, window_length), start.shape[1], start.shape[2],
+                              frames_limit_mb << 20, "frames_limit_mb", "the frames output")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = glue.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
         dit = glue.velocity_model(model, "Magic141 Long Video")
@@ -109,6 +129,8 @@ class Magic141LongVideo:
         def write(frames):
             writer.write(frames)
             last_window[:] = [frames]
+            if clip is not None:
+                clip.append(frames)
 
         def on_step(window, step):
             progress(dataclasses.replace(step, index=window * steps + step.index, total=total_steps))
@@ -117,8 +139,9 @@ class Magic141LongVideo:
             generate_long_video(dit, encoders, glue.NativeFrameVAE(vae), start, window_prompts(prompts, windows),
                                 window_seeds(seed, windows), window_length, write, settings, on_step=on_step)
         name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
-        return {"ui": {"images": [record], "animated": (True,)},
-                "result": (last_window[0].float() / 255, name, *glue.video_output(path))}
+        last = last_window[0].float() / 255
+        return {"ui": {"images": [record], "animated": (True,)},  # frames unconnected: the last window, not held
+                "result": (last, name, *glue.video_output(path), last if clip is None else clip.image())}
 
 
 NODE_CLASS_MAPPINGS = {"Magic141LongVideo": Magic141LongVideo}

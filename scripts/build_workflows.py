@@ -47,6 +47,7 @@ OUTPUTS = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
     "VAELoader": [("VAE", "VAE")],
     "VAEDecodeTiled": [("IMAGE", "IMAGE")],
+    "Magic141VAEDecode": [("IMAGE", "IMAGE")],
     "CheckpointLoaderSimple": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
     "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
     "EmptyLatentImage": [("LATENT", "LATENT")],
@@ -68,7 +69,7 @@ OUTPUTS = {
     "Magic141SaveMP4": [("IMAGE", "IMAGE"), ("VIDEO", "VIDEO")],
     "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT")],
     "Magic141PriorSwitch": [("IMAGE", "IMAGE")],
-    "Magic141LongVideo": [("last_window", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO")],
+    "Magic141LongVideo": [("last_window", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO"), ("frames", "IMAGE")],
     "Reroute": [("", "IMAGE")],  # the frontend's pass-through dot: one link to re-wire to swap the prior
 }
 INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP", "positive": "CONDITIONING",
@@ -76,10 +77,10 @@ INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP",
                "encoders": "MAGIC141_ENCODERS", "conditioning": "MAGIC141_CONDITIONING", "start_image": "IMAGE",
                "latent": "LATENT", "generated": "IMAGE", "retrieved": "IMAGE", "uploaded": "IMAGE"}
 
-# VAE Decode (Tiled): spatial tiles of 256 px (64 overlap), and a temporal size that covers the whole clip, so the
-# clip is never split in time (a temporal split changes the frames after the split: a visible jump). 128 frames is
-# 32 latent frames: one temporal tile for any length up to 125 frames (the templates make 81).
-DECODE_TILED = [256, 64, 128, 8]
+# Magic141 VAE Decode (tile_size 0: automatic): the core's causal streaming decode on the native VAE's weights. It
+# never cuts the clip in time (every convolution continues across chunks), shows progress per chunk and stops
+# within seconds on Cancel; native VAE Decode (Tiled) did neither, and split clips longer than its temporal size.
+DECODE = [0]
 
 
 TITLE, GAP = 30, 20  # LiteGraph draws a node's title bar above `pos`; space kept between nodes
@@ -162,8 +163,8 @@ def video_tail(first_id: int, image_source, x: int, lora: bool = False) -> list[
         {"id": i + 5, "type": "Magic141Sampler", "pos": [x + 820, 60], "size": [320, 200],
          "inputs": {"model": model, "conditioning": (i + 4, 0), "latent": (i + 4, 1)},
          "widgets": [4, 5.0, 1.0, 39, "fixed"]},
-        {"id": i + 6, "type": "VAEDecodeTiled", "pos": [x + 820, 300], "size": [320, 150],
-         "inputs": {"samples": (i + 5, 0), "vae": (i, 0)}, "widgets": DECODE_TILED},
+        {"id": i + 6, "type": "Magic141VAEDecode", "pos": [x + 820, 300], "size": [320, 150],
+         "inputs": {"samples": (i + 5, 0), "vae": (i, 0)}, "widgets": DECODE},
         {"id": i + 7, "type": "Magic141SaveMP4", "pos": [x + 1180, 60], "size": [400, 420],
          "inputs": {"images": (i + 6, 0)}, "widgets": [24.0, 19, "Magic141/clip"]},
     ]

@@ -96,6 +96,9 @@ def test_long_with_a_report_chains_windows(demo_dir, tmp_path):
                  "--frames", 5, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir, "--report")
     assert result.returncode == 0, result.stderr
     assert read_mp4(out)[0].shape[0] == 2 * 4 + 1 and "seam jump" in result.stdout
+    # one progress bar over every stage: per window text encode, VAE encode, 4 steps, 1 decode chunk, the write
+    bar = result.stderr.replace("\r", "\n")
+    assert "window 2/2: done" in bar and "16/16" in bar and "/14 " in bar  # decode chunks join the total as planned
 
 
 def test_quantize_writes_int8_transformer_and_encoder_files(demo_models, tmp_path):

@@ -9,7 +9,7 @@ import torch
 from magic141_core import interrupt
 from magic141_core.dit import attention as attention_module
 from magic141_core.pipeline import sample_latent
-from magic141_core.vae import Tiling, random_vae, tiny_vae
+from magic141_core.vae import Tiling, causal, random_vae, tiny_vae
 
 
 class Cancelled(Exception):
@@ -77,3 +77,22 @@ def test_vae_decode_checks_between_tiles_and_chunks_and_stops_there(hook, stream
     with pytest.raises(Cancelled):
         decode()
     assert hook["calls"] == per_step * 5 + 1
+
+
+def test_large_vae_convolutions_and_attention_run_in_cancellable_pieces_giving_the_same_frames(hook, monkeypatch):
+    """On a CPU with a check installed, convolutions and attention above `CPU_CANCEL_FLOPS` (a 540p chunk: seconds
+    to minutes each) run in pieces of output frames / query rows with the check between them: the same frames."""
+    vae = random_vae(tiny_vae(), seed=3)
+    z = torch.randn(1, vae.config.latent_channels, 5, 6, 6, generator=torch.Generator().manual_seed(1))
+    tiling = Tiling(chunk_frames=2)
+    whole = vae.decode(z, tiling)  # tiny: nothing is large enough to split
+    unsplit = hook["calls"]
+    monkeypatch.setattr(causal, "CPU_CANCEL_FLOPS", 1)  # everything splits: one output frame / 64 rows per piece
+    hook.update(calls=0)
+    pieces = vae.decode(z, tiling)
+    assert hook["calls"] > 5 * unsplit
+    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-5)  # fp32 kernel order (1.7e-6 seen)
+    hook.update(calls=0, limit=unsplit + 3)  # a cancel inside the first chunk's convolutions
+    with pytest.raises(Cancelled):
+        vae.decode(z, tiling)
+    assert hook["calls"] == unsplit + 4

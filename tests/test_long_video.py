@@ -16,6 +16,7 @@ from magic141_core import Conditioning, tiny
 from magic141_core.color import match_color, rgb_to_lab
 from magic141_core.demo import random_dit
 from magic141_core.long_video import (
+    ClipFrames,
     CoreFrameVAE,
     LongVideoSettings,
     generate_long_video,
@@ -108,6 +109,39 @@ def test_color_match_moves_lab_statistics_to_the_prior():
     before = (rgb_to_lab(image).std(dim=(1, 2)) - want.std(dim=(1, 2))).abs()
     assert ((lab.std(dim=(1, 2)) - want.std(dim=(1, 2))).abs() < 0.2 * before).all()
     assert torch.allclose(match_color(image, prior, strength=0.0), image, atol=1e-4)
+
+
+def test_every_stage_reports_in_order_and_the_whole_clip_gathers_every_written_frame(models):
+    """What the CLI's bar counts: per window text encode, VAE encode, each step, each decode chunk, the write. And
+    what Long Video's frames output holds: every written frame, in order, as IMAGE."""
+    dit, vae = models
+    events = []
+    frame_vae = CoreFrameVAE(vae, progress=lambda done, total: events.append(("decode", done, total)))
+    clip, written = ClipFrames(total_frames(2, WINDOW), SIZE, SIZE, total_frames(2, WINDOW) * SIZE * SIZE * 12), []
+
+    def write(frames):
+        written.append(frames)
+        clip.append(frames)
+
+    generate_long_video(dit, FakeEncoders(), frame_vae, prior_image(), ["a", "b"], [1, 2], WINDOW, write,
+                        LongVideoSettings(steps=2), on_step=lambda k, step: events.append(("step", k, step.index)),
+                        on_stage=lambda k, name: events.append((name, k)))
+    for k in (0, 1):
+        window = events[events.index(("text encode", k)):events.index(("write", k)) + 1]
+        assert window[:4] == [("text encode", k), ("VAE encode", k), ("step", k, 0), ("step", k, 1)]
+        decoded = window[4:-1]
+        assert decoded and decoded == [("decode", i + 1, len(decoded)) for i in range(len(decoded))]
+    image = clip.image()
+    assert image.shape == (total_frames(2, WINDOW), SIZE, SIZE, 3) and image.dtype == torch.float32
+    assert torch.equal(image, torch.cat(written).float() / 255)
+
+
+def test_the_whole_clip_is_refused_before_rendering_above_its_limit():
+    need = 13 * 48 * 64 * 3 * 4  # float32 RGB
+    ClipFrames(13, 48, 64, need)
+    with pytest.raises(ValueError, match="the frames output: the clip's 13 frames of 64x48 take 0 MB as IMAGE, above "
+                                         "frames_limit_mb 0 MB. Raise frames_limit_mb to at least 1 .* video output"):
+        ClipFrames(13, 48, 64, need - 1, "frames_limit_mb", "the frames output")
 
 
 def test_plan_helpers():

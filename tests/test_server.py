@@ -20,7 +20,8 @@ from magic141_core.video_io import read_mp4, read_mp4_metadata
 
 CPU_SIZE = {"resolution": "custom", "width": 64, "height": 48, "length": 9}  # 9 frames of 64x48
 OUR_NODES = {"Magic141ModelLoader", "Magic141EncoderLoader", "Magic141Encode", "Magic141ImageToVideo",
-             "Magic141Sampler", "Magic141SaveMP4", "Magic141LongVideo", "Magic141RetrievePrior", "Magic141PriorSwitch"}
+             "Magic141Sampler", "Magic141SaveMP4", "Magic141LongVideo", "Magic141RetrievePrior", "Magic141PriorSwitch",
+             "Magic141VAEDecode"}
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,33 @@ def test_image_to_video_workflow_runs_end_to_end(server, object_info):
     sampler = node_id(prompt, "Magic141Sampler")
     progress = [m["data"] for m in server.messages_for(pid, "progress") if m["data"]["node"] == sampler]
     assert [p["value"] for p in progress] == [1, 2, 3, 4] and progress[-1]["max"] == 4
+    decode = node_id(prompt, "Magic141VAEDecode")  # the template's decode reports its chunks
+    progress = [m["data"] for m in server.messages_for(pid, "progress") if m["data"]["node"] == decode]
+    assert progress and progress[-1]["value"] == progress[-1]["max"]
+
+
+def decode_prompt(width: int, height: int, length: int, tile_size: int = 0) -> dict:
+    """Native Load VAE (the demo VAE: the full-size HunyuanVideo VAE) + an empty video latent -> Magic141 VAE
+    Decode -> native Preview Image."""
+    return {"1": {"class_type": "VAELoader", "inputs": {"vae_name": DEMO_FILES["vae"][1]}},
+            "2": {"class_type": "EmptyHunyuanLatentVideo",
+                  "inputs": {"width": width, "height": height, "length": length, "batch_size": 1}},
+            "3": {"class_type": "Magic141VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 0],
+                                                                "tile_size": tile_size}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+
+
+@pytest.mark.compat
+def test_vae_decode_progress_reaches_the_websocket_per_chunk_and_tile(server):
+    """5 frames of 96 x 64 in 64 px tiles: 2 x 1 tiles, one temporal chunk each (the full-size demo VAE is slow on a
+    CPU; the core's chunk count per decode is tested in test_vae.py): 2 steps."""
+    pid = server.queue(decode_prompt(96, 64, 5, tile_size=64))
+    history = server.wait(pid)
+    assert history["status"]["status_str"] == "success", history["status"]
+    assert len(history["outputs"]["4"]["images"]) == 5
+    progress = [(m["data"]["value"], m["data"]["max"]) for m in server.messages_for(pid, "progress")
+                if m["data"]["node"] == "3"]
+    assert progress == [(1, 2), (2, 2)]
 
 
 def test_text_to_image_to_video_workflow_runs_end_to_end(server, object_info):
@@ -180,18 +208,35 @@ def test_prior_switch_runs_only_the_chosen_branch_and_switching_reruns_only_down
     assert {node_id(retrieved, t) for t in ("Magic141PriorSwitch", "Magic141Encode", "Magic141Sampler")} <= executed
 
 
-def test_long_video_workflow_writes_the_chained_windows(server, object_info):
+def test_long_video_writes_the_chained_windows_and_gives_the_whole_clip_to_native_nodes(server, object_info):
+    """The template (shrunk), with Long Video's VIDEO (read from the MP4) into native Get Video Components and its
+    whole-clip IMAGE output (frames, appended after the older outputs), each into native Preview Image: both carry
+    every frame of the MP4. Connected frames over frames_limit_mb stop the run before rendering."""
     prompt, ui = api_prompt(server, object_info, "long_video", Magic141LongVideo={
         "resolution": "custom", "width": 64, "height": 48, "duration": 3, "unit": "windows", "window_length": 5,
         "filename_prefix": "Magic141/long_test"})
+    node = node_id(prompt, "Magic141LongVideo")
+    assert object_info["Magic141LongVideo"]["output_name"] == ["last_window", "filename", "video", "frames"]
+    prompt |= {"90": {"class_type": "GetVideoComponents", "inputs": {"video": [node, 2]}},
+               "91": {"class_type": "PreviewImage", "inputs": {"images": ["90", 0]}},
+               "92": {"class_type": "PreviewImage", "inputs": {"images": [node, 3]}}}
     pid = server.queue(prompt, extra_pnginfo={"workflow": ui})
     history = server.wait(pid)
     assert history["status"]["status_str"] == "success", history["status"]
     (video,) = outputs_mp4(server, history)
-    assert read_mp4(video)[0].shape == (3 * 4 + 1, 48, 64, 3)
-    node = node_id(prompt, "Magic141LongVideo")
+    mp4 = read_mp4(video)[0]
+    assert mp4.shape == (3 * 4 + 1, 48, 64, 3)
     progress = [m["data"]["value"] for m in server.messages_for(pid, "progress") if m["data"]["node"] == node]
     assert progress[-1] == 3 * 4  # windows x steps
+    for preview in ("91", "92"):
+        images = history["outputs"][preview]["images"]
+        assert len(images) == mp4.shape[0], preview
+        last = np.asarray(Image.open(server.base / "temp" / images[-1]["subfolder"] / images[-1]["filename"]))
+        assert last.shape == (48, 64, 3) and np.abs(last.astype(float) - mp4[-1]).mean() < 8, preview
+
+    prompt[node]["inputs"]["frames_limit_mb"] = 0  # frames connected, over its limit
+    message = error_of(server, prompt)
+    assert "frames_limit_mb" in message and "nothing was rendered" in message
 
 
 def test_changing_only_the_prior_image_reruns_only_downstream_nodes(server, object_info):
@@ -208,7 +253,7 @@ def test_changing_only_the_prior_image_reruns_only_downstream_nodes(server, obje
     assert loaders <= cached
     executed = {m["data"]["node"] for m in server.messages_for(pid, "executing") if m["data"]["node"]}
     downstream = {node_id(second, t) for t in ("LoadImage", "Magic141Encode", "Magic141ImageToVideo",
-                                               "Magic141Sampler", "VAEDecodeTiled", "Magic141SaveMP4")}
+                                               "Magic141Sampler", "Magic141VAEDecode", "Magic141SaveMP4")}
     assert downstream <= executed and not (loaders & executed)
 
 
@@ -252,6 +297,26 @@ def test_cancel_at_the_template_size_ends_the_prompt_within_5_s(server, object_i
     ended = next(m for m in server.messages_for(pid) if m["type"] == "execution_interrupted")
     waited = time.time() - sent
     print(f"cancel at 540p x 81 frames: prompt ended {waited:.2f} s after /interrupt")
+    assert ended and history["status"]["status_str"] == "error"
+    assert waited < 5, f"the prompt took {waited:.1f} s to end after /interrupt"
+
+
+def test_cancel_during_the_decode_at_the_template_size_ends_the_prompt_within_5_s(server):
+    """Magic141 VAE Decode of a 540p x 81-frame latent (the templates' size; the demo VAE is the full-size one, whose
+    decode takes minutes on a CPU): a cancel in the middle of it ends the prompt within seconds."""
+    pid = server.queue(decode_prompt(960, 544, 81))
+    deadline = time.time() + 300
+    while not any(m["data"].get("node") == "3" for m in server.messages_for(pid, "executing")):
+        assert time.time() < deadline, "the decode never started"
+        assert not server.messages_for(pid, "execution_error"), server.messages_for(pid, "execution_error")
+        time.sleep(0.05)
+    time.sleep(5)  # past building the decoder from the native VAE's weights: inside the first chunk
+    sent = time.time()
+    server.post("/interrupt", {})
+    history = server.wait(pid, timeout=120)
+    ended = next(m for m in server.messages_for(pid) if m["type"] == "execution_interrupted")
+    waited = time.time() - sent
+    print(f"cancel during the VAE decode at 540p x 81 frames: prompt ended {waited:.2f} s after /interrupt")
     assert ended and history["status"]["status_str"] == "error"
     assert waited < 5, f"the prompt took {waited:.1f} s to end after /interrupt"
 

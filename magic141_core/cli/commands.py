@@ -77,7 +77,8 @@ def run_video(args, windows: int, prompts: str):
         dit, vae = load_dit_and_vae(args, paths)
         if profile.enabled:
             encoders.load()  # loading, not the first encode, pays for reading the encoders' files
-    frame_vae = CoreFrameVAE(vae)
+    bar = StageBar(windows, args.steps, disable=not rank_zero)
+    frame_vae = CoreFrameVAE(vae, progress=bar.decoded)
     profile.instrument(dit=dit, encoders=encoders, vae=frame_vae)
     if sp is not None:
         from ..parallel import ParallelFrameVAE, RankZeroEncoders
@@ -86,16 +87,51 @@ def run_video(args, windows: int, prompts: str):
         encoders, frame_vae = RankZeroEncoders(sp, encoders), ParallelFrameVAE(sp, frame_vae)
     metadata = {"magic141": {"prompts": prompts, "seed": args.seed, "steps": args.steps, "windows": windows,
                              "models": {k: str(v) for k, v in paths.items() if v is not None}}}
-    bar = tqdm(total=windows * args.steps, unit="step", desc=f"{windows} window(s)", disable=not rank_zero)
     sink = (Mp4Writer(args.out, args.fps, args.crf, metadata, keep_partial=windows > 1) if rank_zero
             else nullcontext(_NoWriter()))
     with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
         generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
                             window_seeds(args.seed, windows), args.frames, profile.wrap("MP4 write", writer.write),
-                            settings,
-                            on_step=lambda k, step: bar.update(1))
+                            settings, on_step=bar.sampled, on_stage=bar.staged)
     bar.close()
     return Path(args.out) if rank_zero else None
+
+
+class StageBar:
+    """One tqdm bar over every stage of every window, each a step: text encode, VAE encode, each sampler step, each
+    VAE decode chunk (counted into the total when the decode has planned them), the MP4 write. Its description
+    names the window and the stage running now."""
+
+    NEXT = {"text encode": "VAE encode", "VAE encode": "sampling", "write": "text encode"}
+
+    def __init__(self, windows: int, steps: int, disable: bool = False):
+        self.windows, self.steps, self.window = windows, steps, 0
+        self.bar = tqdm(total=windows * (steps + 3), unit="step", disable=disable)
+        self._describe(0, "text encode")
+
+    def _describe(self, window: int, stage: str) -> None:
+        self.window = window
+        self.bar.set_description_str(f"window {window + 1}/{self.windows}: {stage}", refresh=False)
+
+    def staged(self, window: int, name: str) -> None:
+        if name == "write" and window + 1 == self.windows:
+            self._describe(window, "done")
+        else:
+            self._describe(window + (name == "write"), self.NEXT[name])
+        self.bar.update(1)
+
+    def sampled(self, window: int, step) -> None:
+        self._describe(window, "VAE decode" if step.index + 1 == step.total else "sampling")
+        self.bar.update(1)
+
+    def decoded(self, done: int, total: int) -> None:
+        if done == 1:
+            self.bar.total += total
+        self._describe(self.window, "write" if done == total else "VAE decode")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 class _NoWriter:

@@ -17,6 +17,8 @@ from einops import rearrange
 from torch import nn
 
 from ..dit.layers import Linear
+from ..interrupt import check_interrupt, interrupt_check_installed
+from . import causal
 from .causal import CausalConv3d, CausalState, GroupNorm
 
 EPS = 1e-6
@@ -104,11 +106,17 @@ class CausalAttention(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # [B, 1, (P+T)*hw, C]
         earlier = k.shape[2] // hw - T
         out = torch.empty_like(q)
+        # cancellable on a CPU with the host's check installed, where one 540p query frame is seconds of work: query
+        # rows in pieces of about `causal.CPU_CANCEL_FLOPS`, the check between them (each row's softmax is independent)
+        cancellable = x.device.type == "cpu" and interrupt_check_installed()
         for f in range(T):
             visible = (earlier + f + 1) * hw
-            out[:, :, f * hw : (f + 1) * hw] = F.scaled_dot_product_attention(
-                q[:, :, f * hw : (f + 1) * hw], k[:, :, :visible], v[:, :, :visible]
-            )
+            rows = max(64, int(causal.CPU_CANCEL_FLOPS // (4 * visible * C))) if cancellable else hw
+            for r0 in range(f * hw, (f + 1) * hw, rows):
+                r1 = min(r0 + rows, (f + 1) * hw)
+                if rows < hw:
+                    check_interrupt()
+                out[:, :, r0:r1] = F.scaled_dot_product_attention(q[:, :, r0:r1], k[:, :, :visible], v[:, :, :visible])
         if state is not None and state.attention_frames:
             keep = min(earlier + T, state.attention_frames) * hw
             state.put(self, (k[:, :, -keep:].clone(), v[:, :, -keep:].clone()))

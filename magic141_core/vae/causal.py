@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..dit.layers import cast
+from ..interrupt import check_interrupt, interrupt_check_installed
 
 _ONEDNN = torch.backends.mkldnn.is_available()
 _ONEDNN_MIN_FLOPS = 2e7  # below this the im2col kernel is as fast
@@ -113,16 +114,39 @@ class CausalConv3d(nn.Module):
         return out
 
 
+CPU_CANCEL_FLOPS = 1e11  # work per cancellable convolution piece on the CPU (about 0.1-1 s on 2 cores)
+
+
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride) -> torch.Tensor:
-    """F.conv3d without padding, except that on a CPU in fp32 sizeable convolutions always go to oneDNN.
+    """F.conv3d without padding; on a CPU in fp32 sizeable convolutions always go to oneDNN.
 
     F.conv3d sends inputs with N*C*T*H <= 20480 (few channels, short chunks, thin tiles) to an im2col kernel that is
     5-10x slower than oneDNN; a chunked decode produces many such inputs. Same arithmetic, same results to ~1e-6.
+
+    Cancellable: on a CPU with a host's interrupt check installed, a convolution of more than `CPU_CANCEL_FLOPS`
+    (one 540p conv of a chunk takes seconds to minutes there) runs in pieces of output frames with the check between
+    them. Each output frame sees the same input frames either way (same results to ~1e-6); GPUs stay unsplit.
     """
-    if x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN:
-        flops = 2 * weight[0].numel() * weight.shape[0] * x.shape[0] * math.prod(x.shape[2:])
-        if flops > _ONEDNN_MIN_FLOPS:
-            return torch.ops.aten.mkldnn_convolution(x, weight, bias, [0, 0, 0], list(stride), [1, 1, 1], 1)
+    flops = 2 * weight[0].numel() * weight.shape[0] * x.shape[0] * math.prod(x.shape[2:])
+    kt, st = weight.shape[2], stride[0] if isinstance(stride, (tuple, list)) else stride
+    frames = (x.shape[2] - kt) // st + 1
+    if x.device.type != "cpu" or flops <= CPU_CANCEL_FLOPS or frames < 2 or not interrupt_check_installed():
+        return _conv3d(x, weight, bias, stride, flops)
+    per = max(1, int(frames * CPU_CANCEL_FLOPS / flops))
+    out = None
+    for j0 in range(0, frames, per):
+        j1 = min(j0 + per, frames)
+        check_interrupt()
+        piece = _conv3d(x[:, :, j0 * st : (j1 - 1) * st + kt], weight, bias, stride, flops * (j1 - j0) / frames)
+        if out is None:
+            out = piece.new_empty(*piece.shape[:2], frames, *piece.shape[3:])
+        out[:, :, j0:j1] = piece
+    return out
+
+
+def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, flops: float) -> torch.Tensor:
+    if x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN and flops > _ONEDNN_MIN_FLOPS:
+        return torch.ops.aten.mkldnn_convolution(x.contiguous(), weight, bias, [0, 0, 0], list(stride), [1, 1, 1], 1)
     return F.conv3d(x, weight, bias, stride)
 
 

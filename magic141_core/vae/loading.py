@@ -39,19 +39,38 @@ def build_vae(config: VAEConfig, sd: dict[str, torch.Tensor], name: str = "state
     return fill_(model, sd, None, name, what)
 
 
-def vae_state_dict_from_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Official-named VAE tensors of a file in any supported layout (see `keys.py`)."""
-    path = Path(path)
-    sd = normalize_keys(read_state_dict(path, dtype))
+def official_state_dict(sd: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """Official-named VAE tensors from tensors in any supported layout (see `keys.py`), e.g. a file's, or the
+    state dict of ComfyUI's loaded VAE (`first_stage_model`, its LDM layout). Raises CheckpointError naming `name`
+    when they are not a HunyuanVideo VAE (what they look like instead, or a 2-D image VAE)."""
+    sd = normalize_keys(sd)
     missing = [k for k in _REQUIRED if k not in sd]
     if missing:
-        raise CheckpointError(wrong_model_message(path.name, sd, EXPECTED, missing))
+        raise CheckpointError(wrong_model_message(name, sd, EXPECTED, missing))
     if sd["encoder.conv_in.conv.weight"].ndim != 5:
         raise CheckpointError(
-            f"{path.name} is a 2-D image VAE (its convolutions have no time axis), not {EXPECTED}. "
+            f"{name} is a 2-D image VAE (its convolutions have no time axis), not {EXPECTED}. "
             "Choose the HunyuanVideo VAE file."
         )
     return sd
+
+
+def vae_state_dict_from_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Official-named VAE tensors of a file in any supported layout (see `keys.py`)."""
+    path = Path(path)
+    return official_state_dict(read_state_dict(path, dtype), path.name)
+
+
+def vae_from_state_dict(sd: dict[str, torch.Tensor], name: str = "state dict",
+                        stored_config: str | None = None) -> HunyuanVideoVAE:
+    """A `HunyuanVideoVAE` holding the tensors of `sd` (any supported layout, e.g. ComfyUI's loaded VAE), on their
+    device and in their dtype, sharing their storage (no copy). The config comes from `stored_config` (our JSON
+    metadata) or the tensor shapes (32 GroupNorm groups, the released VAE's). Raises CheckpointError naming `name`."""
+    sd = official_state_dict(sd, name)
+    config = VAEConfig.from_state_dict(sd, file=name) if stored_config is None else VAEConfig.from_json(
+        stored_config, name)
+    config.check_tensors(sd, name)  # the decoder's levels too, before anything is built
+    return build_vae(config, sd, name)
 
 
 def load_vae(
@@ -61,12 +80,9 @@ def load_vae(
 
     Weights stay in `dtype`; on a CPU without fast half precision the model computes in fp32 (see `device.py`).
     """
-    sd = vae_state_dict_from_file(path, dtype)
-    name = Path(path).name
-    stored = read_metadata(path).get(CONFIG_METADATA_KEY)
-    config = VAEConfig.from_state_dict(sd, file=name) if stored is None else VAEConfig.from_json(stored, name)
-    config.check_tensors(sd, name)  # the decoder's levels too, before anything is built
-    return build_vae(config, sd, name).to(device)
+    path = Path(path)
+    sd = read_state_dict(path, dtype)
+    return vae_from_state_dict(sd, path.name, read_metadata(path).get(CONFIG_METADATA_KEY)).to(device)
 
 
 def save_vae(model: HunyuanVideoVAE, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
