@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from magic141_core import png_strips
+from . import png_strips
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
