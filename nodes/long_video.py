@@ -14,7 +14,7 @@ from ..magic141_core.long_video import (
 from ..magic141_core.pipeline import latent_frames
 from ..magic141_core.video_io import Mp4Writer
 from . import comfy_glue as glue
-from .common import SAMPLING, VIDEO_SIZE, fit_start_image
+from .common import LONG_VIDEO_SIZE, SAMPLING, fit_start_image
 from .native import FixedEncoders, check_widths, magic141_conditioning
 
 
@@ -50,7 +50,7 @@ class Magic141LongVideo:
                 "unit": (["seconds", "windows"], {"default": "seconds", "tooltip": "What duration counts."}),
                 "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4, "advanced": True,
                                           "tooltip": "Frames per window, 4k+1; 81 is the model's native length."}),
-                **VIDEO_SIZE,
+                **LONG_VIDEO_SIZE,
                 **SAMPLING,
                 "color_match": ("BOOLEAN", {"default": True, "tooltip": "Match each new start frame's colours "
                                             "(L*a*b* mean/std) to the prior, against colour drift."}),
@@ -73,24 +73,29 @@ class Magic141LongVideo:
                                                              "window; the prompts text is then ignored."}),
                 "negative": ("CONDITIONING", {"tooltip": "Native negative CONDITIONING, for guidance > 1 only."}),
             },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
     def render(self, model, vae, prior, prompts, duration, unit, window_length, resolution, width, height,
                steps, shift, guidance, seed, color_match, noise_augmentation, anchor, fps, quality, filename_prefix,
-               encoders=None, conditioning=None, negative=None, prompt=None, extra_pnginfo=None):
+               encoders=None, conditioning=None, negative=None, prompt=None, extra_pnginfo=None, unique_id=None):
         latent_frames(window_length)  # validates 4k+1
-        windows = count_windows(duration, unit, fps, window_length)  # NaN, 0, too long: one clear message
+        count_windows(duration, unit, fps, window_length)  # NaN, 0, too long: one clear message, before any work
         if (encoders is None) == (conditioning is None):
             raise ValueError("connect either encoders (Magic141 Encoder Loader) or a native conditioning "
                              "(e.g. TextEncodeHunyuanVideo_ImageToVideo), not both and not neither")
+        # the size policy (auto / draft / buckets / custom) is the core's; draft also caps the windows
+        start, size = fit_start_image(prior, resolution, width, height, window_length, name="prior", long_video=True)
+        window_length = size.frames
+        size = size.with_windows(count_windows(duration, unit, fps, window_length))
+        windows = size.windows
+        glue.show_text(unique_id, f"Magic141 Long Video: {size.describe()}")
         if conditioning is not None:
             fixed = magic141_conditioning(conditioning, negative)
             encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)
         settings = LongVideoSettings(steps=steps, shift=shift, guidance=guidance, color_match=color_match,
                                      noise_augmentation=noise_augmentation,
                                      anchor="prior" if anchor == "prior" else "frame")
-        start = fit_start_image(prior, resolution, width, height, name="prior")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = glue.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
         dit = glue.velocity_model(model, "Magic141 Long Video")
