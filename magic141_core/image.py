@@ -7,12 +7,21 @@ fills the rest with black bars, so nothing is cut off (a portrait's head). The b
 image: no mask tells the model they are padding, so it treats them as part of the scene and they usually stay as
 bars through the clip (crop them from the video afterwards). Images here are float tensors [B, H, W, C] in 0..1
 (ComfyUI's IMAGE layout).
+
+The video size policy (`video_size`) serves every caller (Image To Video, Long Video, the CLI): an official bucket,
+a custom size, "draft" (the 540p bucket at 1/6 of each side, at most 17 frames per clip, or 2 windows of 9 frames
+per long video: a 2-core CPU finishes a template in under 2 minutes) or "auto" (540p on a GPU, draft on a CPU). The
+choice is a visible combo entry whose label says what it does, and the size chosen is reported (`VideoSize.describe`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn.functional as F
+
+from .pipeline import SIZE_MULTIPLE, latent_frames
 
 # width x height per aspect ratio (w:h), from the official code
 BUCKETS = {
@@ -30,6 +39,115 @@ def nearest_bucket(width: int, height: int, resolution: str = "540p") -> tuple[i
     ratio = width / height
     w_h = min(BUCKETS[resolution], key=lambda r: abs(r[0] / r[1] - ratio))
     return BUCKETS[resolution][w_h]
+
+
+# ------------------------------------------------------------------------------------------ the video size policy
+# Measured (scripts/first_run_times.py, docs/performance.md): on a 2-core CPU the full-size HunyuanVideo VAE's decode
+# is nearly all of a draft's time (~20 MFLOP per output pixel): image_to_video at 1/4 size x 17 frames ran 216 s,
+# at 1/6 size 82 s (71 s of it decoding), under load; so the draft is 1/6 size, and a long video's draft decodes
+# no more frames than a clip's.
+DRAFT_DIVISOR = 6  # draft frame: each side of the 540p bucket / 6, rounded down to a multiple of 16
+DRAFT_FRAMES = 17  # draft clip: at most 17 frames (4k+1)
+DRAFT_WINDOW_FRAMES = 9  # draft long video: windows of at most 9 frames ...
+DRAFT_WINDOWS = 2  # ... and at most 2 of them (the seam still shows): 17 frames in all, like a draft clip
+# The combo entries (their text is stored in saved workflows: never change a shipped one, add a new one). Each says
+# what it does; `size_mode` reads any entry starting with "auto" / "draft" (the CLI's short names too).
+AUTO = "auto (540p on a GPU, draft on CPU)"
+DRAFT = "draft (1/6 size, <=17 frames)"  # literal text (saved in workflows); a test checks it against the numbers
+DRAFT_LONG = "draft (1/6 size, <=2 windows of <=9 frames)"
+CUSTOM = "custom"
+
+
+def size_choices(long_video: bool = False) -> list[str]:
+    """The resolution combo's entries, default first: auto, draft, the official buckets, custom. Entries saved by
+    older workflows ("540p", "720p", "custom") are among them and mean what they meant."""
+    return [AUTO, DRAFT_LONG if long_video else DRAFT, *BUCKETS, CUSTOM]
+
+
+def size_mode(resolution: str, device: torch.device | str = "cpu") -> str:
+    """The size actually used for the entry `resolution` on `device`: "540p", "720p", "draft" or "custom".
+
+    "auto..." is "540p" on any accelerator (cuda, mps, xpu, ...) and "draft" on the CPU. Raises ValueError naming
+    the entries for anything else."""
+    if resolution in BUCKETS or resolution == CUSTOM:
+        return resolution
+    for mode in ("auto", "draft"):
+        if isinstance(resolution, str) and resolution.split(" ")[0].split(":")[0] == mode:
+            if mode == "auto":
+                return "draft" if torch.device(device).type == "cpu" else "540p"
+            return mode
+    raise ValueError(f"resolution must be auto, draft, {', '.join(BUCKETS)} or custom, got {resolution!r}")
+
+
+def draft_bucket(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the draft frame for an image of width x height: the nearest 540p bucket, each side divided
+    by DRAFT_DIVISOR and rounded down to a multiple of 16 (16:9 -> 160x80, 1:1 -> 112x112, 9:16 -> 80x160)."""
+    bucket = nearest_bucket(width, height, "540p")
+    return tuple(max(SIZE_MULTIPLE, side // DRAFT_DIVISOR // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in bucket)
+
+
+@dataclass(frozen=True)
+class VideoSize:
+    """The size a clip is made at. mode: "540p", "720p", "draft" or "custom"; requested: the entry chosen (e.g.
+    "auto ..."); device: the device type "auto" looked at; frames: per clip / window (after the draft cap), asked:
+    before it; windows / asked_windows: the same for a long video (None for a single clip)."""
+
+    width: int
+    height: int
+    frames: int
+    mode: str
+    requested: str
+    device: str
+    asked_frames: int
+    windows: int | None = None
+    asked_windows: int | None = None
+
+    def with_windows(self, asked: int) -> VideoSize:
+        """This size for a long video of `asked` windows (counted at `frames` per window): draft keeps at most
+        DRAFT_WINDOWS, every other mode all of them."""
+        return replace(self, windows=min(asked, DRAFT_WINDOWS) if self.mode == "draft" else asked,
+                       asked_windows=asked)
+
+    def describe(self) -> str:
+        """One line for the log and the node, e.g. "auto on cpu -> draft: 176x176, 17 frames (81 asked, the
+        draft's cap)"."""
+        how = f"auto on {self.device} -> {self.mode}" if self.requested.startswith("auto") else self.mode
+        text = f"{how}: {self.width}x{self.height}, {self.frames} frames"
+        if self.frames != self.asked_frames:
+            text += f" ({self.asked_frames} asked, the draft's cap)"
+        if self.windows is not None:
+            text += f", {self.windows} window{'s' * (self.windows != 1)}"
+            if self.windows != self.asked_windows:
+                text += f" ({self.asked_windows} asked, the draft's cap)"
+        return text
+
+
+def video_size(resolution: str, image_width: int, image_height: int, frames: int,
+               device: torch.device | str = "cpu", custom: tuple[int, int] | None = None,
+               long_video: bool = False) -> VideoSize:
+    """The one video size policy of the nodes and the CLI.
+
+    resolution: a `size_choices` entry (or the CLI's "auto" / "draft"); image_width x image_height: the start
+    image, whose aspect ratio picks the bucket; frames: the clip's (or each window's) length asked for, 4k+1;
+    device: where the clip is computed ("auto" reads its type); custom: (width, height) for "custom" (checked by
+    the caller, `pipeline.latent_shape`); long_video: `frames` is a window's length. "540p" / "720p": the official
+    bucket nearest the image's aspect ratio, frames as asked. "draft": `draft_bucket`, frames capped at DRAFT_FRAMES
+    (a long video's windows at DRAFT_WINDOW_FRAMES, their number by `VideoSize.with_windows`). Raises ValueError for
+    a bad entry, a length that is not 4k+1 (checked before any cap) or a custom size that is not given.
+    """
+    latent_frames(frames)  # a bad length is refused, never hidden by the draft's cap
+    mode = size_mode(resolution, device)
+    capped = frames
+    if mode == "custom":
+        if custom is None:
+            raise ValueError("resolution custom needs a width and a height")
+        width, height = custom
+    elif mode == "draft":
+        width, height = draft_bucket(image_width, image_height)
+        capped = min(frames, DRAFT_WINDOW_FRAMES if long_video else DRAFT_FRAMES)
+    else:
+        width, height = nearest_bucket(image_width, image_height, mode)
+    return VideoSize(width, height, capped, mode, resolution, torch.device(device).type, frames)
 
 
 FITS = ("crop", "pad")

@@ -4,7 +4,9 @@ interrupts, and model management. Node modules import ComfyUI only through this 
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -178,6 +180,14 @@ def step_callback(total: int, preview: bool = True):
         bar.update_absolute(step.index + 1, step.total, image)
 
     return callback
+
+
+def show_text(node_id, text: str) -> None:
+    """Log `text` and show it on the node `node_id` (the frontend's progress text under the node's title)."""
+    logging.info("%s", text)
+    server = sys.modules.get("server")  # ComfyUI's, once main.py runs it (not imported by nodes run in-process)
+    if node_id is not None and getattr(getattr(server, "PromptServer", None), "instance", None) is not None:
+        server.PromptServer.instance.send_progress_text(text, str(node_id))
 
 
 def progress_callback():

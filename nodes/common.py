@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from ..magic141_core.image import FITS, fit_image, nearest_bucket, rgb
+from ..magic141_core.image import (AUTO, DRAFT_DIVISOR, DRAFT_FRAMES, DRAFT_WINDOW_FRAMES, DRAFT_WINDOWS, FITS,
+                                   VideoSize, draft_bucket, fit_image, rgb, size_choices, video_size)
 from ..magic141_core.pipeline import MAX_SIDE
 from ..magic141_core.sampling import SEED_RANGE, SHIFT_RANGE, STEPS_RANGE
+from . import comfy_glue as glue
 
-RESOLUTIONS = ["540p", "720p", "custom"]
+RESOLUTION_TOOLTIP = (
+    "auto: 540p on a GPU, draft on a CPU (the size chosen is shown on the node and logged). draft: the 540p bucket at "
+    "1/{divisor} of each side (16:9 -> {wide}, 1:1 -> {square}), {frames}: a quick look that a 2-core CPU finishes "
+    "in a minute or two. 540p/720p: the official bucket nearest the image's aspect ratio (resize + "
+    "centre crop). custom: width and height below.")
 
-VIDEO_SIZE = {
-    "resolution": (RESOLUTIONS, {"default": "540p", "tooltip": "540p/720p: the official bucket nearest the image's "
-                                 "aspect ratio (resize + centre crop). custom: width and height below."}),
-    "width": ("INT", {"default": 960, "min": 16, "max": MAX_SIDE, "step": 16,
-                      "tooltip": "Video width (custom only); a multiple of 16."}),
-    "height": ("INT", {"default": 544, "min": 16, "max": MAX_SIDE, "step": 16,
-                       "tooltip": "Video height (custom only); a multiple of 16."}),
-}
+
+def video_size_inputs(long_video: bool = False) -> dict:
+    """The resolution / width / height inputs (Long Video's draft entry also caps the windows)."""
+    tooltip = RESOLUTION_TOOLTIP.format(
+        divisor=DRAFT_DIVISOR, wide="x".join(map(str, draft_bucket(16, 9))),
+        square="x".join(map(str, draft_bucket(1, 1))),
+        frames=f"at most {DRAFT_WINDOWS} windows of at most {DRAFT_WINDOW_FRAMES} frames" if long_video
+        else f"at most {DRAFT_FRAMES} frames")
+    return {
+        "resolution": (size_choices(long_video), {"default": AUTO, "tooltip": tooltip}),
+        "width": ("INT", {"default": 960, "min": 16, "max": MAX_SIDE, "step": 16,
+                          "tooltip": "Video width (custom only); a multiple of 16."}),
+        "height": ("INT", {"default": 544, "min": 16, "max": MAX_SIDE, "step": 16,
+                           "tooltip": "Video height (custom only); a multiple of 16."}),
+    }
+
+
+VIDEO_SIZE, LONG_VIDEO_SIZE = video_size_inputs(), video_size_inputs(long_video=True)
 
 FIT = {"fit": (list(FITS), {"default": "crop", "tooltip": "How the start image meets the video's aspect ratio. "
                             "crop: fill the frame, cut the edges (the official way). pad: keep the whole image, add "
@@ -36,10 +52,11 @@ SAMPLING = {
 }
 
 
-def fit_start_image(image, resolution: str, width: int, height: int, fit: str = "crop",
-                    name: str = "start_image"):
-    """The start image as RGB at the video size: `resolution`'s bucket (or width x height for custom), cropped or
-    padded (`fit`, see magic141_core.image.fit_image).
+def fit_start_image(image, resolution: str, width: int, height: int, frames: int, fit: str = "crop",
+                    name: str = "start_image", long_video: bool = False) -> tuple:
+    """(the start image as RGB at the video size, the VideoSize): the size by `magic141_core.image.video_size`
+    (`resolution`'s entry on ComfyUI's compute device, `frames` asked; width x height for custom), the image cropped
+    or padded to it (`fit`, see magic141_core.image.fit_image).
 
     A batch of several images is refused (ValueError naming the input `name`): Magic141 is conditioned on one
     start frame, and native HunyuanImageToVideo's meaning (the extra images become the first frames) is not what
@@ -49,9 +66,9 @@ def fit_start_image(image, resolution: str, width: int, height: int, fit: str = 
                          "Pick one with the native 'Image From Batch' node (batch_index, length 1), or queue the "
                          "workflow once per image")
     image = rgb(image)
-    if resolution != "custom":
-        width, height = nearest_bucket(image.shape[2], image.shape[1], resolution)
-    return fit_image(image, width, height, fit)
+    size: VideoSize = video_size(resolution, image.shape[2], image.shape[1], frames, glue.compute_device(),
+                                 custom=(width, height), long_video=long_video)
+    return fit_image(image, size.width, size.height, fit), size
 
 
 def output_linked(prompt, unique_id, index: int) -> bool:

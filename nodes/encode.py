@@ -53,8 +53,9 @@ class Magic141Encode:
 
 class Magic141ImageToVideo:
     DESCRIPTION = (
-        "Prepares an image-to-video clip: fits the start image to the video size (an official 540p/720p bucket "
-        "nearest its aspect ratio, or a custom size; centre crop, or pad with black bars), encodes it with the VAE "
+        "Prepares an image-to-video clip: fits the start image to the video size (auto: 540p on a GPU, draft on a "
+        "CPU; draft: 1/6 size, at most 17 frames; an official 540p/720p bucket nearest its aspect ratio; or a custom "
+        "size; centre crop, or pad with black bars; the size chosen is shown on the node), encodes it with the VAE "
         "as the reference latent of frame 0, and makes the empty video latent for the sampler. One start image: a "
         "batch of several is refused (pick one with Image From Batch)."
     )
@@ -77,14 +78,18 @@ class Magic141ImageToVideo:
                 "start_image": ("IMAGE", {"tooltip": "Frame 0 of the video."}),
                 **VIDEO_SIZE,
                 "length": ("INT", {"default": 81, "min": 1, "max": 1025, "step": 4,
-                                   "tooltip": "Frames, 4k+1 (81 = the official 3.4 s at 24 fps)."}),
+                                   "tooltip": "Frames, 4k+1 (81 = the official 3.4 s at 24 fps; draft makes at most "
+                                              "17)."}),
             },
             "optional": {**FIT},  # optional: workflows saved before it existed load unchanged (crop)
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def prepare(self, conditioning, vae, start_image, resolution, width, height, length, fit="crop"):
-        fitted = fit_start_image(start_image, resolution, width, height, fit)  # refuses a batch of several images
-        shape = latent_shape(length, fitted.shape[1], fitted.shape[2])
+    def prepare(self, conditioning, vae, start_image, resolution, width, height, length, fit="crop", unique_id=None):
+        # refuses a batch of several images; the size policy (auto / draft / buckets / custom) is the core's
+        fitted, size = fit_start_image(start_image, resolution, width, height, length, fit)
+        shape = latent_shape(size.frames, fitted.shape[1], fitted.shape[2])
+        glue.show_text(unique_id, f"Magic141 Image To Video: {size.describe()}")
         reference = scale_latent(vae.encode(fitted)[:, :, :1].float())
         if tuple(reference.shape[1:]) != (16, 1, *shape[3:]):
             raise ValueError(f"the VAE gave a latent of shape {tuple(reference.shape)}; Magic141 needs the "

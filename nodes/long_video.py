@@ -16,7 +16,7 @@ from ..magic141_core.long_video import (
 from ..magic141_core.pipeline import latent_frames
 from ..magic141_core.video_io import Mp4Writer
 from . import comfy_glue as glue
-from .common import SAMPLING, VIDEO_SIZE, fit_start_image, output_linked
+from .common import LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
 from .native import FixedEncoders, check_widths, magic141_conditioning
 
 
@@ -62,7 +62,7 @@ class Magic141LongVideo:
                 "unit": (["seconds", "windows"], {"default": "seconds", "tooltip": "What duration counts."}),
                 "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4, "advanced": True,
                                           "tooltip": "Frames per window, 4k+1; 81 is the model's native length."}),
-                **VIDEO_SIZE,
+                **LONG_VIDEO_SIZE,
                 **SAMPLING,
                 "color_match": ("BOOLEAN", {"default": True, "tooltip": "Match each new start frame's colours "
                                             "(L*a*b* mean/std) to the prior, against colour drift."}),
@@ -99,17 +99,22 @@ class Magic141LongVideo:
                encoders=None, conditioning=None, negative=None, frames_limit_mb=FRAMES_LIMIT_MB, prompt=None,
                extra_pnginfo=None, unique_id=None):
         latent_frames(window_length)  # validates 4k+1
-        windows = count_windows(duration, unit, fps, window_length)  # NaN, 0, too long: one clear message
+        count_windows(duration, unit, fps, window_length)  # NaN, 0, too long: one clear message, before any work
         if (encoders is None) == (conditioning is None):
             raise ValueError("connect either encoders (Magic141 Encoder Loader) or a native conditioning "
                              "(e.g. TextEncodeHunyuanVideo_ImageToVideo), not both and not neither")
+        # the size policy (auto / draft / buckets / custom) is the core's; draft also caps the windows
+        start, size = fit_start_image(prior, resolution, width, height, window_length, name="prior", long_video=True)
+        window_length = size.frames
+        size = size.with_windows(count_windows(duration, unit, fps, window_length))
+        windows = size.windows
+        glue.show_text(unique_id, f"Magic141 Long Video: {size.describe()}")
         if conditioning is not None:
             fixed = magic141_conditioning(conditioning, negative)
             encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)
         settings = LongVideoSettings(steps=steps, shift=shift, guidance=guidance, color_match=color_match,
                                      noise_augmentation=noise_augmentation,
                                      anchor="prior" if anchor == "prior" else "frame")
-        start = fit_start_image(prior, resolution, width, height, name="prior")
         clip = None  # unconnected, the whole clip is not held
         if output_linked(prompt, unique_id, len(self.RETURN_TYPES) - 1):  # refused before rendering if too large
             clip = ClipFrames(total_frames(windows, window_length), start.shape[1], start.shape[2],

@@ -13,6 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from magic141_core.demo import DEMO_FILES  # noqa: E402
+from magic141_core.image import AUTO  # noqa: E402
 from magic141_core.text import NEGATIVE_PROMPT  # noqa: E402
 
 OUT = REPO / "example_workflows"
@@ -159,7 +160,7 @@ def video_tail(first_id: int, image_source, x: int, lora: bool = False) -> list[
                      NEGATIVE_PROMPT]},
         {"id": i + 4, "type": "Magic141ImageToVideo", "pos": [x + 400, 320], "size": [340, 200],
          "inputs": {"conditioning": (i + 3, 0), "vae": (i, 0), "start_image": image_source},
-         "widgets": ["540p", 960, 544, 81]},
+         "widgets": [AUTO, 960, 544, 81]},  # auto: 540p on a GPU, draft on a CPU
         {"id": i + 5, "type": "Magic141Sampler", "pos": [x + 820, 60], "size": [320, 200],
          "inputs": {"model": model, "conditioning": (i + 4, 0), "latent": (i + 4, 1)},
          "widgets": [4, 5.0, 1.0, 39, "fixed"]},
@@ -184,7 +185,9 @@ def text_to_image_branch(prompt: str) -> list[dict]:
          "widgets": [prompt]},
         {"id": 3, "type": "CLIPTextEncode", "pos": [-460, 260], "size": [380, 120], "inputs": {"clip": (1, 1)},
          "widgets": ["blurry, low quality"]},
-        {"id": 4, "type": "EmptyLatentImage", "pos": [-460, 420], "widgets": [960, 544, 1]},
+        # SD1.5's own scale (16:9), not the video's: the video node fits the prior to its size (540p on a GPU, the
+        # draft on a CPU); 960x544 took 60 s per step on a 2-core CPU, 512x288 6 s
+        {"id": 4, "type": "EmptyLatentImage", "pos": [-460, 420], "widgets": [512, 288, 1]},
         {"id": 5, "type": "KSampler", "pos": [-40, 60], "size": [320, 260],
          "inputs": {"model": (1, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)},
          "widgets": [7, "fixed", 20, 7.0, "euler", "normal", 1.0]},
@@ -251,7 +254,7 @@ def hunyuan_i2v_long_video() -> dict:
          "widgets": ["The camera glides forward along the path; leaves sway in a light breeze.", 4]},
         {"id": 8, "type": "Magic141LongVideo", "pos": [880, 60], "size": [420, 760],
          "inputs": {"model": (2, 0), "vae": (5, 0), "prior": (1, 0), "conditioning": (7, 0)},
-         "widgets": ["(the native conditioning is used for every window)", 20.0, "seconds", 81, "540p", 960, 544,
+         "widgets": ["(the native conditioning is used for every window)", 20.0, "seconds", 81, AUTO, 960, 544,
                      20, 7.0, 6.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/hunyuan_i2v_long"]},
     ]
     return graph(nodes, "HunyuanVideo-I2V with native loaders and encoders into Magic141 Long Video: public "
@@ -271,7 +274,7 @@ def long_video() -> dict:
         {"id": 5, "type": "Magic141LongVideo", "pos": [440, 60], "size": [420, 760],
          "inputs": {"model": (3, 0), "encoders": (4, 0), "vae": (2, 0), "prior": (1, 0)},
          "widgets": ["The camera glides forward along the path.\nThe camera rises above the trees.\n"
-                     "The camera turns towards the sunset.", 60.0, "seconds", 81, "540p", 960, 544,
+                     "The camera turns towards the sunset.", 60.0, "seconds", 81, AUTO, 960, 544,
                      4, 5.0, 1.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/long"]},
     ]
     return graph(nodes, "A minute-long shot: 4-step windows chained from the image, one prompt per line directs "

@@ -17,6 +17,8 @@ import pytest
 from comfy_server import ComfyServer
 from comfyui_env import COMFYUI, PACK_NAME, REPO
 
+from scripts.build_workflows import TEMPLATES
+
 CHROMIUM = Path("/usr/bin/chromium")
 TEMPLATES = sorted((REPO / "example_workflows").glob("*.json"))
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -82,3 +84,48 @@ def test_template_opens_from_the_templates_browser_cleanly(page, path):
         for b in boxes[i + 1:]:
             bx, by, bw, bh = b["box"]
             assert not (ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah), (name, a, b)
+
+
+def test_image_to_video_runs_from_the_run_button_and_shows_its_video(page, demo_models):
+    """The image_to_video template as shipped ("auto": the labelled draft size on this CPU), opened through the
+    Templates menu and run with the Run button on the demo models: the prompt finishes, the Save MP4 node shows the
+    clip in a <video> element, and its file loads (HTTP 200; the player's own range requests 206) and plays at the
+    draft's frame size."""
+    import urllib.request
+
+    from magic141_core.demo import DEMO_FILES
+    from magic141_core.image import AUTO
+
+    server = page.url.split("#")[0].split("?")[0].rstrip("/")
+    with urllib.request.urlopen(f"{server}/internal/folder_paths", timeout=30) as response:
+        folders = json.loads(response.read())
+    for role, path in demo_models.items():  # the fixture's server started without models: link the demo files in
+        target = Path(folders[DEMO_FILES[role][0]][0]) / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(path, target_is_directory=path.is_dir())
+    page.problems.clear()
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.get_by_text(PACK_NAME, exact=True).first.click()
+    page.locator("[role=dialog]").get_by_text(TEMPLATES["image_to_video"][0], exact=True).first.click()
+    page.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'Magic141SaveMP4')", timeout=30_000)
+    page.evaluate("() => window.app.refreshComboInNodes()")  # the loaders' lists now hold the demo files
+    size = page.evaluate("() => window.app.graph._nodes.find(n => n.type === 'Magic141ImageToVideo')"
+                         ".widgets.find(w => w.name === 'resolution').value")
+    assert size == AUTO  # as shipped: auto, the draft on this CPU
+    videos = []
+    page.on("response", lambda r: videos.append((r.status, r.url)) if "/view?" in r.url and ".mp4" in r.url else None)
+    started = time.time()
+    page.get_by_role("button", name="Run", exact=True).first.click()
+    page.wait_for_selector("video", state="attached", timeout=600_000)
+    print(f"image_to_video from the Run button: its video shown after {time.time() - started:.1f} s")
+    src = page.locator("video").first.get_attribute("src")
+    assert "Magic141" in src and ".mp4" in src, src
+    with urllib.request.urlopen(src if src.startswith("http") else server + src, timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("video/")
+    page.wait_for_function("v => v.readyState >= 1", arg=page.locator("video").first.element_handle(),
+                           timeout=30_000)
+    assert page.locator("video").first.evaluate("v => [v.videoWidth, v.videoHeight]") == [112, 112]  # 768² draft
+    assert videos and all(status in (200, 206) for status, _ in videos), videos  # the player's range requests
+    problems = [p for p in page.problems if not _not_ours(p)]
+    assert not problems, problems

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from comfyui_env import COMFYUI, REPO
 
+from magic141_core.cli import build_parser
 from magic141_core.video_io import read_mp4
 
 SUBCOMMANDS = ["generate", "long", "quantize", "index", "retrieve", "bench"]
@@ -182,3 +183,18 @@ def test_run_sh_sets_up_a_runtime_only_environment(tmp_path):
     result = subprocess.run(["bash", str(REPO / "scripts" / "setup_env.sh")], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.returncode == 0 and result.stdout == result.stderr == ""
+
+
+def test_generate_at_the_default_size_makes_the_labelled_draft_on_this_cpu(demo_dir, tmp_path):
+    """No --resolution, no --frames: `auto`, which on a CPU is the draft (the 540p bucket at 1/6 of each side, at
+    most 17 frames), printed as such; the clip has exactly that size."""
+    from PIL import Image
+
+    out, image = tmp_path / "draft.mp4", tmp_path / "wide.png"
+    Image.new("RGB", (320, 180), (90, 140, 200)).save(image)  # 16:9 -> the 960x544 bucket -> 160x80
+    result = cli("generate", "--image", image, "--prompt", "a calm lake", "--out", out, "--demo-dir", demo_dir)
+    assert result.returncode == 0, result.stderr
+    assert "size: auto on cpu -> draft: 160x80, 17 frames (81 asked, the draft's cap)" in result.stderr
+    assert read_mp4(out)[0].shape == (17, 80, 160, 3)
+    parsed = build_parser().parse_args(["long", "--image", "x.png", "--prompts", "a", "--seconds", "60"])
+    assert (parsed.resolution, parsed.frames) == ("auto", 81)  # long shares the default: 2 windows of 9 on a CPU

@@ -315,3 +315,31 @@ def test_save_int8_writes_a_self_contained_llava_that_loads_pre_quantized(pack, 
     assert ((a.positive.tokens - b.positive.tokens).norm() / b.positive.tokens.norm()) < 0.05
     with pytest.raises(ValueError, match="connect a model"):
         run_node(saver, filename="nothing")
+
+
+def test_image_to_video_auto_on_the_cpu_makes_the_draft_and_says_so(pack, tiny_cond, caplog):
+    """ComfyUI here computes on the CPU: the templates' "auto" entry makes the labelled draft (the 540p bucket at
+    1/6 of each side, at most 17 frames), logged with the size; "540p" (older workflows) stays the bucket."""
+    import logging
+
+    from magic141_core.image import AUTO, DRAFT, size_choices
+
+    node = pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"]
+    choices, options = node.INPUT_TYPES()["required"]["resolution"]
+    assert choices[:2] == [AUTO, DRAFT] and options["default"] == AUTO and {"540p", "720p", "custom"} <= set(choices)
+    long_choices, long_options = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"].INPUT_TYPES()["required"]["resolution"]
+    assert long_choices == size_choices(long_video=True) and long_options["default"] == AUTO
+    assert "at most 2 windows of at most 9 frames" in long_options["tooltip"] and "16:9 -> 160x80" in options["tooltip"]
+    image = torch.rand(1, 1080, 1920, 3)
+    for resolution in (AUTO, DRAFT):
+        vae = StubVAE()
+        with caplog.at_level(logging.INFO):
+            _, latent, fitted, *_ = run_node(node, conditioning=tiny_cond, vae=vae, start_image=image,
+                                             resolution=resolution, width=960, height=544, length=81, unique_id="7")
+        assert fitted.shape == (1, 80, 160, 3) and vae.seen == [(1, 80, 160, 3)]
+        assert latent["samples"].shape == (1, 16, 5, 10, 20)  # 17 frames
+    assert "Magic141 Image To Video: auto on cpu -> draft: 160x80, 17 frames (81 asked, the draft's cap)" \
+        in caplog.text
+    _, latent, fitted, *_ = run_node(node, conditioning=tiny_cond, vae=StubVAE(), start_image=image,
+                                     resolution="540p", width=64, height=64, length=9)
+    assert fitted.shape == (1, 544, 960, 3) and latent["samples"].shape == (1, 16, 3, 68, 120)

@@ -42,8 +42,13 @@ def _video_args(p: argparse.ArgumentParser, default_out: str):
     p.add_argument("--out", type=Path, help=f"MP4 to write, a new file (default: {default_out}, or {default_out[:-4]}"
                    "_2.mp4 ... when taken)")
     p.set_defaults(default_out=default_out)
-    p.add_argument("--frames", type=int, default=81, help="frames per clip / window, 4k+1 (default: %(default)s)")
-    p.add_argument("--resolution", default="540p", help="540p, 720p (official buckets) or WIDTHxHEIGHT")
+    p.add_argument("--frames", type=int, default=81, help="frames per clip / window, 4k+1 (default: %(default)s; "
+                   "draft makes at most 17, or 9 per window)")
+    p.add_argument("--resolution", default="auto", help="auto (the default: 540p on a GPU, draft on a CPU), draft "
+                   "(the 540p bucket at 1/6 size, <=17 frames; long videos <=2 windows of <=9 frames: a minute or two "
+                   "on a CPU), "
+                   "540p, 720p (official buckets nearest the image's aspect ratio) or WIDTHxHEIGHT; the size chosen "
+                   "is printed")
     p.add_argument("--fit", choices=["crop", "pad"], default="crop",
                    help="start image to the video's aspect ratio: crop the centre (default, official) or pad with "
                         "black bars (keeps the whole image; the bars stay in the video)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,25 +17,42 @@ from .models import REPO, load_dit_and_vae, load_encoders, resolve_models
 log = logging.getLogger("magic141")
 
 
-def load_start_image(path: Path, resolution: str, fit: str = "crop") -> torch.Tensor:
-    """The start image file fitted to the video size (centre crop or pad, `fit`): float [1, H, W, 3] in 0..1.
-
-    resolution: "540p" / "720p" (the official bucket nearest the image's aspect ratio) or "WIDTHxHEIGHT". The file is
-    read as ComfyUI's Load Image reads it (`image_files.open_rgb`), reduced while decoding so memory follows the
-    video size, not the file's. Raises FileNotFoundError, ImageFileError (naming the file) or ValueError."""
-    from ..image import fit_image, nearest_bucket
-    from ..image_files import image_size, load_image
+def start_image_size(path: Path, resolution: str, frames: int, device="cpu", long_video: bool = False):
+    """The clip's `image.VideoSize` for the start image file `path` (its aspect ratio picks the bucket): the one size
+    policy the nodes use too. resolution: "auto" (540p on a GPU, draft on the CPU; the default), "draft" (1/6 size,
+    <=17 frames; long videos <=2 windows of <=9 frames), "540p" / "720p" (the official bucket nearest the image's
+    aspect ratio) or "WIDTHxHEIGHT"; frames: the length asked for (4k+1; a window's with long_video); device: where
+    the clip is made. The file's header alone is read. Raises FileNotFoundError, ImageFileError (naming the file) or
+    ValueError."""
+    from ..image import CUSTOM, video_size
+    from ..image_files import image_size
     from ..pipeline import latent_shape
 
-    if resolution in ("540p", "720p"):
-        width, height = nearest_bucket(*image_size(path), resolution)
-    else:
+    custom = None
+    if resolution.lower().split(" ")[0].split(":")[0] not in ("auto", "draft", "540p", "720p"):
         try:
-            width, height = (int(v) for v in resolution.lower().split("x"))
+            custom = tuple(int(v) for v in resolution.lower().split("x"))
+            width, height = custom
         except ValueError:
-            raise ValueError(f"--resolution must be 540p, 720p or WIDTHxHEIGHT, got {resolution!r}") from None
-    latent_shape(1, height, width)  # multiples of 16, at most MAX_SIDE: refused before anything is resized
-    return fit_image(load_image(path, cover=(width, height)), width, height, fit)
+            raise ValueError(f"--resolution must be auto, draft, 540p, 720p or WIDTHxHEIGHT, got {resolution!r}") \
+                from None
+        latent_shape(1, height, width)  # multiples of 16, at most MAX_SIDE: refused before anything is resized
+        resolution = CUSTOM
+    return video_size(resolution, *image_size(path), frames, device, custom=custom, long_video=long_video)
+
+
+def load_start_image(path: Path, resolution: str, fit: str = "crop", size=None) -> torch.Tensor:
+    """The start image file fitted to the video size (centre crop or pad, `fit`): float [1, H, W, 3] in 0..1.
+
+    size: the clip's `VideoSize` (from `start_image_size`), else the size of `resolution` (see there) on the CPU.
+    The file is read as ComfyUI's Load Image reads it (`image_files.open_rgb`), reduced while decoding so memory
+    follows the video size, not the file's. Raises FileNotFoundError, ImageFileError (naming the file) or
+    ValueError."""
+    from ..image import fit_image
+    from ..image_files import load_image
+
+    size = size or start_image_size(path, resolution, 1)
+    return fit_image(load_image(path, cover=(size.width, size.height)), size.width, size.height, fit)
 
 
 def new_output(path: Path | None, default: str, suffix: str, flag: str = "--out") -> Path:
@@ -56,8 +74,12 @@ def new_output(path: Path | None, default: str, suffix: str, flag: str = "--out"
     return path
 
 
-def run_video(args, windows: int, prompts: str):
-    """Render `windows` windows (1 = a single clip) to args.out; returns the path."""
+def run_video(args, count_windows, prompts: str):
+    """Render the clip (or long video) to args.out.
+
+    count_windows(frames) -> the windows asked for at `frames` per window (None: a single clip). The size policy
+    (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets the frame size, args.frames and the windows, and
+    says what it chose on stderr. Returns (path or None on ranks other than 0, windows made)."""
     from ..long_video import CoreFrameVAE, LongVideoSettings, generate_long_video, window_prompts, window_seeds
     from ..pipeline import latent_frames
     from ..video_io import Mp4Writer, check_settings
@@ -67,9 +89,15 @@ def run_video(args, windows: int, prompts: str):
     args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
     settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance,
                                  color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation)
-    prior = load_start_image(args.image, args.resolution, args.fit)
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
+    size = start_image_size(args.image, args.resolution, args.frames, args.device, long_video=count_windows is not None)
+    if count_windows is not None:
+        size = size.with_windows(count_windows(size.frames))
+    args.frames, windows = size.frames, size.windows or 1
+    if rank_zero:
+        print(f"size: {size.describe()}", file=sys.stderr, flush=True)
+    prior = load_start_image(args.image, args.resolution, args.fit, size)
     profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)
     with profile.stage("load"):
         paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
@@ -94,7 +122,7 @@ def run_video(args, windows: int, prompts: str):
                             window_seeds(args.seed, windows), args.frames, profile.wrap("MP4 write", writer.write),
                             settings, on_step=bar.sampled, on_stage=bar.staged)
     bar.close()
-    return Path(args.out) if rank_zero else None
+    return (Path(args.out) if rank_zero else None), windows
 
 
 class StageBar:
@@ -142,7 +170,7 @@ class _NoWriter:
 
 
 def cmd_generate(args):
-    out = run_video(args, 1, args.prompt)
+    out, _ = run_video(args, None, args.prompt)
     if out is not None:
         print(f"wrote {out}")
         if args.profile:
@@ -152,10 +180,10 @@ def cmd_generate(args):
 def cmd_long(args):
     from ..long_video import count_windows
 
-    windows = (count_windows(args.windows, "windows", args.fps, args.frames) if args.windows is not None
-               else count_windows(args.seconds, "seconds", args.fps, args.frames))
+    duration, unit = (args.windows, "windows") if args.windows is not None else (args.seconds, "seconds")
+    count_windows(duration, unit, args.fps, args.frames)  # a bad duration is refused before the image is read
     prompts = Path(args.prompts[1:]).read_text() if args.prompts.startswith("@") else args.prompts
-    out = run_video(args, windows, prompts)
+    out, windows = run_video(args, lambda frames: count_windows(duration, unit, args.fps, frames), prompts)
     if out is None:  # not rank 0
         return
     print(f"wrote {out} ({windows} windows)")

@@ -1,0 +1,93 @@
+"""The one video size policy (magic141_core.image.video_size) that Image To Video, Long Video and the CLI share:
+the combo's entries say what they do, draft sizes per bucket, auto by device, and the entries of older workflows
+("540p", "720p", "custom") mean what they meant."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from magic141_core.image import (
+    AUTO,
+    BUCKETS,
+    CUSTOM,
+    DRAFT,
+    DRAFT_DIVISOR,
+    DRAFT_FRAMES,
+    DRAFT_LONG,
+    DRAFT_WINDOW_FRAMES,
+    DRAFT_WINDOWS,
+    draft_bucket,
+    size_choices,
+    size_mode,
+    video_size,
+)
+
+# width x height of the draft frame per 540p bucket (w:h): each side / 6, rounded down to a multiple of 16
+DRAFT_SIZES = {(16, 9): (160, 80), (4, 3): (128, 96), (1, 1): (112, 112), (3, 4): (96, 128), (9, 16): (80, 160)}
+
+
+def test_the_labels_say_what_the_entries_do():
+    assert re.fullmatch(r"auto \(540p on a GPU, draft on CPU\)", AUTO)
+    assert f"1/{DRAFT_DIVISOR} size" in DRAFT and f"<={DRAFT_FRAMES} frames" in DRAFT
+    assert f"<={DRAFT_WINDOWS} windows of <={DRAFT_WINDOW_FRAMES} frames" in DRAFT_LONG
+    assert f"1/{DRAFT_DIVISOR} size" in DRAFT_LONG
+    for long_video in (False, True):
+        choices = size_choices(long_video)
+        assert choices[0] == AUTO and {"540p", "720p", CUSTOM} <= set(choices)  # older workflows' entries stay
+        assert len(choices) == len(set(choices)) == 5
+    assert DRAFT in size_choices() and DRAFT_LONG in size_choices(long_video=True)
+
+
+@pytest.mark.parametrize("ratio", sorted(DRAFT_SIZES))
+def test_draft_is_the_540p_bucket_at_a_sixth_of_each_side(ratio):
+    bucket = BUCKETS["540p"][ratio]
+    width, height = DRAFT_SIZES[ratio]
+    assert draft_bucket(*ratio) == (width, height)
+    assert width % 16 == 0 and height % 16 == 0
+    assert bucket[0] / 6 - 16 < width <= bucket[0] / 6 and bucket[1] / 6 - 16 < height <= bucket[1] / 6
+    size = video_size(DRAFT, 100 * ratio[0], 100 * ratio[1], 81)
+    assert (size.width, size.height, size.frames, size.mode) == (width, height, DRAFT_FRAMES, "draft")
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", ("draft", 160, 80, 17)), ("cuda", ("540p", 960, 544, 81)),
+                                              ("cuda:1", ("540p", 960, 544, 81)), ("mps", ("540p", 960, 544, 81))])
+def test_auto_is_540p_on_an_accelerator_and_draft_on_the_cpu(device, expected):
+    size = video_size(AUTO, 1920, 1080, 81, device)
+    assert (size.mode, size.width, size.height, size.frames) == expected
+    assert size_mode("auto", device) == expected[0]  # the CLI's short name
+    assert size.describe().startswith(f"auto on {device.split(':')[0]} -> {expected[0]}: "
+                                      f"{expected[1]}x{expected[2]}, {expected[3]} frames")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_entries_of_older_workflows_are_unchanged_on_any_device(device):
+    for resolution in BUCKETS:
+        for (w, h), bucket in BUCKETS[resolution].items():
+            size = video_size(resolution, 10 * w, 10 * h, 81, device)
+            assert (size.width, size.height, size.frames, size.mode) == (*bucket, 81, resolution)
+            assert size.with_windows(90).windows == 90
+    size = video_size(CUSTOM, 1920, 1080, 121, device, custom=(64, 48))
+    assert (size.width, size.height, size.frames) == (64, 48, 121)
+    assert size.describe() == "custom: 64x48, 121 frames"
+
+
+def test_draft_caps_frames_and_windows_and_says_so():
+    size = video_size(DRAFT, 512, 512, 81)
+    assert size.describe() == "draft: 112x112, 17 frames (81 asked, the draft's cap)"
+    assert video_size(DRAFT, 512, 512, 9).frames == 9  # shorter clips stay as asked
+    long = video_size(DRAFT_LONG, 512, 512, 81, long_video=True).with_windows(90)
+    assert (long.frames, long.windows) == (9, 2)  # 17 frames in all, like a draft clip
+    assert long.describe().endswith("9 frames (81 asked, the draft's cap), 2 windows (90 asked, the draft's cap)")
+    assert video_size(DRAFT_LONG, 512, 512, 5, long_video=True).with_windows(1).describe() == \
+        "draft: 112x112, 5 frames, 1 window"
+
+
+def test_bad_entries_and_lengths_are_refused_before_any_cap():
+    with pytest.raises(ValueError, match="length must be 4k\\+1 frames, got 80"):
+        video_size(DRAFT, 512, 512, 80)  # never hidden by the cap to 17
+    with pytest.raises(ValueError, match="resolution must be auto, draft, 540p, 720p or custom, got '1080p'"):
+        video_size("1080p", 512, 512, 81)
+    with pytest.raises(ValueError, match="custom needs a width and a height"):
+        video_size(CUSTOM, 512, 512, 81)
