@@ -84,7 +84,10 @@ def main() -> int:
            str(args.base), "--disable-api-nodes", "--preview-method", "auto",
            "--database-url", f"sqlite:///{args.base / 'comfyui.db'}"]
     if not torch.cuda.is_available():
-        cmd.append("--cpu")
+        # PyTorch's fused attention (a tiled flash kernel on CPU) instead of ComfyUI's CPU default, sub-quadratic
+        # attention: the same result, ~3x faster per SD1.5 self-attention here (0.21 s vs 0.66 s at 2304 tokens),
+        # which the text-to-image templates' 20 image-model steps need to finish their first Run in minutes
+        cmd += ["--cpu", "--use-pytorch-cross-attention"]
     env = {**os.environ, "PYTHONPATH": str(HOST / "stubs")}
     server = subprocess.Popen(cmd, cwd=COMFYUI, env=env)
     try:
