@@ -17,7 +17,7 @@ import pytest
 from comfy_server import ComfyServer
 from comfyui_env import COMFYUI, PACK_NAME, REPO
 
-from scripts.build_workflows import TEMPLATES
+from scripts.build_workflows import TEMPLATES as TEMPLATE_KEYS
 
 CHROMIUM = Path("/usr/bin/chromium")
 TEMPLATES = sorted((REPO / "example_workflows").glob("*.json"))
@@ -107,7 +107,7 @@ def test_image_to_video_runs_from_the_run_button_and_shows_its_video(page, demo_
     page.problems.clear()
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     page.get_by_text(PACK_NAME, exact=True).first.click()
-    page.locator("[role=dialog]").get_by_text(TEMPLATES["image_to_video"][0], exact=True).first.click()
+    page.locator("[role=dialog]").get_by_text(TEMPLATE_KEYS["image_to_video"][0], exact=True).first.click()
     page.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'Magic141SaveMP4')", timeout=30_000)
     page.evaluate("() => window.app.refreshComboInNodes()")  # the loaders' lists now hold the demo files
     size = page.evaluate("() => window.app.graph._nodes.find(n => n.type === 'Magic141ImageToVideo')"

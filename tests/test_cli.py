@@ -194,7 +194,7 @@ def test_generate_at_the_default_size_makes_the_labelled_draft_on_this_cpu(demo_
     Image.new("RGB", (320, 180), (90, 140, 200)).save(image)  # 16:9 -> the 960x544 bucket -> 160x80
     result = cli("generate", "--image", image, "--prompt", "a calm lake", "--out", out, "--demo-dir", demo_dir)
     assert result.returncode == 0, result.stderr
-    assert "size: auto on cpu -> draft: 160x80, 17 frames (81 asked, the draft's cap)" in result.stderr
+    assert "size: auto on cpu -> draft: 160x80, 17 frames (81 asked, the draft's cap)" in result.stdout
     assert read_mp4(out)[0].shape == (17, 80, 160, 3)
     parsed = build_parser().parse_args(["long", "--image", "x.png", "--prompts", "a", "--seconds", "60"])
     assert (parsed.resolution, parsed.frames) == ("auto", 81)  # long shares the default: 2 windows of 9 on a CPU

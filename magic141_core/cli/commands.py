@@ -96,7 +96,7 @@ def run_video(args, count_windows, prompts: str):
         size = size.with_windows(count_windows(size.frames))
     args.frames, windows = size.frames, size.windows or 1
     if rank_zero:
-        print(f"size: {size.describe()}", file=sys.stderr, flush=True)
+        print(f"size: {size.describe()}", flush=True)  # stdout, like "wrote": stderr is for the bar and errors
     prior = load_start_image(args.image, args.resolution, args.fit, size)
     profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)
     with profile.stage("load"):
