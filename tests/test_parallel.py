@@ -206,7 +206,9 @@ def test_cli_generate_under_torchrun_writes_one_video_from_rank_0(launch):
     results, out, _, _ = launch
     errors = (out / "cli0.err").read_text() + (out / "cli1.err").read_text()
     assert [r["cli exit code"] for r in results] == [0, 0], errors
-    assert (out / "cli0.out").read_text() == f"wrote {out / 'clip.mp4'}\n" and (out / "cli1.out").read_text() == ""
+    rank0 = (out / "cli0.out").read_text().splitlines()
+    assert rank0 == [rank0[0], f"wrote {out / 'clip.mp4'}"] and rank0[0].startswith("size: custom: 128x64, 5 frames")
+    assert (out / "cli1.out").read_text() == ""  # rank 0 alone reports
     assert "step" in (out / "cli0.err").read_text() and (out / "cli1.err").read_text() == ""  # progress: rank 0 only
     frames, _ = read_mp4(out / "clip.mp4")
     assert frames.shape == (5, 64, 128, 3)

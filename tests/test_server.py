@@ -285,41 +285,34 @@ def test_cancel_at_the_template_size_ends_the_prompt_within_5_s(server, object_i
     prompt, _ = api_prompt(server, object_info, "image_to_video", Magic141Sampler={"seed": 11},
                            Magic141SaveMP4={"filename_prefix": "cancelled"},
                            Magic141ImageToVideo={"resolution": "540p"})
-    pid = server.queue(prompt)
-    sampler = node_id(prompt, "Magic141Sampler")
-    deadline = time.time() + 600
-    while not any(m["data"].get("node") == sampler for m in server.messages_for(pid, "executing")):
-        assert time.time() < deadline, "the sampler never started"
+    waited = cancel_inside(server, server.queue(prompt), node_id(prompt, "Magic141Sampler"), settle_s=3, limit_s=600)
+    print(f"cancel at 540p x 81 frames: prompt ended {waited:.2f} s after /interrupt")  # inside the first forward
+    assert waited < 5, f"the prompt took {waited:.1f} s to end after /interrupt"
+
+
+def cancel_inside(server, pid: str, node: str, settle_s: float, limit_s: float) -> float:
+    """Wait until `node` of prompt `pid` runs, `settle_s` more, then /interrupt: the seconds until the prompt ended
+    (interrupted, status error)."""
+    deadline = time.time() + limit_s
+    while not any(m["data"].get("node") == node for m in server.messages_for(pid, "executing")):
+        assert time.time() < deadline, f"node {node} never started"
         assert not server.messages_for(pid, "execution_error"), server.messages_for(pid, "execution_error")
         time.sleep(0.05)
-    time.sleep(3)  # inside the first forward's attention
+    time.sleep(settle_s)
     sent = time.time()
     server.post("/interrupt", {})
     history = server.wait(pid, timeout=120)
-    ended = next(m for m in server.messages_for(pid) if m["type"] == "execution_interrupted")
-    waited = time.time() - sent
-    print(f"cancel at 540p x 81 frames: prompt ended {waited:.2f} s after /interrupt")
-    assert ended and history["status"]["status_str"] == "error"
-    assert waited < 5, f"the prompt took {waited:.1f} s to end after /interrupt"
+    assert any(m["type"] == "execution_interrupted" for m in server.messages_for(pid))
+    assert history["status"]["status_str"] == "error"
+    return time.time() - sent
 
 
 def test_cancel_during_the_decode_at_the_template_size_ends_the_prompt_within_5_s(server):
     """Magic141 VAE Decode of a 540p x 81-frame latent (the templates' size; the demo VAE is the full-size one, whose
     decode takes minutes on a CPU): a cancel in the middle of it ends the prompt within seconds."""
-    pid = server.queue(decode_prompt(960, 544, 81))
-    deadline = time.time() + 300
-    while not any(m["data"].get("node") == "3" for m in server.messages_for(pid, "executing")):
-        assert time.time() < deadline, "the decode never started"
-        assert not server.messages_for(pid, "execution_error"), server.messages_for(pid, "execution_error")
-        time.sleep(0.05)
-    time.sleep(5)  # past building the decoder from the native VAE's weights: inside the first chunk
-    sent = time.time()
-    server.post("/interrupt", {})
-    history = server.wait(pid, timeout=120)
-    ended = next(m for m in server.messages_for(pid) if m["type"] == "execution_interrupted")
-    waited = time.time() - sent
+    # 5 s: past building the decoder from the native VAE's weights, inside the first chunk
+    waited = cancel_inside(server, server.queue(decode_prompt(960, 544, 81)), "3", settle_s=5, limit_s=300)
     print(f"cancel during the VAE decode at 540p x 81 frames: prompt ended {waited:.2f} s after /interrupt")
-    assert ended and history["status"]["status_str"] == "error"
     assert waited < 5, f"the prompt took {waited:.1f} s to end after /interrupt"
 
 
