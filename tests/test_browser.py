@@ -8,6 +8,7 @@ Content-Security-Policy (no network at run time), and are ignored here; every ot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -29,33 +30,42 @@ def _not_ours(entry) -> bool:
     return entry[0] == "console" and "Content Security Policy" in entry[1]  # the frontend's blocked calls out
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
+@contextlib.contextmanager
+def open_frontend(server: ComfyServer):
+    """Debian's chromium (Playwright) on `server`'s frontend, loaded and settled. The page records what goes wrong
+    in `page.problems` as (kind, text): "console" errors, "pageerror"s and "http" responses >= 400; `page.csp` is
+    the Content-Security-Policy the server sent with the page."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("the Python package playwright is missing: pip install -r requirements-test.txt")
     if not CHROMIUM.is_file():
         pytest.fail("Debian's chromium is missing: apt-get install chromium (scripts/setup_browser.sh does it)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.problems = []
+        page.on("console", lambda m: page.problems.append(("console", m.text)) if m.type == "error" else None)
+        page.on("pageerror", lambda e: page.problems.append(("pageerror", str(e))))
+        page.on("response", lambda r: page.problems.append(("http", f"{r.status} {r.url}"))
+                if r.status >= 400 else None)
+        page.csp = page.goto(server.url).headers.get("content-security-policy", "")
+        page.wait_for_function("() => window.app && window.LiteGraph && window.app.graph", timeout=120_000)
+        time.sleep(2)  # let start-up settle; only what happens after this is attributed to the test
+        yield page
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     (base / "input").mkdir()
     shutil.copy(COMFYUI / "input" / "example.png", base / "input" / "example.png")  # the templates' Load Image
     server = ComfyServer(base)
     server.post("/api/settings", {"Comfy.TutorialCompleted": True})  # else the Templates dialog covers the canvas
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.problems = []
-            page.on("console", lambda m: page.problems.append(("console", m.text)) if m.type == "error" else None)
-            page.on("pageerror", lambda e: page.problems.append(("pageerror", str(e))))
-            page.on("response", lambda r: page.problems.append(("http", f"{r.status} {r.url}"))
-                    if r.status >= 400 else None)
-            page.goto(server.url)
-            page.wait_for_function("() => window.app && window.LiteGraph && window.app.graph", timeout=120_000)
-            time.sleep(2)  # let start-up settle; only what happens after this is attributed to the templates
+        with open_frontend(server) as page:
             yield page
-            browser.close()
     finally:
         server.stop()
 

@@ -19,7 +19,7 @@ import time
 import pytest
 from comfy_server import ComfyServer
 from comfyui_env import COMFYUI
-from test_browser import CHROMIUM, FLAGS
+from test_browser import open_frontend
 
 from scripts.build_workflows import TEMPLATES, template_path
 
@@ -28,10 +28,6 @@ NODE = "() => window.app.graph._nodes.find(n => n.type === 'Magic141LongVideo')"
 
 @pytest.fixture(scope="module")
 def run_sh_page(tmp_path_factory, comfy_base, demo_models):
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.is_file():
-        pytest.fail("Debian's chromium is missing: apt-get install chromium (scripts/setup_browser.sh does it)")
     base = tmp_path_factory.mktemp("browser_run")
     (base / "models").symlink_to(comfy_base / "models", target_is_directory=True)  # the demo files run.sh writes
     (base / "input").mkdir()
@@ -39,19 +35,15 @@ def run_sh_page(tmp_path_factory, comfy_base, demo_models):
     server = ComfyServer(base, run_sh=True)
     server.post("/api/settings", {"Comfy.TutorialCompleted": True})
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.console = []
-            page.on("console", lambda m: page.console.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: page.console.append(str(e)))
-            page.csp = page.goto(server.url).headers.get("content-security-policy", "")
-            page.wait_for_function("() => window.app && window.LiteGraph && window.app.graph", timeout=120_000)
-            time.sleep(2)
+        with open_frontend(server) as page:
             yield page
-            browser.close()
     finally:
         server.stop()
+
+
+def console_errors(page) -> list[str]:
+    """The page's console errors and uncaught page errors so far (not HTTP statuses)."""
+    return [text for kind, text in page.problems if kind != "http"]
 
 
 def _ours(message: str) -> bool:
@@ -72,14 +64,14 @@ def test_long_video_previews_its_video_in_the_node_under_run_sh_csp(run_sh_page)
         set('resolution', 'custom'); set('width', 64); set('height', 48); }}""")
     shown = page.evaluate(f"() => ({NODE})().widgets.find(w => w.name === 'duration')._displayValue")
     assert shown == "2"  # the number the node draws: whole windows, not "2.0"
-    page.console.clear()
+    page.problems.clear()
     page.evaluate("() => window.app.queuePrompt(0, 1)")
     page.wait_for_function(f"() => window.app.nodeOutputs[String(({NODE})().id)] !== undefined", timeout=600_000)
     try:
         page.wait_for_function(f"""() => {{ const v = ({NODE})().videoContainer?.querySelector('video');
             return v && v.readyState >= 2; }}""", timeout=30_000)
     except PlaywrightTimeout:
-        pytest.fail(f"the node shows no playable video 30 s after its output; console errors: {page.console}")
+        pytest.fail(f"the node shows no playable video 30 s after its output; console errors: {console_errors(page)}")
     video = page.evaluate(f"""() => {{ const v = ({NODE})().videoContainer.querySelector('video');
         return {{src: v.src, width: v.videoWidth, height: v.videoHeight, duration: v.duration}}; }}""")
     assert "/api/view?" in video["src"] and ".mp4" in video["src"] and "type=output" in video["src"], video
@@ -87,7 +79,7 @@ def test_long_video_previews_its_video_in_the_node_under_run_sh_csp(run_sh_page)
     assert video["duration"] == pytest.approx(9 / 24, abs=0.05), video  # 2 windows of 5 frames share 1: 9 frames
     page.evaluate(f"() => {{ const v = ({NODE})().videoContainer.querySelector('video'); v.muted = true; v.play(); }}")
     page.wait_for_function(f"() => ({NODE})().videoContainer.querySelector('video').currentTime > 0", timeout=10_000)
-    problems = [m for m in page.console if _ours(m)]
+    problems = [m for m in console_errors(page) if _ours(m)]
     assert not problems, problems
 
 
