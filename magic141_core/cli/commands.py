@@ -79,7 +79,7 @@ def run_video(args, count_windows, prompts: str):
 
     count_windows(frames) -> the windows asked for at `frames` per window (None: a single clip). The size policy
     (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets the frame size, args.frames and the windows, and
-    says what it chose on stderr. Returns (path or None on ranks other than 0, windows made)."""
+    says what it chose on stdout. Returns (path or None on ranks other than 0, windows made)."""
     from ..long_video import CoreFrameVAE, LongVideoSettings, generate_long_video, window_prompts, window_seeds
     from ..pipeline import latent_frames
     from ..video_io import Mp4Writer, check_settings
