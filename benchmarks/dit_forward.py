@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_models import comfy_dit, comfyui_root, diffusers_dit  # noqa: E402
 
 from magic141_core import tiny  # noqa: E402
-from magic141_core.demo import random_dit  # noqa: E402
-from magic141_core.device import compute_dtype_for  # noqa: E402
+from magic141_core.dit.loading import random_dit  # noqa: E402
+from magic141_core.runtime.device import compute_dtype_for  # noqa: E402
 from magic141_core.dit.loading import build_dit  # noqa: E402
 
 CONFIG = dict(hidden_size=1024, num_heads=8, double_blocks=2, single_blocks=4, refiner_blocks=2,

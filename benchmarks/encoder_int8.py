@@ -35,8 +35,8 @@ def write_files(folder: Path, size: str) -> tuple[Path, Path]:
     import torch
     from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from magic141_core.checkpoints import save_safetensors
-    from magic141_core.demo import comfy_llava_files
+    from magic141_core.weights import save_safetensors
+    from magic141_core.demo.models import comfy_llava_files
 
     tokenizer = AutoTokenizer.from_pretrained(str(TOKENIZER), local_files_only=True)
     config = LlavaConfig(

@@ -25,7 +25,7 @@ from int8_memory import CONFIGS, main, measure  # noqa: E402
 def child(mode: str, path: str):
     """One load in this (fresh) process; prints a JSON line."""
     from magic141_core import load_dit
-    from magic141_core.quant import weight_bytes
+    from magic141_core.weights.int8 import weight_bytes
 
     model, peak, seconds = measure(lambda: load_dit(path, int8=mode == "int8"))
     print(json.dumps({"peak": peak, "seconds": seconds, "weight_bytes": weight_bytes(model)}))
@@ -36,7 +36,7 @@ def write_fp8(sd: dict, folder: Path) -> tuple[Path, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from magic141_core.checkpoints.fp8 import map_path, quantize_scaled
+    from magic141_core.weights.fp8 import map_path, quantize_scaled
 
     comfy, official, scales = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, {}, {}
     for key, tensor in sd.items():
@@ -60,7 +60,7 @@ def run(quick: bool) -> dict:
     import torch
 
     from magic141_core import save_dit, tiny
-    from magic141_core.demo import random_dit
+    from magic141_core.dit.loading import random_dit
 
     config = tiny(**CONFIGS["quick" if quick else "full"])
     with tempfile.TemporaryDirectory() as tmp:

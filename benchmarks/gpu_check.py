@@ -9,7 +9,7 @@ On CUDA (the full check; docs/performance.md says how to run it through the devi
   3. the VAE decode of that clip's latent (21 latent frames -> 81 frames): our streaming decode and diffusers' tiled
      decode, seconds and peak allocated memory;
   4. one whole clip with stand-in encoders (random conditioning of the real shapes): start-image encode, 4 steps,
-     decode, timed by stage (`magic141_core.profile`), peak memory, DiT forward count;
+     decode, timed by stage (`magic141_core.runtime.profile`), peak memory, DiT forward count;
   5. the same forward with int8 weights (optimum-quanto), its time ratio to bf16 and its difference.
 Without CUDA it runs a tiny configuration of every stage (seconds; the CI test runs it) and says so.
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_models as gm  # noqa: E402
 
 from magic141_core import Conditioning, TextConditioning, full_13b, tiny  # noqa: E402
-from magic141_core.profile import StageProfile, peak_memory_bytes, reset_peak_memory, synchronize  # noqa: E402
+from magic141_core.runtime.profile import StageProfile, peak_memory_bytes, reset_peak_memory, synchronize  # noqa: E402
 from magic141_core.vae import hunyuan_video_vae, tiny_vae  # noqa: E402
 
 DATASHEET_BF16_DENSE = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "H800": 989e12, "B200": 2250e12,
@@ -286,7 +286,7 @@ class Check:
         return row | max_diff(self.state["frames"], out) | {"ours / this": ours["median s"] / row["median s"]}
 
     def clip(self):
-        from magic141_core.long_video import CoreFrameVAE, generate_long_video
+        from magic141_core.video.long_video import CoreFrameVAE, generate_long_video
 
         s = self.setup
         encoders = StandInEncoders(s.config, s.text_len)
@@ -306,10 +306,10 @@ class Check:
                 "frames": sum(frames), "encoders": "stand-in: random conditioning of the real shapes"}
 
     def int8(self):
-        from magic141_core.quant import quantize_linears_, weight_bytes
+        from magic141_core.weights.int8 import quantize_linears_, weight_bytes
 
         dit, a = self.state["dit"], self.state["inputs"]
-        if self.setup.dtype != torch.bfloat16:  # int8 layers take bf16 weights and activations (quant.py)
+        if self.setup.dtype != torch.bfloat16:  # int8 layers take bf16 weights and activations (weights/int8.py)
             dit.to(torch.bfloat16)
         before = weight_bytes(dit)
         start = time.perf_counter()

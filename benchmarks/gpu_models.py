@@ -17,15 +17,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from magic141_core.checkpoints import to_diffusers  # noqa: E402
-from magic141_core.config import DiTConfig  # noqa: E402
+from magic141_core.weights import to_diffusers  # noqa: E402
+from magic141_core.dit.config import DiTConfig  # noqa: E402
 from magic141_core.dit import Magic141DiT  # noqa: E402
 from magic141_core.vae import HunyuanVideoVAE, VAEConfig  # noqa: E402
 
 
 def fill_random_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Fill every parameter in place on its own device, tensor by tensor, with a seeded generator of that device:
-    fan-in scaled normal weights, norm weights near 1, small biases (the same recipe as `demo.randomize_`, which
+    fan-in scaled normal weights, norm weights near 1, small biases (the recipe of `random_init.randomize_`, which
     draws on the CPU). Peak extra memory: one tensor's worth of fp32 noise."""
     with torch.no_grad():
         for i, (name, param) in enumerate(module.named_parameters()):
@@ -63,7 +63,7 @@ def random_vae_on(config: VAEConfig, device, dtype: torch.dtype, seed: int = 1) 
 
 def diffusers_dit(config: DiTConfig, sd: dict[str, torch.Tensor]):
     """diffusers' HunyuanVideoTransformer3DModel(image_condition_type="latent_concat") holding the tensors of `sd`
-    (official names, e.g. our model's state_dict), mapped by `checkpoints.to_diffusers`: split qkv become views of
+    (official names, e.g. our model's state_dict), mapped by `weights.to_diffusers`: split qkv become views of
     the fused tensors, so on the same device the two models share their weights (no second copy)."""
     from diffusers import HunyuanVideoTransformer3DModel
 

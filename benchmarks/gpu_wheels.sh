@@ -6,7 +6,7 @@
 #   diffusers 0.39.0      the reference DiT and VAE (its huggingface-hub<2 bound holds the machine's hub 1.x)
 #   optimum-quanto 0.2.7  int8 weights
 #   importlib_metadata    a requirement of diffusers
-#   imageio-ffmpeg        imported by magic141_core.video_io (the whole-clip stage)
+#   imageio-ffmpeg        imported by magic141_core.video.mp4 (the whole-clip stage)
 # docs/performance.md has the one command that installs them there and runs the check.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

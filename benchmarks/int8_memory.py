@@ -63,7 +63,7 @@ def child(mode: str, path: str):
     import torch
 
     from magic141_core import load_dit
-    from magic141_core.quant import quantize_linears_, weight_bytes
+    from magic141_core.weights.int8 import quantize_linears_, weight_bytes
 
     loaders = {
         "quantize-on-load": lambda: load_dit(path, int8=True),
@@ -98,7 +98,7 @@ def run(size: str) -> dict:
     import torch
 
     from magic141_core import load_dit, save_dit, tiny
-    from magic141_core.demo import random_dit
+    from magic141_core.dit.loading import random_dit
 
     config = tiny(**CONFIGS[size])
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,8 +28,8 @@ def child(windows: int, size: int, frames: int):
     import torch
 
     from magic141_core import Conditioning, TextConditioning, tiny
-    from magic141_core.demo import random_dit
-    from magic141_core.long_video import CoreFrameVAE, generate_long_video, window_seeds
+    from magic141_core.dit.loading import random_dit
+    from magic141_core.video.long_video import CoreFrameVAE, generate_long_video, window_seeds
     from magic141_core.vae import random_vae, tiny_vae
 
     class Encoders:  # fixed conditioning: this measures the window loop, not the encoders

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from magic141_core.config import full_13b  # noqa: E402
+from magic141_core.dit.config import full_13b  # noqa: E402
 from magic141_core.parallel import tiling_for_ranks  # noqa: E402
 from magic141_core.vae import Tiling  # noqa: E402
 from magic141_core.vae.tiling import tile_spans  # noqa: E402

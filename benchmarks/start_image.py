@@ -27,7 +27,7 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np, torch
 from PIL import Image, ImageOps
 from magic141_core.cli.commands import load_start_image
-from magic141_core.image import fit_image, nearest_bucket
+from magic141_core.video.start_image import fit_image, nearest_bucket
 
 def hwm():
     for line in open("/proc/self/status"):

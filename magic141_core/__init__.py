@@ -3,12 +3,13 @@
 This package never imports ComfyUI; the ComfyUI nodes in `../nodes` are thin wrappers around it.
 """
 
-from .conditioning import Conditioning, TextConditioning
-from .config import DiTConfig, full_13b, tiny
 from .dit import Magic141DiT
+from .dit.config import DiTConfig, full_13b, tiny
 from .dit.loading import load_dit, save_dit
-from .pipeline import latent_frames, latent_shape, sample_latent
-from .sampling import flow_sigmas, make_noise
+from .sampling.conditioning import Conditioning, TextConditioning
+from .sampling.noise import make_noise
+from .sampling.sampler import latent_frames, latent_shape, sample_latent
+from .sampling.schedule import flow_sigmas
 
 __version__ = "0.1.0"
 

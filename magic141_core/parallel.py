@@ -39,7 +39,7 @@ from einops import rearrange
 
 from .dit.attention import text_key_mask
 from .vae.shapes import check_latent
-from .vae.streaming import decode_split, to_unit_range, resolve_tiling
+from .vae.streaming import decode_split, resolve_tiling, to_unit_range
 from .vae.tiling import MIN_TILE, Tiling, tile_spans
 
 log = logging.getLogger(__name__)
@@ -321,7 +321,7 @@ class ParallelFrameVAE:
     """A `long_video.FrameVAE` for torchrun: encode on rank 0 (broadcast), decode split by tiles (`decode_stream`)."""
 
     def __init__(self, sp: SequenceParallel, frame_vae):
-        self.sp, self.frame_vae = sp, frame_vae  # frame_vae: a `long_video.CoreFrameVAE`
+        self.sp, self.frame_vae = sp, frame_vae  # frame_vae: a `video.long_video.CoreFrameVAE`
         self.compute_dtype = frame_vae.compute_dtype
 
     def encode_frame(self, image: torch.Tensor, seed: int) -> torch.Tensor:

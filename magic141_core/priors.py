@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .checkpoints import CheckpointError, read_metadata, read_state_dict, save_safetensors
-from .image_files import IMAGE_SUFFIXES, ImageFileError, open_rgb
+from .video.image_files import IMAGE_SUFFIXES, ImageFileError, open_rgb
+from .weights import CheckpointError, read_metadata, read_state_dict, save_safetensors
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from ..magic141_core.image import (AUTO, DRAFT_DIVISOR, DRAFT_FRAMES, DRAFT_WINDOW_FRAMES, DRAFT_WINDOWS, FITS,
-                                   VideoSize, draft_bucket, fit_image, rgb, size_choices, video_size)
-from ..magic141_core.pipeline import MAX_SIDE
-from ..magic141_core.sampling import SEED_RANGE, SHIFT_RANGE, STEPS_RANGE
-from . import comfy_glue as glue
+from ..magic141_core.sampling.noise import SEED_RANGE
+from ..magic141_core.sampling.sampler import MAX_SIDE
+from ..magic141_core.sampling.schedule import SHIFT_RANGE, STEPS_RANGE
+from ..magic141_core.video.start_image import (
+    AUTO,
+    DRAFT_DIVISOR,
+    DRAFT_FRAMES,
+    DRAFT_WINDOW_FRAMES,
+    DRAFT_WINDOWS,
+    FITS,
+    VideoSize,
+    draft_bucket,
+    fit_image,
+    rgb,
+    size_choices,
+    video_size,
+)
+from .host import memory
+
+CATEGORY = "Magic141"
 
 RESOLUTION_TOOLTIP = (
     "auto: 540p on a GPU, draft on a CPU (the size chosen is shown on the node and logged). draft: the 540p bucket at "
@@ -54,9 +69,9 @@ SAMPLING = {
 
 def fit_start_image(image, resolution: str, width: int, height: int, frames: int, fit: str = "crop",
                     name: str = "start_image", long_video: bool = False) -> tuple:
-    """(the start image as RGB at the video size, the VideoSize): the size by `magic141_core.image.video_size`
+    """(the start image as RGB at the video size, the VideoSize): the size by the core's `video.start_image.video_size`
     (`resolution`'s entry on ComfyUI's compute device, `frames` asked; width x height for custom), the image cropped
-    or padded to it (`fit`, see magic141_core.image.fit_image).
+    or padded to it (`fit`, see magic141_core.video.start_image.fit_image).
 
     A batch of several images is refused (ValueError naming the input `name`): Magic141 is conditioned on one
     start frame, and native HunyuanImageToVideo's meaning (the extra images become the first frames) is not what
@@ -66,7 +81,7 @@ def fit_start_image(image, resolution: str, width: int, height: int, frames: int
                          "Pick one with the native 'Image From Batch' node (batch_index, length 1), or queue the "
                          "workflow once per image")
     image = rgb(image)
-    size: VideoSize = video_size(resolution, image.shape[2], image.shape[1], frames, glue.compute_device(),
+    size: VideoSize = video_size(resolution, image.shape[2], image.shape[1], frames, memory.compute_device(),
                                  custom=(width, height), long_video=long_video)
     return fit_image(image, size.width, size.height, fit), size
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import weakref
 
-from ..magic141_core.checkpoints import CheckpointError
 from ..magic141_core.vae import Tiling
 from ..magic141_core.vae.loading import vae_from_state_dict
 from ..magic141_core.vae.shapes import SPATIAL_COMPRESSION
-from . import comfy_glue as glue
+from ..magic141_core.weights import CheckpointError
+from .common import CATEGORY
+from .host import memory, progress
 
 MIN_TILE_PX = 64  # 8 latent pixels: below this, tile borders dominate (tiling.MIN_TILE)
 _CORE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # native VAE object -> (our VAE, its placement)
@@ -34,7 +35,7 @@ def core_vae(vae, node: str):
                              f"through Load VAE); the connected one is {kind} VAE of another model "
                              f"({getattr(vae, 'latent_channels', '?')} latent channels). Load the HunyuanVideo VAE, "
                              "or decode this latent with native VAE Decode") from None
-        entry = _CORE[vae] = (model, glue.ManagedPlacement(text_encoder=False))
+        entry = _CORE[vae] = (model, memory.ManagedPlacement(text_encoder=False))
     model, place = entry
     place([model])  # to the compute device, other models offloaded to make room
     return model
@@ -60,7 +61,7 @@ class Magic141VAEDecode:
         "stays flat in the clip's length, and the progress bar moves per chunk and tile. Cancel stops it within "
         "seconds. Frames differ from a one-pass decode only by GroupNorm's running statistics (see docs/vae.md)."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The decoded frames (a batch of images, in order).",)
     FUNCTION = "decode"
@@ -86,8 +87,8 @@ class Magic141VAEDecode:
             raise ValueError(f"{node}: the latent has shape {tuple(latent.shape)}; a video latent is [batch, 16, "
                              "frames, height/8, width/8] (an image latent comes from an image VAE / sampler)")
         model = core_vae(vae, node)
-        frames = model.decode(latent.float(), tiling, callback=glue.progress_callback(),
-                              output_device=glue.intermediate_device())  # [B, 3, F, H, W] in [0, 1]
+        frames = model.decode(latent.float(), tiling, callback=progress.progress_callback(),
+                              output_device=memory.intermediate_device())  # [B, 3, F, H, W] in [0, 1]
         return (frames.movedim(1, -1).reshape(-1, *frames.shape[-2:], 3),)
 
 

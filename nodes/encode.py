@@ -6,12 +6,12 @@ import dataclasses
 
 import torch
 
-from ..magic141_core.image import rgb
-from ..magic141_core.pipeline import latent_shape
+from ..magic141_core.sampling.sampler import latent_shape
 from ..magic141_core.text import NEGATIVE_PROMPT
 from ..magic141_core.vae import scale_latent
-from . import comfy_glue as glue
-from .common import FIT, VIDEO_SIZE, fit_start_image
+from ..magic141_core.video.start_image import rgb
+from .common import CATEGORY, FIT, VIDEO_SIZE, fit_start_image
+from .host import memory, progress
 from .native import to_native
 
 
@@ -21,7 +21,7 @@ class Magic141Encode:
         "conditioning: [image tokens ; text tokens]. The prompt never goes to the vision model. The negative prompt "
         "is only used when the sampler runs classifier-free guidance."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("MAGIC141_CONDITIONING", "CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("conditioning", "positive", "negative")
     OUTPUT_TOOLTIPS = ("Text and image tokens; add the start image's latent with Magic141 Image To Video.",
@@ -59,7 +59,7 @@ class Magic141ImageToVideo:
         "as the reference latent of frame 0, and makes the empty video latent for the sampler. One start image: a "
         "batch of several is refused (pick one with Image From Batch)."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("MAGIC141_CONDITIONING", "LATENT", "IMAGE", "CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("conditioning", "latent", "start_image", "positive", "negative")
     OUTPUT_TOOLTIPS = ("The conditioning with the start image's latent.", "Empty video latent (sets size and length).",
@@ -89,13 +89,13 @@ class Magic141ImageToVideo:
         # refuses a batch of several images; the size policy (auto / draft / buckets / custom) is the core's
         fitted, size = fit_start_image(start_image, resolution, width, height, length, fit)
         shape = latent_shape(size.frames, fitted.shape[1], fitted.shape[2])
-        glue.show_text(unique_id, f"Magic141 Image To Video: {size.describe()}")
+        progress.show_text(unique_id, f"Magic141 Image To Video: {size.describe()}")
         reference = scale_latent(vae.encode(fitted)[:, :, :1].float())
         if tuple(reference.shape[1:]) != (16, 1, *shape[3:]):
             raise ValueError(f"the VAE gave a latent of shape {tuple(reference.shape)}; Magic141 needs the "
                              "HunyuanVideo VAE (16 channels, 8x spatial): choose hunyuan_video_vae in Load VAE")
         conditioning = dataclasses.replace(conditioning, reference=reference)
-        latent = torch.zeros(shape, device=glue.intermediate_device())
+        latent = torch.zeros(shape, device=memory.intermediate_device())
         native = [to_native(text, reference, shape[2]) if text is not None else None
                   for text in (conditioning.positive, conditioning.negative)]
         return (conditioning, {"samples": latent}, fitted, *native)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..magic141_core.checkpoints import QUANT_METADATA_KEY, read_metadata
-from ..magic141_core.device import RANGE_SAFE, compute_dtype_for
 from ..magic141_core.dit.loading import load_dit
-from ..magic141_core.offload import install_block_swap
-from . import comfy_glue as glue
+from ..magic141_core.runtime.device import RANGE_SAFE, compute_dtype_for
+from ..magic141_core.runtime.offload import install_block_swap
+from ..magic141_core.weights import QUANT_METADATA_KEY, read_metadata
+from .common import CATEGORY
+from .host import memory, native_model, paths
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INT8_MODES = ["off", "quantize on load", "pre-quantized"]
@@ -16,7 +17,7 @@ INT8_MODES = ["off", "quantize on load", "pre-quantized"]
 
 def weight_dtype_tooltip() -> str:
     """The Model Loader's dtype tooltip, with the compute dtype each choice gets on this machine's device."""
-    device = glue.compute_device()
+    device = memory.compute_device()
     names = {dtype: name for name, dtype in DTYPES.items()}
     computes = ", ".join(f"{name} weights compute in {names[compute_dtype_for(device, dtype, RANGE_SAFE)]}"
                          for name, dtype in DTYPES.items())
@@ -32,7 +33,7 @@ class Magic141ModelLoader:
         "models/diffusion_models. Accepts .safetensors and weights-only .pth/.pt in official, ComfyUI or diffusers "
         "layout, bf16/fp16/fp32 or fp8 (plain, ComfyUI scaled fp8, or the official fp8 .pt with its _map.pt beside it)."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The transformer as a native MODEL (ComfyUI's HunyuanVideo-I2V class around Magic141's own "
                        "transformer): Magic141 Sampler / Long Video, or native KSampler, LoRA loaders, "
@@ -43,7 +44,7 @@ class Magic141ModelLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (glue.filenames("diffusion_models"), {
+                "model_name": (paths.filenames("diffusion_models"), {
                     "tooltip": "Transformer checkpoint in models/diffusion_models."}),
                 "weight_dtype": (list(DTYPES), {"default": "bf16", "tooltip": weight_dtype_tooltip()}),
             },
@@ -65,14 +66,14 @@ class Magic141ModelLoader:
         }
 
     def load(self, model_name, weight_dtype, apply_text_guidance=False, int8="off", block_swap=0):
-        path = glue.model_file("diffusion_models", model_name)
+        path = paths.model_file("diffusion_models", model_name)
         if int8 == "pre-quantized" and QUANT_METADATA_KEY not in read_metadata(path):
             raise ValueError(f"{model_name} is not a pre-quantized int8 file; choose 'quantize on load' to quantize "
                              "it now, or save one with Magic141 Save int8 Checkpoint")
         model = load_dit(path, dtype=DTYPES[weight_dtype], apply_text_guidance=apply_text_guidance,
                          int8=int8 == "quantize on load")
-        swap = install_block_swap(model, block_swap, glue.compute_device())
-        return (glue.managed(glue.native_model(model), swap.resident_bytes(model) if swap else None),)
+        swap = install_block_swap(model, block_swap, memory.compute_device())
+        return (memory.managed(native_model.native_model(model), swap.resident_bytes(model) if swap else None),)
 
 
 NODE_CLASS_MAPPINGS = {"Magic141ModelLoader": Magic141ModelLoader}
@@ -90,20 +91,20 @@ class Magic141EncoderLoader:
         "load on first use and are managed like native text encoders (listed as loaded, offloaded when memory is needed or "
         "by Unload models); a repeated prompt and image are answered from a cache."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("MAGIC141_ENCODERS",)
     OUTPUT_TOOLTIPS = ("The encoders, for Magic141 Encode.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        text_encoders = glue.filenames("text_encoders") + glue.model_folders("text_encoders")
+        text_encoders = paths.filenames("text_encoders") + paths.model_folders("text_encoders")
         return {
             "required": {
                 "llava": (text_encoders, {"tooltip": "llava_llama3_fp16 / fp8_scaled .safetensors in "
                                                      "models/text_encoders, or a llava-llama-3-8b-v1_1-transformers "
                                                      "folder there."}),
-                "llava_vision": ([FOLDER_VISION] + glue.filenames("clip_vision"), {
+                "llava_vision": ([FOLDER_VISION] + paths.filenames("clip_vision"), {
                     "tooltip": "llava_llama3_vision.safetensors in models/clip_vision (not needed for a folder or an int8 file)."}),
                 "clip_l": (text_encoders, {"tooltip": "clip_l.safetensors in models/text_encoders, or a "
                                                       "clip-vit-large-patch14 folder there."}),
@@ -121,16 +122,16 @@ class Magic141EncoderLoader:
     def load(self, llava, llava_vision, clip_l, dtype, int8="off"):
         from ..magic141_core.text import ClipSource, LlavaSource, Magic141Encoders
 
-        llava_path, clip_path = glue.model_entry("text_encoders", llava), glue.model_entry("text_encoders", clip_l)
+        llava_path, clip_path = paths.model_entry("text_encoders", llava), paths.model_entry("text_encoders", clip_l)
         if llava.endswith("/"):
             if int8 == "pre-quantized":
                 raise ValueError("int8 'pre-quantized' needs an int8 LLaVA file written by Magic141 Save int8 "
                                  "Checkpoint, not a folder; choose 'quantize on load' for a folder")
             llava_source = LlavaSource(folder=str(llava_path))
         else:
-            vision = None if llava_vision == FOLDER_VISION else str(glue.model_file("clip_vision", llava_vision))
+            vision = None if llava_vision == FOLDER_VISION else str(paths.model_file("clip_vision", llava_vision))
             llava_source = LlavaSource(text_encoder=str(llava_path), vision=vision,
-                                       tokenizer=str(glue.comfy_tokenizer("llama_tokenizer")))
+                                       tokenizer=str(paths.comfy_tokenizer("llama_tokenizer")))
             self_contained = llava_source.is_self_contained
             if int8 == "pre-quantized" and not self_contained:
                 raise ValueError(f"{llava} is not a pre-quantized int8 LLaVA file; choose 'quantize on load', or "
@@ -141,12 +142,12 @@ class Magic141EncoderLoader:
         if clip_l.endswith("/"):
             clip_source = ClipSource(folder=str(clip_path))
         else:
-            clip_source = ClipSource(file=str(clip_path), tokenizer=str(glue.comfy_tokenizer("sd1_tokenizer")))
-        device = glue.text_encoder_device()
+            clip_source = ClipSource(file=str(clip_path), tokenizer=str(paths.comfy_tokenizer("sd1_tokenizer")))
+        device = memory.text_encoder_device()
         weight_dtype = ENCODER_DTYPES[dtype] or (torch.float32 if device.type == "cpu" else torch.float16)
         encoders = Magic141Encoders(llava_source, clip_source, device=device, dtype=weight_dtype,
-                                    cache_dir=glue.temp_dir() / "magic141_embeddings",
-                                    int8=int8 == "quantize on load", place=glue.ManagedPlacement())
+                                    cache_dir=paths.temp_dir() / "magic141_embeddings",
+                                    int8=int8 == "quantize on load", place=memory.ManagedPlacement())
         return (encoders,)
 
 

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..magic141_core.long_video import (
-    LongVideoSettings,
+from ..magic141_core.sampling.sampler import latent_frames
+from ..magic141_core.video.long_video import (
     ClipFrames,
+    LongVideoSettings,
     count_windows,
     generate_long_video,
     total_frames,
     window_prompts,
     window_seeds,
 )
-from ..magic141_core.pipeline import latent_frames
-from ..magic141_core.video_io import Mp4Writer
-from . import comfy_glue as glue
-from .common import LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
+from ..magic141_core.video.mp4 import Mp4Writer
+from .common import CATEGORY, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
+from .host import frame_vae, native_model, paths, progress
 from .native import FixedEncoders, check_widths, magic141_conditioning
 
-
 FRAMES_LIMIT_MB = 2048  # the frames output's default memory limit: 81 frames at 720p take 854 MB
+LENGTH_WIDGETS = ("duration", "unit", "window_length", "resolution", "width", "height")
+ANCHORS = {"prior": "prior", "new frame": "frame"}  # the anchor widget's choices -> LongVideoSettings.anchor
 
 
 class Magic141LongVideo:
@@ -32,14 +33,14 @@ class Magic141LongVideo:
         "finished windows are kept as <name>_partial.mp4. A progress bar shows while it renders; the finished video "
         "plays in the node."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     # outputs are only ever appended (saved workflows link them by index); without the VIDEO type (an old host)
     # the whole-clip frames take its place
-    RETURN_TYPES = ("IMAGE", "STRING") + glue.VIDEO_OUTPUT + ("IMAGE",)
-    RETURN_NAMES = ("last_window", "filename") + (("video",) if glue.VIDEO_OUTPUT else ()) + ("frames",)
+    RETURN_TYPES = ("IMAGE", "STRING") + paths.VIDEO_OUTPUT + ("IMAGE",)
+    RETURN_NAMES = ("last_window", "filename") + (("video",) if paths.VIDEO_OUTPUT else ()) + ("frames",)
     OUTPUT_TOOLTIPS = ("The frames of the last window (a preview).", "The video file, relative to the output folder.") \
         + (("The whole video as ComfyUI's VIDEO type, read from the file on disk when used (never held in memory): "
-            "for Get Video Components, Save Video and video nodes.",) if glue.VIDEO_OUTPUT else ()) \
+            "for Get Video Components, Save Video and video nodes.",) if paths.VIDEO_OUTPUT else ()) \
         + ("Every frame of the whole video as IMAGE (for upscaling, interpolation, video-combine nodes), held in "
            "memory: refused before rendering when larger than frames_limit_mb; unconnected, nothing is held.",)
     FUNCTION = "render"
@@ -69,7 +70,7 @@ class Magic141LongVideo:
                 "noise_augmentation": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.005,
                                                  "advanced": True, "tooltip": "Noise added to each re-encoded start "
                                                  "latent, against compounding artefacts."}),
-                "anchor": (["prior", "new frame"], {"default": "prior", "advanced": True,
+                "anchor": (list(ANCHORS), {"default": "prior", "advanced": True,
                                                     "tooltip": "Image tokens from the original prior (identity "
                                                                "anchor) or from each window's start frame."}),
                 "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frame rate."}),
@@ -94,40 +95,42 @@ class Magic141LongVideo:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
-    def render(self, model, vae, prior, prompts, duration, unit, window_length, resolution, width, height,
-               steps, shift, guidance, seed, color_match, noise_augmentation, anchor, fps, quality, filename_prefix,
-               encoders=None, conditioning=None, negative=None, frames_limit_mb=FRAMES_LIMIT_MB, prompt=None,
-               extra_pnginfo=None, unique_id=None):
+    def render(self, model, vae, prior, prompts, filename_prefix, encoders=None, conditioning=None, negative=None,
+               frames_limit_mb=FRAMES_LIMIT_MB, prompt=None, extra_pnginfo=None, unique_id=None, **widgets):
+        """`widgets`: the length and size (`LENGTH_WIDGETS`) and the fields of the core's `LongVideoSettings`, which
+        the CLI's `long` builds the same way."""
+        length = {name: widgets.pop(name) for name in LENGTH_WIDGETS}
+        settings = LongVideoSettings(**{**widgets, "anchor": ANCHORS[widgets["anchor"]]})  # every value checked
+        window_length = length["window_length"]
         latent_frames(window_length)  # validates 4k+1
-        count_windows(duration, unit, fps, window_length)  # NaN, 0, too long: one clear message, before any work
+        count_windows(length["duration"], length["unit"], settings.fps, window_length)  # one message, before work
         if (encoders is None) == (conditioning is None):
             raise ValueError("connect either encoders (Magic141 Encoder Loader) or a native conditioning "
                              "(e.g. TextEncodeHunyuanVideo_ImageToVideo), not both and not neither")
         # the size policy (auto / draft / buckets / custom) is the core's; draft also caps the windows
-        start, size = fit_start_image(prior, resolution, width, height, window_length, name="prior", long_video=True)
+        start, size = fit_start_image(prior, length["resolution"], length["width"], length["height"], window_length,
+                                      name="prior", long_video=True)
         window_length = size.frames
-        size = size.with_windows(count_windows(duration, unit, fps, window_length))
+        size = size.with_windows(count_windows(length["duration"], length["unit"], settings.fps, window_length))
         windows = size.windows
-        glue.show_text(unique_id, f"Magic141 Long Video: {size.describe()}")
+        progress.show_text(unique_id, f"Magic141 Long Video: {size.describe()}")
         if conditioning is not None:
             fixed = magic141_conditioning(conditioning, negative)
             encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)
-        settings = LongVideoSettings(steps=steps, shift=shift, guidance=guidance, color_match=color_match,
-                                     noise_augmentation=noise_augmentation,
-                                     anchor="prior" if anchor == "prior" else "frame")
         clip = None  # unconnected, the whole clip is not held
         if output_linked(prompt, unique_id, len(self.RETURN_TYPES) - 1):  # refused before rendering if too large
             clip = ClipFrames(total_frames(windows, window_length), start.shape[1], start.shape[2],
                               frames_limit_mb << 20, "frames_limit_mb", "the frames output")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
-        path, record = glue.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
-        dit = glue.velocity_model(model, "Magic141 Long Video")
+        path, record = paths.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
+        dit = native_model.velocity_model(model, "Magic141 Long Video")
         if conditioning is not None:
             check_widths(dit, fixed, "Magic141 Long Video")
         # No latent previews: the frontend shows a node's previews instead of its outputs and would load them (blob:
         # JPEGs) into this node's <video>, which ./run.sh's CSP refuses: the finished video would never show
         # (docs/comfyui-host.md, "Previews under ./run.sh"). The progress bar still moves with every step.
-        progress = glue.step_callback(windows * steps, preview=False)
+        steps = settings.steps
+        on_progress = progress.step_callback(windows * steps, preview=False)
         total_steps = windows * steps
         last_window = []
 
@@ -138,15 +141,16 @@ class Magic141LongVideo:
                 clip.append(frames)
 
         def on_step(window, step):
-            progress(dataclasses.replace(step, index=window * steps + step.index, total=total_steps))
+            on_progress(dataclasses.replace(step, index=window * steps + step.index, total=total_steps))
 
-        with Mp4Writer(path, fps, quality, metadata if glue.metadata_enabled() else {}, keep_partial=True) as writer:
-            generate_long_video(dit, encoders, glue.NativeFrameVAE(vae), start, window_prompts(prompts, windows),
-                                window_seeds(seed, windows), window_length, write, settings, on_step=on_step)
+        metadata = metadata if paths.metadata_enabled() else {}
+        with Mp4Writer(path, settings.fps, settings.quality, metadata, keep_partial=True) as writer:
+            generate_long_video(dit, encoders, frame_vae.NativeFrameVAE(vae), start, window_prompts(prompts, windows),
+                                window_seeds(settings.seed, windows), window_length, write, settings, on_step=on_step)
         name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
         last = last_window[0].float() / 255
         return {"ui": {"images": [record], "animated": (True,)},  # frames unconnected: the last window, not held
-                "result": (last, name, *glue.video_output(path), last if clip is None else clip.image())}
+                "result": (last, name, *paths.video_output(path), last if clip is None else clip.image())}
 
 
 NODE_CLASS_MAPPINGS = {"Magic141LongVideo": Magic141LongVideo}

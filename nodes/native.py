@@ -9,7 +9,7 @@ Magic141 builds (`dit.model.image_to_video_input`). `pooled_output` is the CLIP-
 Our tokens go out with their padding cropped: ComfyUI's own HunyuanVideo token refiner averages over every token
 it is given, so padding would change its result (~2e-2). One sample: cropped to its length, no mask. Several
 samples of different lengths: padded to the longest, with `attention_mask` [B, L] (exact on Magic141's model; our
-sampler crops per sample again for ComfyUI's own model, see `comfy_glue.NativeHunyuanDiT`). A positive and a
+sampler crops per sample again for ComfyUI's own model, see `host/native_model.py`). A positive and a
 negative of different lengths are never concatenated by ComfyUI (HunyuanVideo's text is a `CONDRegular`), so
 classifier-free guidance in KSampler runs them as separate batches.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..magic141_core.conditioning import Conditioning, TextConditioning
+from ..magic141_core.sampling.conditioning import Conditioning, TextConditioning
 from ..magic141_core.vae import scale_latent, unscale_latent
 
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from ..magic141_core.image_files import load_image
 from ..magic141_core.priors import ClipEmbedder, ImageIndex, file_inside, folder_fingerprint, resolve_inside
-from . import comfy_glue as glue
+from ..magic141_core.video.image_files import load_image
+from .common import CATEGORY
+from .host import memory, paths, progress
 
-_EMBEDDERS: dict[str, tuple[ClipEmbedder, glue.ManagedPlacement]] = {}  # one CLIP per model folder, reused
+_EMBEDDERS: dict[str, tuple[ClipEmbedder, memory.ManagedPlacement]] = {}  # one CLIP per model folder, reused
 
 
 def _embedder(folder: str) -> ClipEmbedder:
     """The retrieval CLIP of `folder`, on the compute device under ComfyUI's model management."""
-    path = glue.model_entry("clip_vision", folder)
+    path = paths.model_entry("clip_vision", folder)
     key = f"{path}:{path.stat().st_mtime_ns}"
     if key not in _EMBEDDERS:
         _EMBEDDERS.clear()
-        _EMBEDDERS[key] = ClipEmbedder(path), glue.ManagedPlacement()
+        _EMBEDDERS[key] = ClipEmbedder(path), memory.ManagedPlacement()
     embedder, place = _EMBEDDERS[key]
     place([embedder.model])
     return embedder
@@ -27,7 +28,7 @@ class Magic141RetrievePrior:
         "Magic141 paper's retrieval prior). The folder is indexed once and re-indexed only where files changed. "
         "Step through the candidates with 'pick'."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "STRING", "FLOAT")
     RETURN_NAMES = ("image", "filename", "score")
     OUTPUT_TOOLTIPS = ("The retrieved image.", "Its path inside the folder.", "Cosine similarity to the prompt.")
@@ -37,10 +38,10 @@ class Magic141RetrievePrior:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip_model": (glue.model_folders("clip_vision"), {
+                "clip_model": (paths.model_folders("clip_vision"), {
                     "tooltip": "A Hugging Face CLIP model folder (e.g. clip-vit-large-patch14) in models/clip_vision."}),
                 "prompt": ("STRING", {"multiline": True, "tooltip": "What the start image should show."}),
-                "folder": (list(glue.image_folders()), {
+                "folder": (list(paths.image_folders()), {
                     "tooltip": "A sub-folder of ComfyUI's input folder (or of a magic141_priors folder set in "
                                "extra_model_paths.yaml) holding the candidate images."}),
                 "k": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "How many best matches to rank."}),
@@ -52,13 +53,13 @@ class Magic141RetrievePrior:
     def retrieve(self, clip_model, prompt, folder, k, pick):
         if not prompt.strip():
             raise ValueError("the prompt is empty; describe the image to retrieve")
-        if folder not in glue.image_folders():
+        if folder not in paths.image_folders():
             raise ValueError(f"unknown image folder {folder!r}; put images in a sub-folder of ComfyUI's input folder")
-        root, relative = glue.image_folders()[folder]
+        root, relative = paths.image_folders()[folder]
         images = resolve_inside(root, relative)
         embedder = _embedder(clip_model)
         index = ImageIndex(images, roots=[root])  # every file read must resolve inside input/ (or the priors root)
-        index.update(embedder, progress=glue.progress_callback())
+        index.update(embedder, progress=progress.progress_callback())
         matches = index.query(embedder.embed_text([prompt])[0], k)
         if pick >= len(matches):
             raise ValueError(f"pick {pick} is past the {len(matches)} matches found; use 0..{len(matches) - 1}")
@@ -70,7 +71,7 @@ class Magic141RetrievePrior:
     def IS_CHANGED(cls, folder, **_):
         """Re-run when the folder's images change (added, removed, renamed, edited), and only then: ComfyUI compares
         this value (with the inputs) to the last run's. An unknown folder returns NaN (never equal: run and report)."""
-        entry = glue.image_folders().get(folder)
+        entry = paths.image_folders().get(folder)
         if entry is None:
             return float("nan")
         try:
@@ -87,7 +88,7 @@ class Magic141PriorSwitch:
         "Chooses the prior image from up to three sources with one click. Inputs are lazy: only the chosen branch "
         "runs, and switching re-runs only the nodes after this one (the encoders' cache makes a repeated image free)."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The chosen prior image.",)
     FUNCTION = "switch"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..magic141_core.pipeline import sample_latent
+from ..magic141_core.sampling.sampler import sample_latent
 from ..magic141_core.vae import unscale_latent
-from . import comfy_glue as glue
-from .common import SAMPLING
+from .common import CATEGORY, SAMPLING
+from .host import memory, native_model, progress
 from .native import check_widths, magic141_conditioning
 
 
@@ -14,7 +14,7 @@ class Magic141Sampler:
         "Denoises one clip in a few Euler steps. Magic141 is distilled to 4 steps with guidance built in, so at "
         "guidance 1.0 each step is one transformer forward."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The denoised video latent (native LATENT; decode it with VAE Decode (Tiled)).",)
     FUNCTION = "sample"
@@ -40,11 +40,11 @@ class Magic141Sampler:
     def sample(self, model, conditioning, latent, steps, shift, guidance, seed, negative=None):
         shape = tuple(latent["samples"].shape)
         conditioning = magic141_conditioning(conditioning, negative)
-        dit = glue.velocity_model(model, "Magic141 Sampler")
+        dit = native_model.velocity_model(model, "Magic141 Sampler")
         check_widths(dit, conditioning, "Magic141 Sampler")
         out = sample_latent(dit, conditioning, shape, steps=steps, shift=shift, guidance=guidance, seed=seed,
-                            callback=glue.step_callback(steps))
-        samples = unscale_latent(out).to(glue.intermediate_device())
+                            callback=progress.step_callback(steps))
+        samples = unscale_latent(out).to(memory.intermediate_device())
         return ({"samples": samples},)
 
 

@@ -7,9 +7,10 @@ import re
 import torch
 
 from ..magic141_core.dit.loading import load_dit, save_dit
-from ..magic141_core.finite import VAE_ADVICE, check_finite
-from ..magic141_core.video_io import write_mp4
-from . import comfy_glue as glue
+from ..magic141_core.runtime.finite import VAE_ADVICE, check_finite
+from ..magic141_core.video.mp4 import write_mp4
+from .common import CATEGORY
+from .host import native_model, paths
 
 
 class Magic141SaveMP4:
@@ -19,8 +20,8 @@ class Magic141SaveMP4:
         "when complete. Also passes the frames on as IMAGE, and the file as native VIDEO (Save Video, Get Video "
         "Components, video nodes)."
     )
-    CATEGORY = glue.CATEGORY
-    RETURN_TYPES = ("IMAGE",) + glue.VIDEO_OUTPUT
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",) + paths.VIDEO_OUTPUT
     OUTPUT_TOOLTIPS = ("The same frames, for native image nodes.",
                        "The MP4 just written, as ComfyUI's VIDEO type (as Load Video gives it).")[:len(RETURN_TYPES)]
     FUNCTION = "save"
@@ -45,14 +46,14 @@ class Magic141SaveMP4:
         if images.ndim != 4 or images.shape[0] < 1:
             raise ValueError(f"Save MP4 needs a batch of frames [frames, height, width, 3], got {tuple(images.shape)}")
         metadata = {}
-        if glue.metadata_enabled():
+        if paths.metadata_enabled():
             metadata.update(extra_pnginfo or {})
             if prompt is not None:
                 metadata["prompt"] = prompt
         check_finite(images, "the frames given to Save MP4 (from VAE Decode)", images.dtype, VAE_ADVICE)
-        path, record = glue.output_file(filename_prefix, "mp4", images.shape[2], images.shape[1])
+        path, record = paths.output_file(filename_prefix, "mp4", images.shape[2], images.shape[1])
         write_mp4(path, images, fps=fps, crf=quality, metadata=metadata)
-        return {"ui": {"images": [record], "animated": (True,)}, "result": (images, *glue.video_output(path))}
+        return {"ui": {"images": [record], "animated": (True,)}, "result": (images, *paths.video_output(path))}
 
 
 class Magic141SaveInt8:
@@ -62,7 +63,7 @@ class Magic141SaveInt8:
         "Later runs load them directly as int8 without ever holding float weights. A name that already exists in "
         "those folders is refused: no model is ever replaced."
     )
-    CATEGORY = glue.CATEGORY
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING",)
     OUTPUT_TOOLTIPS = ("The saved files' names, comma-separated.",)
     FUNCTION = "save"
@@ -90,14 +91,14 @@ class Magic141SaveInt8:
         if model is None and encoders is None:
             raise ValueError("connect a model (Magic141 Model Loader) or encoders (Magic141 Encoder Loader) to save")
         if model is not None:  # both names checked before either file is written
-            glue.new_model_file("diffusion_models", f"{name}.safetensors")
+            paths.new_model_file("diffusion_models", f"{name}.safetensors")
         if encoders is not None:
-            glue.new_model_file("text_encoders", f"{name}_llava.safetensors")
+            paths.new_model_file("text_encoders", f"{name}_llava.safetensors")
         saved = []
         if model is not None:
-            dit = glue.core_dit(model)
+            dit = native_model.core_dit(model)
             if dit is None:
-                raise ValueError(f"Save int8 Checkpoint got {glue.describe_model(model)}; connect Magic141 Model "
+                raise ValueError(f"Save int8 Checkpoint got {native_model.describe_model(model)}; connect Magic141 Model "
                                  "Loader's MODEL (it saves Magic141's own int8 format)")
             if getattr(model, "patches", None):
                 raise ValueError("Save int8 Checkpoint re-reads the transformer file, so LoRAs or other weight "
@@ -110,9 +111,9 @@ class Magic141SaveInt8:
 
     @staticmethod
     def _save_dit(dit, name: str) -> str:
-        from ..magic141_core.quant import quantization_map
+        from ..magic141_core.weights.int8 import quantization_map
 
-        path = glue.new_model_file("diffusion_models", f"{name}.safetensors")  # refused before any work
+        path = paths.new_model_file("diffusion_models", f"{name}.safetensors")  # refused before any work
         if not quantization_map(dit):  # a float model: re-read its file quantizing layer by layer (it stays float)
             dit = load_dit(dit.source_path, dtype=torch.bfloat16, int8=True)
         save_dit(dit, path)
@@ -123,7 +124,7 @@ class Magic141SaveInt8:
         from ..magic141_core.text import load_llava
         from ..magic141_core.text.loading import save_llava
 
-        path = glue.new_model_file("text_encoders", f"{name}.safetensors")
+        path = paths.new_model_file("text_encoders", f"{name}.safetensors")
         # quantized while re-read from its files, so the loaded encoders (float or int8) stay as they are
         parts = load_llava(encoders.llava_source, torch.bfloat16, int8=True)
         save_llava(parts.model, path)

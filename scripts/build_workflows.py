@@ -12,8 +12,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from magic141_core.demo import DEMO_FILES  # noqa: E402
-from magic141_core.image import AUTO  # noqa: E402
+from magic141_core.demo.models import DEMO_FILES  # noqa: E402
+from magic141_core.video.start_image import AUTO  # noqa: E402
 from magic141_core.text import NEGATIVE_PROMPT  # noqa: E402
 
 OUT = REPO / "example_workflows"

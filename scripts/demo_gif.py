@@ -7,7 +7,7 @@ Runs the CLI's `generate` path (demo models, encoders, 4 Euler steps, VAE) and k
 the GIF shows the photograph itself, then frame 0 of each latent, from the seeded noise to the final frame, captioned.
 Any `generate` option applies (--image, --resolution, --fit, --seed, ...); --image defaults to the README's photo.
 
-The demo is untrained: its hand-set weights land on the start image (magic141_core/passthrough.py). It shows the
+The demo is untrained: its hand-set weights land on the start image (magic141_core/demo/passthrough.py). It shows the
 pipeline, not motion, and the result is blurred: the demo VAE is a hand-set colour autoencoder whose latent holds
 only R, G, B at 1/8 of the size (a 384x224 frame is 48x28 latent pixels), so its decoder can only enlarge them with
 a smooth filter; a trained VAE's 16 latent channels carry the detail. A real photograph shows that blur honestly.
@@ -52,8 +52,8 @@ def main() -> None:
 
     import dataclasses
 
-    from magic141_core.pipeline import latent_shape, sample_latent
-    from magic141_core.sampling import make_noise
+    from magic141_core.sampling.sampler import latent_shape, sample_latent
+    from magic141_core.sampling.noise import make_noise
     from magic141_core.vae import scale_latent, unscale_latent
 
     prior = load_start_image(args.image, args.resolution, args.fit)

@@ -30,7 +30,7 @@ def prepare_base(base: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from magic141_core.demo import write_demo_models
+    from magic141_core.demo.models import write_demo_models
 
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
     link = base / "custom_nodes" / "Magic141"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from magic141_core import Conditioning, TextConditioning, tiny
-from magic141_core.demo import random_dit
+from magic141_core.dit.loading import random_dit
 
 
 def make_text(batch: int = 1, length: int = 10, valid=None, dim: int = 32, pooled_dim: int = 16, seed: int = 0):
@@ -70,7 +70,7 @@ def demo_models(comfy_base):
     models folder; the server, CLI and run-command tests reuse the same folder."""
     from comfyui_env import COMFYUI
 
-    from magic141_core.demo import write_demo_models
+    from magic141_core.demo.models import write_demo_models
 
     tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
     return write_demo_models(comfy_base / "models", *tokenizers, include_image_model=True)
@@ -87,3 +87,28 @@ def pack(comfy_base):
 def run_node(node_class, **inputs):
     """Run a V1 node the way ComfyUI's executor does: instantiate, call FUNCTION with keyword inputs."""
     return getattr(node_class(), node_class.FUNCTION)(**inputs)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, comfy_base, demo_models):
+    """ComfyUI started by ./run.sh itself (shared by test_server_templates.py and test_server_cancel.py), on a base
+    folder whose models/ is the session's demo files (what run.sh's serve.py writes on first use: the same
+    `write_demo_models`, so nothing is generated twice)."""
+    import numpy as np
+    from comfy_server import ComfyServer
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("comfy_server")
+    (base / "models").symlink_to(comfy_base / "models", target_is_directory=True)
+    (base / "input" / "magic141_priors").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("example.png", "other.png", "magic141_priors/a.png", "magic141_priors/b.jpg"):
+        Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(base / "input" / name)
+    srv = ComfyServer(base, run_sh=True)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def object_info(server):
+    return server.get("/object_info")

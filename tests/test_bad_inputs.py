@@ -13,9 +13,9 @@ from conftest import make_text
 from safetensors.torch import save_file
 
 from magic141_core import Conditioning, latent_shape, load_dit, sample_latent, save_dit, tiny
-from magic141_core.checkpoints import CheckpointError, save_safetensors
-from magic141_core.demo import random_dit
-from magic141_core.errors import OutOfMemory
+from magic141_core.weights import CheckpointError, save_safetensors
+from magic141_core.dit.loading import random_dit
+from magic141_core.runtime.errors import OutOfMemory
 from magic141_core.priors import resolve_inside
 from magic141_core.vae import load_vae
 
@@ -103,7 +103,7 @@ def test_bad_input_is_named_and_leaves_nothing_behind(name, tmp_path, monkeypatc
 def test_out_of_memory_suggests_remedies_and_frees(monkeypatch):
     model = random_dit(tiny())
     freed = []
-    import magic141_core.errors as errors
+    import magic141_core.runtime.errors as errors
 
     monkeypatch.setattr(errors, "free_memory", lambda: freed.append(True))
 
@@ -118,7 +118,7 @@ def test_out_of_memory_suggests_remedies_and_frees(monkeypatch):
 
 @pytest.mark.parametrize("writer", ["checkpoint", "int8 checkpoint", "index/cache (safetensors)"])
 def test_a_failure_mid_write_keeps_the_previous_file(writer, tmp_path, monkeypatch):
-    import magic141_core.checkpoints.files as files
+    import magic141_core.weights.files as files
 
     target = tmp_path / "out.safetensors"
     save_safetensors({"old": torch.ones(3)}, target)
@@ -133,7 +133,7 @@ def test_a_failure_mid_write_keeps_the_previous_file(writer, tmp_path, monkeypat
         if writer == "checkpoint":
             save_dit(random_dit(tiny()), tmp_path / "new.safetensors")
         elif writer == "int8 checkpoint":
-            from magic141_core.quant import quantize_linears_
+            from magic141_core.weights.int8 import quantize_linears_
 
             save_dit(quantize_linears_(random_dit(tiny())), tmp_path / "new.safetensors")
         else:
@@ -143,7 +143,7 @@ def test_a_failure_mid_write_keeps_the_previous_file(writer, tmp_path, monkeypat
 
 
 def test_odd_images_are_fitted_not_rejected():
-    from magic141_core.image import fit_image, nearest_bucket, rgb
+    from magic141_core.video.start_image import fit_image, nearest_bucket, rgb
 
     one_pixel = torch.rand(1, 1, 1, 4)  # RGBA, 1x1
     fitted = fit_image(rgb(one_pixel), *nearest_bucket(1, 1))

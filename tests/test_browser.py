@@ -103,8 +103,8 @@ def test_image_to_video_runs_from_the_run_button_and_shows_its_video(page, demo_
     draft's frame size."""
     import urllib.request
 
-    from magic141_core.demo import DEMO_FILES
-    from magic141_core.image import AUTO
+    from magic141_core.demo.models import DEMO_FILES
+    from magic141_core.video.start_image import AUTO
 
     server = page.url.split("#")[0].split("?")[0].rstrip("/")
     with urllib.request.urlopen(f"{server}/internal/folder_paths", timeout=30) as response:

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from magic141_core import load_dit, save_dit, tiny
-from magic141_core.checkpoints import CheckpointError, read_state_dict, to_diffusers
-from magic141_core.demo import random_dit
+from magic141_core.weights import CheckpointError, read_state_dict, to_diffusers
+from magic141_core.dit.loading import random_dit
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from comfyui_env import COMFYUI, REPO
 
 from magic141_core.cli import build_parser
-from magic141_core.video_io import read_mp4
+from magic141_core.video.mp4 import read_mp4
 
 SUBCOMMANDS = ["generate", "long", "quantize", "index", "retrieve", "bench"]
 
@@ -103,7 +103,7 @@ def test_long_with_a_report_chains_windows(demo_dir, tmp_path):
 
 
 def test_quantize_writes_int8_transformer_and_encoder_files(demo_models, tmp_path):
-    from magic141_core.checkpoints import QUANT_METADATA_KEY, read_metadata
+    from magic141_core.weights import QUANT_METADATA_KEY, read_metadata
     from magic141_core.text.sources import is_int8_llava
 
     dit = demo_models["dit"]

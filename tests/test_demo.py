@@ -1,4 +1,4 @@
-"""The built-in demo's hand-set weights (`magic141_core.passthrough`): the VAE is a colour autoencoder and the DiT
+"""The built-in demo's hand-set weights (`magic141_core.demo.passthrough`): the VAE is a colour autoencoder and the DiT
 lands every frame on the start image's latent, so a demo video is the start image held still. The end-to-end check
 through the real demo files (encoders, VAE, DiT, MP4) is in test_cli.py."""
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import make_text
 
-from magic141_core.conditioning import Conditioning
-from magic141_core.config import tiny
-from magic141_core.demo import DEMO_LLM_DIM, demo_dit_config
-from magic141_core.passthrough import passthrough_dit, passthrough_vae
-from magic141_core.pipeline import sample_latent
+from magic141_core.sampling.conditioning import Conditioning
+from magic141_core.dit.config import tiny
+from magic141_core.demo.models import DEMO_LLM_DIM, demo_dit_config
+from magic141_core.demo.passthrough import passthrough_dit, passthrough_vae
+from magic141_core.sampling.sampler import sample_latent
 from magic141_core.vae import Tiling, tiny_vae
 
 
@@ -63,7 +63,7 @@ def test_the_demo_image_model_has_comfyuis_sd15_layout(comfy_base):
     from comfy.ldm.models.autoencoder import AutoencoderKL
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    from magic141_core.demo import sd15_demo_shapes
+    from magic141_core.demo.sd15 import sd15_demo_shapes
 
     unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[1],
                      channel_mult=(1,), num_heads=8, transformer_depth=[1], transformer_depth_output=[1, 1],

@@ -7,9 +7,9 @@ import torch
 from conftest import make_text
 
 from magic141_core import DiTConfig, tiny
-from magic141_core.checkpoints import from_diffusers, to_diffusers
-from magic141_core.demo import random_dit
-from magic141_core.device import RANGE_SAFE, safe_dtype
+from magic141_core.weights import from_diffusers, to_diffusers
+from magic141_core.dit.loading import random_dit
+from magic141_core.runtime.device import RANGE_SAFE, safe_dtype
 from magic141_core.dit.attention import rope_table
 
 diffusers = pytest.importorskip("diffusers")
@@ -130,7 +130,7 @@ def test_every_compute_dtype_runs_and_stays_close_to_fp32(dtype):
 
 
 def test_bf16_weights_compute_in_fp32_when_the_cpu_has_no_fast_bf16(monkeypatch):
-    import magic141_core.device as device
+    import magic141_core.runtime.device as device
 
     monkeypatch.setattr(device, "cpu_half_is_fast", lambda dtype: False)
     model = random_dit(tiny(), seed=11, dtype=torch.bfloat16)

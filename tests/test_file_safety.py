@@ -17,10 +17,10 @@ from conftest import run_node
 from tiny_clip import save_tiny_clip
 
 from magic141_core import save_dit, tiny
-from magic141_core.atomic import make_temp_beside, sweep_stale_temps
-from magic141_core.checkpoints import save_safetensors
-from magic141_core.demo import random_dit
-from magic141_core.video_io import Mp4Writer, read_mp4
+from magic141_core.runtime.atomic import make_temp_beside, sweep_stale_temps
+from magic141_core.weights import save_safetensors
+from magic141_core.dit.loading import random_dit
+from magic141_core.video.mp4 import Mp4Writer, read_mp4
 
 
 # ------------------------------------------------------------------------------------------------ no overwrite
@@ -54,7 +54,7 @@ def test_temporary_files_of_killed_runs_are_swept_and_live_ones_kept(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from magic141_core.atomic import make_temp_beside
+        from magic141_core.runtime.atomic import make_temp_beside
         print(make_temp_beside(Path({str(tmp_path)!r}) / "clip_00001_.mp4", ".partial.mp4"), flush=True)
         time.sleep(600)
     """)

@@ -10,10 +10,10 @@ from conftest import make_text
 from safetensors.torch import save_file
 
 from magic141_core import load_dit, tiny
-from magic141_core.checkpoints import CheckpointError
-from magic141_core.checkpoints.fp8 import Fp8View, dequantize, map_path, quantize_scaled
-from magic141_core.demo import random_dit
-from magic141_core.offload import BlockSwap
+from magic141_core.weights import CheckpointError
+from magic141_core.weights.fp8 import Fp8View, dequantize, map_path, quantize_scaled
+from magic141_core.dit.loading import random_dit
+from magic141_core.runtime.offload import BlockSwap
 
 FP8 = torch.float8_e4m3fn
 CONFIG = tiny(double_blocks=2, single_blocks=2)
@@ -114,7 +114,7 @@ def test_official_fp8_loads_into_every_loader_mode(mode, tmp_path, float_model, 
     model = load_dit(path, dtype=dtype, int8=mode == "int8")
     if mode == "int8":
         pytest.importorskip("optimum.quanto")
-        from magic141_core.quant import quantization_map
+        from magic141_core.weights.int8 import quantization_map
 
         assert PROBE in quantization_map(model)
     if mode == "block_swap":

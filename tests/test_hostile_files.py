@@ -1,4 +1,4 @@
-"""Hostile and broken weight files, through the core and the CLI (the server cases are in test_server.py): a file
+"""Hostile and broken weight files, through the core and the CLI (the server cases are in test_server_cancel.py): a file
 that claims more blocks or larger sizes than its tensors hold is refused at once, naming the key; malformed config
 metadata names the file, the field and the fix, never a bare Python exception; NaN / inf weights are refused while
 loading, naming the first bad tensor; loading stops between layers when the host interrupts; image links that point
@@ -21,11 +21,12 @@ from safetensors.torch import load_file, save_file
 from test_cli import cli
 
 from magic141_core import load_dit, save_dit, tiny
-from magic141_core.checkpoints import CheckpointError, save_safetensors
-from magic141_core.checkpoints.limits import MAX_BLOCKS
-from magic141_core.demo import DEMO_FILES, random_dit
+from magic141_core.weights import CheckpointError, save_safetensors
+from magic141_core.weights.limits import MAX_BLOCKS
+from magic141_core.demo.models import DEMO_FILES
+from magic141_core.dit.loading import random_dit
 from magic141_core.dit.loading import CONFIG_METADATA_KEY
-from magic141_core.interrupt import set_interrupt_check
+from magic141_core.runtime.interrupt import set_interrupt_check
 from magic141_core.vae import load_vae
 from magic141_core.vae.config import tiny_vae
 from magic141_core.vae.loading import CONFIG_METADATA_KEY as VAE_KEY
@@ -149,7 +150,7 @@ def test_a_value_beyond_fp16_is_named_when_loading_in_fp16(tmp_path):
 
 
 def test_int8_files_are_checked_the_same_way(tmp_path):
-    from magic141_core.quant import quantize_linears_
+    from magic141_core.weights.int8 import quantize_linears_
 
     save_dit(quantize_linears_(random_dit(tiny())), tmp_path / "int8.safetensors")
     sd, meta = _read(tmp_path / "int8.safetensors"), _metadata(tmp_path / "int8.safetensors")

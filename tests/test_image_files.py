@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from tiny_clip import save_tiny_clip
 
-from magic141_core.image import fit_image
-from magic141_core.image_files import ImageFileError, image_size, load_image, open_rgb
+from magic141_core.video.start_image import fit_image
+from magic141_core.video.image_files import ImageFileError, image_size, load_image, open_rgb
 from magic141_core.priors import ClipEmbedder, ImageIndex
 
 RNG = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Cancel points inside the transformer and the VAE (magic141_core.interrupt): where they are checked, that a raising
+"""Cancel points inside the transformer and the VAE (runtime/interrupt.py): where they are checked, that a raising
 check stops the work there, and that the cancellable (chunked) CPU attention computes the same video."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from magic141_core import interrupt
+from magic141_core.runtime import interrupt
 from magic141_core.dit import attention as attention_module
-from magic141_core.pipeline import sample_latent
+from magic141_core.sampling.sampler import sample_latent
 from magic141_core.vae import Tiling, causal, random_vae, tiny_vae
 
 

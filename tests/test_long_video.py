@@ -13,9 +13,9 @@ import torch
 from conftest import make_text
 
 from magic141_core import Conditioning, tiny
-from magic141_core.color import match_color, rgb_to_lab
-from magic141_core.demo import random_dit
-from magic141_core.long_video import (
+from magic141_core.video.color import match_color, rgb_to_lab
+from magic141_core.dit.loading import random_dit
+from magic141_core.video.long_video import (
     ClipFrames,
     CoreFrameVAE,
     LongVideoSettings,
@@ -25,9 +25,9 @@ from magic141_core.long_video import (
     window_seeds,
     windows_for,
 )
-from magic141_core.seams import measure_seams, seam_frames
+from magic141_core.video.seams import measure_seams, seam_frames
 from magic141_core.vae import random_vae, tiny_vae
-from magic141_core.video_io import Mp4Writer, read_mp4
+from magic141_core.video.mp4 import Mp4Writer, read_mp4
 
 WINDOW = 9  # frames per window (4k+1); the official one is 81
 SIZE = 32
@@ -221,7 +221,7 @@ MEMORY_SCRIPT = """
 import json, resource, sys, torch
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
 import test_long_video as t
-from magic141_core.demo import random_dit
+from magic141_core.dit.loading import random_dit
 from magic141_core import tiny
 from magic141_core.vae import random_vae, tiny_vae
 models = (random_dit(tiny(), seed=1), random_vae(tiny_vae(), seed=2))

@@ -13,9 +13,9 @@ from conftest import make_text, run_node
 from safetensors.torch import save_file
 
 from magic141_core import Conditioning, load_dit, sample_latent, save_dit, tiny
-from magic141_core.checkpoints import CheckpointError, to_diffusers
-from magic141_core.demo import random_dit
-from magic141_core.lora import apply_lora_, load_loras_, parse_lora_arg, read_lora
+from magic141_core.weights import CheckpointError, to_diffusers
+from magic141_core.dit.loading import random_dit
+from magic141_core.weights.lora import apply_lora_, load_loras_, parse_lora_arg, read_lora
 
 NATIVE_TINY = dict(hidden_size=256, num_heads=2, refiner_blocks=2, pooled_dim=768, rope_axes=(16, 56, 56), text_dim=32)
 SHAPE = (1, 16, 2, 4, 4)
@@ -178,7 +178,7 @@ def test_parse_lora_arg(text, expected):
 def test_our_comfy_key_map_is_comfyuis_own_renaming_and_inverts_it(comfy_base):
     import comfy.supported_models
 
-    from magic141_core.checkpoints.comfy_keys import comfy_to_official, official_to_comfy
+    from magic141_core.weights.comfy_keys import comfy_to_official, official_to_comfy
 
     sd = random_dit(tiny(guidance_embed=True, text_guidance_embed=True)).state_dict()
     config = comfy.supported_models.HunyuanVideoI2V({"image_model": "hunyuan_video", "in_channels": 33})
@@ -227,10 +227,10 @@ def test_cli_generate_applies_stacked_loras_and_names_a_wrong_one(comfy_base, de
 
     from comfyui_env import COMFYUI, REPO
 
-    from magic141_core.demo import demo_dit_config
+    from magic141_core.demo.models import demo_dit_config
     from PIL import Image
 
-    from magic141_core.video_io import read_mp4
+    from magic141_core.video.mp4 import read_mp4
 
     def cli(*args):
         env = {**os.environ, "PYTHONPATH": str(REPO), "MAGIC141_COMFYUI": str(COMFYUI)}

@@ -16,8 +16,8 @@ from test_cli import cli
 from tiny_clip import save_tiny_clip
 
 from magic141_core import Conditioning, flow_sigmas, sample_latent, tiny
-from magic141_core.demo import random_dit
-from magic141_core.errors import OutOfMemory, oom_advice
+from magic141_core.dit.loading import random_dit
+from magic141_core.runtime.errors import OutOfMemory, oom_advice
 
 
 # ------------------------------------------------------------------------------------------------ the CLI
@@ -69,7 +69,7 @@ def test_shift_and_seed_are_checked_where_every_caller_passes():
     with pytest.raises(ValueError, match="shift must be"):
         flow_sigmas(4, shift=float("nan"))
     assert torch.isfinite(flow_sigmas(4, shift=0.01)).all() and torch.isfinite(flow_sigmas(4, shift=100)).all()
-    from magic141_core.long_video import LongVideoSettings, window_seeds
+    from magic141_core.video.long_video import LongVideoSettings, window_seeds
 
     with pytest.raises(ValueError, match="shift must be"):
         LongVideoSettings(shift=0)  # refused before the first window, not at it
@@ -117,7 +117,7 @@ def test_the_embedding_cache_never_stores_non_finite_values(tmp_path):
     with pytest.raises(NonFiniteEmbedding, match="NaN or infinite values \\(tokens for text: a cat\\)"):
         cache.put("k", {"tokens": torch.tensor([1.0, float("nan")])}, description="text: a cat")
     assert cache.get("k") is None and list(tmp_path.iterdir()) == []
-    from magic141_core.checkpoints import save_safetensors
+    from magic141_core.weights import save_safetensors
 
     save_safetensors({"tokens": torch.tensor([float("inf")])}, tmp_path / "k2.safetensors",
                      {"magic141_cache_key": "k2"})  # an entry written by an older version
@@ -145,7 +145,7 @@ def test_a_damaged_index_is_rebuilt_and_said_so(embedder, tmp_path, damage, capl
     import numpy as np
     from PIL import Image
 
-    from magic141_core.checkpoints import save_safetensors
+    from magic141_core.weights import save_safetensors
     from magic141_core.priors import INDEX_NAME, ImageIndex
 
     for i in range(2):
@@ -171,7 +171,7 @@ def test_a_damaged_index_is_rebuilt_and_said_so(embedder, tmp_path, damage, capl
 
 
 def test_an_index_path_naming_another_file_is_never_written_over(embedder, tmp_path):
-    from magic141_core.checkpoints import save_safetensors
+    from magic141_core.weights import save_safetensors
     from magic141_core.priors import ImageIndex
 
     model = tmp_path / "model.safetensors"

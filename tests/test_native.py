@@ -10,7 +10,7 @@ import torch
 from conftest import make_text, run_node
 
 from magic141_core import Conditioning, save_dit, tiny
-from magic141_core.demo import random_dit
+from magic141_core.dit.loading import random_dit
 
 NATIVE_TINY = dict(hidden_size=256, num_heads=2, refiner_blocks=2, pooled_dim=768, rope_axes=(16, 56, 56), text_dim=32)
 SHAPE = (1, 16, 3, 4, 6)  # 9 frames of 48 x 32 pixels
@@ -170,8 +170,8 @@ class PoolVAE:
 
 
 def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files):
-    from Magic141.magic141_core.long_video import LongVideoSettings, generate_long_video
-    from Magic141.nodes import comfy_glue as glue
+    from Magic141.magic141_core.video.long_video import LongVideoSettings, generate_long_video
+    from Magic141.nodes.host import native_model
     from Magic141.nodes.native import FixedEncoders
 
     c = cond(seed=8)
@@ -179,7 +179,7 @@ def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files)
     runs = []
     for model in (ours(pack, native_files[0]), native(native_files[0])):
         latents = []
-        generate_long_video(glue.velocity_model(model, "test"), FixedEncoders(c), PoolVAE(), prior, ["a"] * 3,
+        generate_long_video(native_model.velocity_model(model, "test"), FixedEncoders(c), PoolVAE(), prior, ["a"] * 3,
                             [5, 6, 7], 9, lambda frames: None, LongVideoSettings(),
                             on_step=lambda k, step: latents.append(step.x) if step.index == step.total - 1 else None)
         runs.append(latents)

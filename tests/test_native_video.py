@@ -8,7 +8,7 @@ import pytest
 from comfy_server import ComfyServer
 from PIL import Image
 
-from magic141_core.video_io import read_mp4, read_mp4_metadata
+from magic141_core.video.mp4 import read_mp4, read_mp4_metadata
 
 COLOUR = (40, 180, 60)
 

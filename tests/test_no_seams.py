@@ -114,7 +114,7 @@ def test_every_shipped_decode_equals_one_pass_at_81_frames(path, pack, native_va
             frames = one_pass
         else:  # Long Video decodes each window through the glue's NativeFrameVAE
             with torch.inference_mode():
-                frames = torch.cat(list(pack.nodes.comfy_glue.NativeFrameVAE(native_vae).decode_frames(latent)))
+                frames = torch.cat(list(pack.nodes.host.frame_vae.NativeFrameVAE(native_vae).decode_frames(latent)))
         assert frames.shape == one_pass.shape == (81, 16, 16, 3)
         assert (frames - one_pass).abs().max() < TOLERANCE, (path.name, kind, widgets)
 
@@ -158,7 +158,7 @@ def test_another_kind_of_vae_or_latent_is_refused_by_name(pack, comfy_base):
     each, naming the node, what is connected and what to use."""
     import comfy.sd
 
-    from magic141_core.demo import _ldm_vae_shapes
+    from magic141_core.demo.sd15 import _ldm_vae_shapes
 
     sd15 = comfy.sd.VAE(sd={k: torch.zeros(shape) for k, shape in _ldm_vae_shapes().items()})
     node = pack.nodes.decode.Magic141VAEDecode()

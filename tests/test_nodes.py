@@ -9,7 +9,7 @@ import torch
 from conftest import run_node
 
 from magic141_core import tiny
-from magic141_core.demo import random_dit
+from magic141_core.dit.loading import random_dit
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_sampler_returns_a_native_unscaled_latent_and_is_seeded(pack, dit_file, 
 
 
 def test_save_mp4_writes_the_video_with_workflow_and_passes_frames_on(pack, comfy_base):
-    from magic141_core.video_io import read_mp4, read_mp4_metadata
+    from magic141_core.video.mp4 import read_mp4, read_mp4_metadata
 
     frames = torch.rand(9, 32, 48, 3)
     workflow = {"nodes": [{"id": 1, "type": "Magic141SaveMP4"}]}
@@ -322,7 +322,7 @@ def test_image_to_video_auto_on_the_cpu_makes_the_draft_and_says_so(pack, tiny_c
     1/6 of each side, at most 17 frames), logged with the size; "540p" (older workflows) stays the bucket."""
     import logging
 
-    from magic141_core.image import AUTO, DRAFT, size_choices
+    from magic141_core.video.start_image import AUTO, DRAFT, size_choices
 
     node = pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"]
     choices, options = node.INPUT_TYPES()["required"]["resolution"]

@@ -21,12 +21,12 @@ from comfyui_env import COMFYUI, require_host
 from conftest import make_text
 
 from magic141_core import Conditioning, sample_latent, tiny
-from magic141_core.demo import random_dit
+from magic141_core.dit.loading import random_dit
 from magic141_core.parallel import SequenceParallel, init_from_env, tiling_for_ranks
 from magic141_core.vae import Tiling, random_vae, tiny_vae
 from magic141_core.vae.streaming import resolve_tiling
 from magic141_core.vae.tiling import tile_spans
-from magic141_core.video_io import read_mp4
+from magic141_core.video.mp4 import read_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -141,7 +141,7 @@ def launch(tmp_path_factory):
 
 def cli_args(out: Path) -> list[str]:
     """`generate` on the small demo encoders, a demo-size DiT (4 heads) and the tiny VAE, 2 steps, 128x64."""
-    from magic141_core.demo import write_demo_models
+    from magic141_core.demo.models import write_demo_models
     from magic141_core.vae import save_vae
 
     paths = write_demo_models(out / "models", COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer",

@@ -1,4 +1,4 @@
-"""A large PNG read for a small output is decoded in strips (`magic141_core/png_strips.py`) and gives the very bytes
+"""A large PNG read for a small output is decoded in strips (`video/png_strips.py`) and gives the very bytes
 the full decode gives: per colour type (L, LA, RGB, RGBA, palette, with and without tRNS), with every PNG filter
 type written by hand (so each strip's first row is unfiltered against the previous strip's last row), odd sizes
 that are not a multiple of the reduction factor, all 8 EXIF orientations (eXIf before or after the pixels); damaged,
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from magic141_core import image_files, png_strips
-from magic141_core.image_files import ImageFileError, open_rgb
+from magic141_core.video import image_files, png_strips
+from magic141_core.video.image_files import ImageFileError, open_rgb
 
 RNG = np.random.default_rng(20)
 COVER = (6, 6)  # a 37 x 47 file is reduced by 3 for it: boxes of 3 x 3, a partial column and a partial row left

@@ -12,12 +12,12 @@ import torch
 from conftest import make_text, run_node
 
 from magic141_core import Conditioning, sample_latent, tiny
-from magic141_core.demo import random_dit
-from magic141_core.device import RANGE_SAFE, compute_dtype_for
-from magic141_core.finite import NonFiniteOutput
-from magic141_core.long_video import CoreFrameVAE, generate_long_video
+from magic141_core.dit.loading import random_dit
+from magic141_core.runtime.device import RANGE_SAFE, compute_dtype_for
+from magic141_core.runtime.finite import NonFiniteOutput
+from magic141_core.video.long_video import CoreFrameVAE, generate_long_video
 from magic141_core.vae import Tiling, random_vae, tiny_vae
-from magic141_core.video_io import Mp4Writer
+from magic141_core.video.mp4 import Mp4Writer
 
 DIT_RANGE = 1e5  # hidden activations of the 13B HunyuanVideo DiT (issue 18's reproduction)
 SHAPE = (1, 16, 2, 4, 4)
@@ -90,7 +90,7 @@ def test_fp16_weights_compute_in_bf16_only_on_gpus_that_have_it(monkeypatch, cap
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_fp16_weights_on_a_cpu(monkeypatch, native_bf16):
-    import magic141_core.device as device
+    import magic141_core.runtime.device as device
 
     monkeypatch.setattr(device, "cpu_half_is_fast", lambda dtype: native_bf16)
     expected = torch.bfloat16 if native_bf16 else torch.float32
@@ -150,7 +150,7 @@ def test_a_nan_long_video_window_is_an_error_and_is_never_written(tmp_path, bad)
 
 
 def _scaled_copy(path, out, factors: dict[str, float]):
-    from magic141_core.checkpoints import read_state_dict, save_safetensors
+    from magic141_core.weights import read_state_dict, save_safetensors
 
     sd = read_state_dict(path)
     for key, factor in factors.items():
@@ -239,7 +239,7 @@ def test_the_cli_stops_on_a_nan_stage_with_one_line_and_writes_no_video(demo_mod
     tensor; issue 20), exit 2, one line, no MP4. (Each stage's own finite-output check is tested above.)"""
     from comfyui_env import COMFYUI, REPO
 
-    from magic141_core.checkpoints import read_metadata, read_state_dict, save_safetensors
+    from magic141_core.weights import read_metadata, read_state_dict, save_safetensors
 
     key = {"dit": "final_layer.linear.bias", "vae": "decoder.conv_out.conv.bias"}[stage]
     sd = read_state_dict(demo_models[stage])

@@ -10,10 +10,10 @@ from conftest import make_text
 from safetensors.torch import load_file, save_file
 
 from magic141_core import load_dit, save_dit, tiny
-from magic141_core.checkpoints import CheckpointError, read_metadata
-from magic141_core.demo import random_dit
-from magic141_core.offload import BlockSwap, install_block_swap
-from magic141_core.quant import QUANT_METADATA_KEY, Int8Linear, weight_bytes
+from magic141_core.weights import CheckpointError, read_metadata
+from magic141_core.dit.loading import random_dit
+from magic141_core.runtime.offload import BlockSwap, install_block_swap
+from magic141_core.weights.int8 import QUANT_METADATA_KEY, Int8Linear, weight_bytes
 
 CONFIG = tiny(hidden_size=256, num_heads=8, double_blocks=2, single_blocks=2, text_dim=64, pooled_dim=32)
 INT8_REL_ERROR = 0.05  # qint8 per-channel absmax on random fan-in-scaled weights; ~1.6 % seen on this config
@@ -57,7 +57,7 @@ def test_pre_quantized_file_is_small_recognised_and_bit_identical(bf16_file, tmp
 
 
 def test_int8_linear_casts_its_input_to_bf16_when_bf16_is_fast(bf16_file, monkeypatch):
-    import magic141_core.quant as quant
+    import magic141_core.weights.int8 as quant
 
     layer = load_dit(bf16_file, int8=True).double_blocks[0].img_attn_proj
     seen = []
@@ -71,7 +71,7 @@ def test_int8_linear_casts_its_input_to_bf16_when_bf16_is_fast(bf16_file, monkey
 def test_int8_weights_at_any_file_offset_are_aligned_before_the_cpu_kernel(bf16_file, monkeypatch):
     """A memory-mapped int8 weight sits at any offset in its file; torch's CPU int8 kernel crashes the process on
     one that is not 64-byte aligned, so the layer copies it once to an aligned buffer first."""
-    import magic141_core.quant as quant
+    import magic141_core.weights.int8 as quant
 
     layer = load_dit(bf16_file, int8=True).double_blocks[0].img_attn_proj
     data = layer.qweight._data
@@ -149,7 +149,7 @@ def test_int8_weights_memory_mapped_at_an_unaligned_address_run_on_the_cpu_int8_
 
     code = """
 import torch
-import magic141_core.quant as quant
+import magic141_core.weights.int8 as quant
 from optimum.quanto import qint8
 quant.compute_dtype_for = lambda device, dtype: torch.bfloat16  # the CPU-with-bf16-units path, on any CPU
 torch.manual_seed(0)

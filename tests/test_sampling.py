@@ -7,8 +7,10 @@ import torch
 from conftest import make_text
 
 from magic141_core import Conditioning, flow_sigmas, latent_shape, sample_latent, tiny
-from magic141_core.demo import random_dit
-from magic141_core.sampling import euler_sample, make_noise, timesteps
+from magic141_core.dit.loading import random_dit
+from magic141_core.sampling.schedule import timesteps
+from magic141_core.sampling.euler import euler_sample
+from magic141_core.sampling.noise import make_noise
 
 
 def test_four_step_shift_five_timesteps_are_the_official_ones():

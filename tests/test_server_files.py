@@ -13,7 +13,7 @@ from comfy_server import ComfyServer
 from PIL import Image
 from test_server import CPU_SIZE, api_prompt, error_of, mp4s_on_disk, outputs_mp4
 
-from magic141_core.atomic import _host
+from magic141_core.runtime.atomic import _host
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from comfy_server import ComfyServer
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from magic141_core.demo import DEMO_FILES
+from magic141_core.demo.models import DEMO_FILES
 
 DEMO = {role: name for role, (_, name) in DEMO_FILES.items()}
 SD15 = "sd15_image_model.safetensors"
@@ -19,7 +19,7 @@ SD15 = "sd15_image_model.safetensors"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, comfy_base, demo_models):
-    from magic141_core.demo import write_demo_sd15
+    from magic141_core.demo.sd15 import write_demo_sd15
 
     base = tmp_path_factory.mktemp("comfy_server_native")
     (base / "models").symlink_to(comfy_base / "models", target_is_directory=True)
@@ -124,7 +124,7 @@ def example(server, name: str, **overrides) -> tuple[dict, dict]:
 
 
 def mp4_frames(server, history: dict):
-    from magic141_core.video_io import read_mp4
+    from magic141_core.video.mp4 import read_mp4
 
     (record,) = [r for out in history["outputs"].values() for r in out.get("images", [])
                  if r["filename"].endswith(".mp4")]
@@ -132,7 +132,8 @@ def mp4_frames(server, history: dict):
 
 
 def test_lora_workflow_runs_and_the_lora_changes_the_video(server):
-    from magic141_core.demo import demo_dit_config, random_dit
+    from magic141_core.demo.models import demo_dit_config
+    from magic141_core.dit.loading import random_dit
 
     loras = server.base / "models" / "loras"
     loras.mkdir(exist_ok=True)
@@ -156,7 +157,7 @@ def test_hunyuan_i2v_native_workflow_drives_magic141_long_video(server):
     """The workflow with a tiny HunyuanVideo-I2V file in Load Diffusion Model. Its native encoders are the 8B
     LLaVA-Llama-3 (too big for CI): a CLIP text encoder stands in for the conditioning, same CONDITIONING type."""
     from magic141_core import save_dit, tiny
-    from magic141_core.demo import random_dit
+    from magic141_core.dit.loading import random_dit
 
     name = "tiny_hunyuan_i2v.safetensors"
     save_dit(random_dit(tiny(hidden_size=256, num_heads=2, refiner_blocks=2, pooled_dim=768, text_dim=768,

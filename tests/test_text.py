@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from magic141_core.checkpoints import CheckpointError
+from magic141_core.weights import CheckpointError
 from magic141_core.text import Magic141Encoders, load_llava
 from magic141_core.text.comfy_keys import clip_key, llava_key
 from magic141_core.text.encode import encode_clip, encode_llm, encode_vlm, tokenize_llm, vlm_input_ids
@@ -244,7 +244,7 @@ def test_comfyui_key_names_map_onto_transformers_modules():
     fc1 = "vision_model.encoder.layers.3.mlp.fc1.bias"
     assert llava_key(fc1) == "vision_tower." + fc1
     assert llava_key("multi_modal_projector.linear_2.weight") == "multi_modal_projector.linear_2.weight"
-    for dropped in ("lm_head.weight", "visual_projection.weight"):  # fp8 scales: hidden by checkpoints.fp8
+    for dropped in ("lm_head.weight", "visual_projection.weight"):  # fp8 scales: hidden by weights.fp8
         assert llava_key(dropped) is None
     assert clip_key("text_model.final_layer_norm.weight") == "text_model.final_layer_norm.weight"
     assert clip_key("text_projection.weight") is None and clip_key("logit_scale") is None

@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_llava import PROMPTS, build_tiny_encoders, one_thread, random_image  # noqa: F401
 
-from magic141_core.checkpoints import CheckpointError
+from magic141_core.weights import CheckpointError
 from magic141_core.text import Magic141Encoders, load_llava
 from magic141_core.text.sources import LlavaSource
 
@@ -31,7 +31,7 @@ def _relative_error(a, b):
 
 
 def test_int8_llava_quantizes_the_llama_while_loading_and_stays_close(tiny):
-    from magic141_core.quant import Int8Linear
+    from magic141_core.weights.int8 import Int8Linear
 
     float_enc = _comfy_encoders(tiny, tiny["files"]["llava_llama3_fp16"])
     int8_enc = _comfy_encoders(tiny, tiny["files"]["llava_llama3_fp16"], int8=True).load()
@@ -67,7 +67,7 @@ def test_a_saved_int8_llava_is_recognised_needs_no_vision_file_and_is_bit_identi
 def test_a_damaged_int8_llava_map_is_a_clear_error(tiny, tmp_path):
     from safetensors import safe_open
 
-    from magic141_core.checkpoints import QUANT_METADATA_KEY, save_safetensors
+    from magic141_core.weights import QUANT_METADATA_KEY, save_safetensors
     from magic141_core.text.loading import save_llava
 
     good = tmp_path / "good.safetensors"
@@ -90,7 +90,7 @@ def test_a_damaged_int8_llava_config_or_tensor_set_is_refused_before_building(ti
 
     from safetensors import safe_open
 
-    from magic141_core.checkpoints import save_safetensors
+    from magic141_core.weights import save_safetensors
     from magic141_core.text.loading import save_llava
     from magic141_core.text.sources import LLAVA_CONFIG_KEY
 

@@ -11,7 +11,7 @@ import torch
 from tiny_clip import save_tiny_clip
 from tiny_llava import PROMPTS, build_tiny_encoders, one_thread, random_image  # noqa: F401
 
-from magic141_core.checkpoints import save_safetensors
+from magic141_core.weights import save_safetensors
 from magic141_core.text import Magic141Encoders
 from magic141_core.text.comfy_keys import flat_key
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from magic141_core.checkpoints import CheckpointError, save_safetensors
-from magic141_core.config import tiny
-from magic141_core.demo import random_dit
+from magic141_core.weights import CheckpointError, save_safetensors
+from magic141_core.dit.config import tiny
+from magic141_core.dit.loading import random_dit
 from magic141_core.vae import (
     SCALING_FACTOR,
     HunyuanVideoVAE,
@@ -238,7 +238,7 @@ def test_weights_and_activations_in_every_dtype(vae, dtype, monkeypatch):
     """Half-precision weights compute in fp32 on a CPU without fast half matmuls (weights cast on the fly), or in
     their own dtype when asked (as on a GPU; fp16 never: it becomes bf16 where native, else fp32); both stay close
     to fp32. Bounds: 2x the measured difference."""
-    import magic141_core.device as device
+    import magic141_core.runtime.device as device
 
     monkeypatch.setattr(device, "cpu_half_is_fast", lambda dtype: False)  # as on this AVX2 CPU
     z = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(8))

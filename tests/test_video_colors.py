@@ -11,7 +11,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from magic141_core.video_io import Mp4Writer, read_mp4, write_mp4
+from magic141_core.video.mp4 import Mp4Writer, read_mp4, write_mp4
 
 SATURATED = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 255, 255), (255, 0, 255), (255, 255, 0), (255, 128, 0),
              (40, 180, 60)]  # the last one is the reproduction (BT.601 vs BT.709 decodes 22 apart)

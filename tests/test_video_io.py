@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from magic141_core.video_io import Mp4Writer, read_mp4, read_mp4_metadata, write_mp4
+from magic141_core.video.mp4 import Mp4Writer, read_mp4, read_mp4_metadata, write_mp4
 
 
 def smooth_frames(count: int, height: int, width: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The one video size policy (magic141_core.image.video_size) that Image To Video, Long Video and the CLI share:
+"""The one video size policy (`video.start_image.video_size`) that Image To Video, Long Video and the CLI share:
 the combo's entries say what they do, draft sizes per bucket, auto by device, and the entries of older workflows
 ("540p", "720p", "custom") mean what they meant."""
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from magic141_core.image import (
+from magic141_core.video.start_image import (
     AUTO,
     BUCKETS,
     CUSTOM,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from magic141_core.demo import randomize_
+from magic141_core.weights.random_init import randomize_
 from magic141_core.text import Magic141Encoders
 from magic141_core.text.comfy_keys import tower_file_tensors
 from magic141_core.text.prompts import LLM_TEMPLATE, NEGATIVE_PROMPT, VLM_TEMPLATE

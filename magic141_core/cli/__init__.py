@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _seed(text: str) -> int:
     """--seed: a whole number in the nodes' range (a larger one would silently wrap around to another seed)."""
-    from ..sampling import check_seed
+    from ..sampling.noise import check_seed
 
     try:
         return check_seed(int(text))

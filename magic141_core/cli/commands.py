@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ..profile import StageProfile
+from ..runtime.profile import StageProfile
 from .models import REPO, load_dit_and_vae, load_encoders, resolve_models
 
 log = logging.getLogger("magic141")
 
 
 def start_image_size(path: Path, resolution: str, frames: int, device="cpu", long_video: bool = False):
-    """The clip's `image.VideoSize` for the start image file `path` (its aspect ratio picks the bucket): the one size
+    """The clip's `start_image.VideoSize` for the start image file `path` (its aspect ratio picks the bucket): the one size
     policy the nodes use too. resolution: "auto" (540p on a GPU, draft on the CPU; the default), "draft" (1/6 size,
     <=17 frames; long videos <=2 windows of <=9 frames), "540p" / "720p" (the official bucket nearest the image's
     aspect ratio) or "WIDTHxHEIGHT"; frames: the length asked for (4k+1; a window's with long_video); device: where
     the clip is made. The file's header alone is read. Raises FileNotFoundError, ImageFileError (naming the file) or
     ValueError."""
-    from ..image import CUSTOM, video_size
-    from ..image_files import image_size
-    from ..pipeline import latent_shape
+    from ..sampling.sampler import latent_shape
+    from ..video.image_files import image_size
+    from ..video.start_image import CUSTOM, video_size
 
     custom = None
     if resolution.lower().split(" ")[0].split(":")[0] not in ("auto", "draft", "540p", "720p"):
@@ -45,11 +44,11 @@ def load_start_image(path: Path, resolution: str, fit: str = "crop", size=None) 
     """The start image file fitted to the video size (centre crop or pad, `fit`): float [1, H, W, 3] in 0..1.
 
     size: the clip's `VideoSize` (from `start_image_size`), else the size of `resolution` (see there) on the CPU.
-    The file is read as ComfyUI's Load Image reads it (`image_files.open_rgb`), reduced while decoding so memory
+    The file is read as ComfyUI's Load Image reads it (`video.image_files.open_rgb`), reduced while decoding so memory
     follows the video size, not the file's. Raises FileNotFoundError, ImageFileError (naming the file) or
     ValueError."""
-    from ..image import fit_image
-    from ..image_files import load_image
+    from ..video.image_files import load_image
+    from ..video.start_image import fit_image
 
     size = size or start_image_size(path, resolution, 1)
     return fit_image(load_image(path, cover=(size.width, size.height)), size.width, size.height, fit)
@@ -58,7 +57,7 @@ def load_start_image(path: Path, resolution: str, fit: str = "crop", size=None) 
 def new_output(path: Path | None, default: str, suffix: str, flag: str = "--out") -> Path:
     """The file a command will write, checked before any work: `path` (which must not exist, be a `suffix` file and
     lie in a folder that exists or can be made, and that we may write in), or the first free `default` name."""
-    from ..atomic import next_free, refuse_existing
+    from ..runtime.atomic import next_free, refuse_existing
 
     if path is None:
         return next_free(Path(default))
@@ -80,15 +79,15 @@ def run_video(args, count_windows, prompts: str):
     count_windows(frames) -> the windows asked for at `frames` per window (None: a single clip). The size policy
     (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets the frame size, args.frames and the windows, and
     says what it chose on stdout. Returns (path or None on ranks other than 0, windows made)."""
-    from ..long_video import CoreFrameVAE, LongVideoSettings, generate_long_video, window_prompts, window_seeds
-    from ..pipeline import latent_frames
-    from ..video_io import Mp4Writer, check_settings
+    from ..sampling.sampler import latent_frames
+    from ..video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video, window_prompts, window_seeds
+    from ..video.mp4 import Mp4Writer
 
     latent_frames(args.frames)  # validates 4k+1 before anything loads
-    check_settings(args.fps, args.crf)
+    settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance, seed=args.seed,
+                                 color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation,
+                                 fps=args.fps, quality=args.crf)  # every value checked before anything loads
     args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
-    settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance,
-                                 color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation)
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
     size = start_image_size(args.image, args.resolution, args.frames, args.device, long_video=count_windows is not None)
@@ -115,11 +114,11 @@ def run_video(args, count_windows, prompts: str):
         encoders, frame_vae = RankZeroEncoders(sp, encoders), ParallelFrameVAE(sp, frame_vae)
     metadata = {"magic141": {"prompts": prompts, "seed": args.seed, "steps": args.steps, "windows": windows,
                              "models": {k: str(v) for k, v in paths.items() if v is not None}}}
-    sink = (Mp4Writer(args.out, args.fps, args.crf, metadata, keep_partial=windows > 1) if rank_zero
+    sink = (Mp4Writer(args.out, settings.fps, settings.quality, metadata, keep_partial=windows > 1) if rank_zero
             else nullcontext(_NoWriter()))
     with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
         generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
-                            window_seeds(args.seed, windows), args.frames, profile.wrap("MP4 write", writer.write),
+                            window_seeds(settings.seed, windows), args.frames, profile.wrap("MP4 write", writer.write),
                             settings, on_step=bar.sampled, on_stage=bar.staged)
     bar.close()
     return (Path(args.out) if rank_zero else None), windows
@@ -178,7 +177,7 @@ def cmd_generate(args):
 
 
 def cmd_long(args):
-    from ..long_video import count_windows
+    from ..video.long_video import count_windows
 
     duration, unit = (args.windows, "windows") if args.windows is not None else (args.seconds, "seconds")
     count_windows(duration, unit, args.fps, args.frames)  # a bad duration is refused before the image is read
@@ -188,15 +187,15 @@ def cmd_long(args):
         return
     print(f"wrote {out} ({windows} windows)")
     if args.report:
-        from ..seams import measure_seams, seam_frames
-        from ..video_io import iter_mp4
+        from ..video.mp4 import iter_mp4
+        from ..video.seams import measure_seams, seam_frames
 
         frames, _ = iter_mp4(out)
         print(measure_seams(frames, seam_frames(args.frames, windows)).summary())
 
 
 def cmd_quantize(args):
-    from ..quant import weight_bytes
+    from ..weights.int8 import weight_bytes
 
     args.out = new_output(args.out, "model_int8.safetensors", ".safetensors")  # before minutes of quantizing, not after
     if args.dit is not None:

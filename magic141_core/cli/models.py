@@ -61,7 +61,7 @@ def resolve_models(args, encoders: bool = True) -> dict[str, Path | None]:
         if missing:
             raise ValueError(f"give all real models or none (for the demo); missing {', '.join(missing)}")
         return given
-    from ..demo import write_demo_models
+    from ..demo.models import write_demo_models
 
     log.warning(DEMO_NOTICE)
     paths = write_demo_models(args.demo_dir, *_tokenizers(args))
@@ -90,7 +90,7 @@ def load_dit_and_vae(args, paths):
     dtype = DTYPES[args.dtype]
     dit = load_dit(paths["dit"], dtype=dtype, device=args.device, int8=args.int8)
     if getattr(args, "lora", None):
-        from ..lora import load_loras_, parse_lora_arg
+        from ..weights.lora import load_loras_, parse_lora_arg
 
         load_loras_(dit, [parse_lora_arg(text) for text in args.lora])
     return dit, load_vae(paths["vae"], dtype=dtype, device=args.device)

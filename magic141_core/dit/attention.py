@@ -2,7 +2,7 @@
 
 One attention function serves every block. It calls PyTorch's fused scaled-dot-product attention, which picks
 its kernel per device and dtype (flash / memory-efficient on CUDA, the flash CPU kernel on CPU). On a CPU without
-native half-precision units the model already computes in fp32 (see `device.py`); there the fused fp32 kernel is
+native half-precision units the model already computes in fp32 (see `runtime/device.py`); there the fused fp32 kernel is
 also the fastest we measured (`benchmarks/dit_forward.py`).
 
 Under sequence parallelism (`magic141_core.parallel`) the model activates its rank's `VideoShard` around the blocks;
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..interrupt import check_interrupt, interrupt_check_installed
+from ..runtime.interrupt import check_interrupt, interrupt_check_installed
 
 _SHARD: ContextVar = ContextVar("magic141_sequence_shard", default=None)
 

@@ -1,7 +1,7 @@
 """Small building blocks of the HunyuanVideo / Magic141 DiT: casting layers, embedders, norms, modulation.
 
 Every layer runs in the dtype of its input (the model's *compute* dtype) and casts its weights to it on the fly.
-That is what lets a bf16 checkpoint compute in fp32 on a CPU without native bf16 matmuls (see `device.py`), the
+That is what lets a bf16 checkpoint compute in fp32 on a CPU without native bf16 matmuls (see `runtime/device.py`), the
 way ComfyUI's `manual_cast` ops do. When weight and input dtypes match, the cast is a no-op.
 """
 

@@ -1,7 +1,7 @@
 """Load and save the DiT: any supported file -> a `Magic141DiT` built on the meta device, filled layer by layer.
 
-`checkpoints.fill_` assigns each layer's tensors (memory-mapped for safetensors) and, with `int8=True`, quantizes it
-right away, so quantize-on-load peaks at the int8 model plus one float layer. Pre-quantized files (see `quant.py`)
+`weights.fill_` assigns each layer's tensors (memory-mapped for safetensors) and, with `int8=True`, quantizes it
+right away, so quantize-on-load peaks at the int8 model plus one float layer. Pre-quantized files (`weights/int8.py`)
 are recognised from their metadata and load their int8 tensors directly.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import (
+from ..weights import (
     QUANT_METADATA_KEY,
     CheckpointError,
     OfficialView,
@@ -26,10 +26,11 @@ from ..checkpoints import (
     save_safetensors,
     wrong_model_message,
 )
-from ..checkpoints.comfy_keys import ComfyView, is_comfy_dit
-from ..checkpoints.fp8 import fp8_view
-from ..checkpoints.limits import block_count, check_count
-from ..config import BLOCK_PREFIXES, DiTConfig
+from ..weights.comfy_keys import ComfyView, is_comfy_dit
+from ..weights.fp8 import fp8_view
+from ..weights.limits import block_count, check_count
+from ..weights.random_init import randomize_
+from .config import BLOCK_PREFIXES, DiTConfig
 from .model import Magic141DiT
 
 CONFIG_METADATA_KEY = "magic141_dit_config"
@@ -40,7 +41,7 @@ _REQUIRED = ("img_in.proj.weight", "double_blocks.0.img_attn_qkv.weight", "final
 def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Tensor]]:
     """The official-named tensors of a DiT file in any supported layout, read lazily (valid inside `with`).
 
-    fp8 files come back dequantized (fp32 per tensor, `checkpoints.fp8`); an official fp8 `.pt` takes its scales
+    fp8 files come back dequantized (fp32 per tensor, `weights.fp8`); an official fp8 `.pt` takes its scales
     from `<name>_map.pt` beside it, and one whose map is missing is refused naming that file (`CheckpointError`)."""
     path = Path(path)
     with open_state_dict(path) as raw:
@@ -100,7 +101,7 @@ def load_dit(
         stored = metadata.get(CONFIG_METADATA_KEY)  # None, or the text read_dit_config checks
         qmap = None
         if QUANT_METADATA_KEY in metadata:  # a pre-quantized file (optimum-quanto is imported only then)
-            from ..quant import read_quantization_map
+            from ..weights.int8 import read_quantization_map
 
             qmap = read_quantization_map(metadata, name)
         if qmap is not None and stored is None:
@@ -109,7 +110,7 @@ def load_dit(
         with torch.device("meta"):
             model = Magic141DiT(config)
         if qmap is not None:
-            from ..quant import prepare_quantized_
+            from ..weights.int8 import prepare_quantized_
 
             prepare_quantized_(model, qmap, name)
         fill_(model, sd, dtype, name, "the transformer", quantize=_every_linear if int8 and qmap is None else None)
@@ -122,8 +123,14 @@ def save_dit(model: Magic141DiT, path: str | os.PathLike, dtype: torch.dtype | N
     """Save official-named weights plus the config (and, for an int8 model, the quantization map), atomically."""
     metadata = {CONFIG_METADATA_KEY: model.config.to_json()}
     if "optimum.quanto" in sys.modules:  # without it loaded, no layer can be quantized
-        from ..quant import quantization_metadata
+        from ..weights.int8 import quantization_metadata
 
         metadata.update(quantization_metadata(model))
     sd = {k: converted(v, dtype) for k, v in model.state_dict().items()}
     save_safetensors(sd, path, metadata)
+
+
+def random_dit(config, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A `Magic141DiT` of `config` with deterministic random weights (`weights.random_init.randomize_`): for tests and
+    benchmarks only."""
+    return randomize_(Magic141DiT(config), seed).to(dtype).eval().requires_grad_(False)

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..config import LATENT_CHANNELS, DiTConfig
-from ..device import RANGE_SAFE, compute_dtype_for, safe_dtype
-from ..interrupt import check_interrupt
+from ..runtime.device import RANGE_SAFE, compute_dtype_for, safe_dtype
+from ..runtime.interrupt import check_interrupt
 from .attention import rope_table, sequence_shard, text_key_mask
 from .blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock
+from .config import LATENT_CHANNELS, DiTConfig
 from .layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
 from .refiner import TokenRefiner
 
@@ -31,7 +31,7 @@ class Magic141DiT(nn.Module):
     uses it (model.md); set this to True only for a checkpoint trained to use it. HunyuanVideo's `guidance_in` is
     always applied. `compute_dtype`: None picks the dtype per device (`device.compute_dtype_for`); it is never fp16,
     whose range (65504) the 13B model's activations (~1e5) exceed: fp16 weights or a requested fp16 compute run in
-    bf16 where the device has it natively, else in fp32 (`device.RANGE_SAFE`, as ComfyUI runs HunyuanVideo).
+    bf16 where the device has it natively, else in fp32 (`runtime.device.RANGE_SAFE`, as ComfyUI runs HunyuanVideo).
     `parallel`: a `parallel.SequenceParallel` (set by its `attach`) splits the video tokens across ranks; None on one
     process.
     """

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, read_metadata, read_state_dict, save_safetensors
+from ..weights import CheckpointError, read_metadata, read_state_dict, save_safetensors
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Key names (from ComfyUI's `comfy/text_encoders/llama.py`, `comfy/clip_model.py`,
   4.x ones, which ComfyUI's files also use; `in_model_layout` renames them to whatever the installed transformers
   built, so every file loads under both.
 - fp8 (plain, or ComfyUI's scaled fp8 with its `scale_weight` / `weight_scale` tensors) is dequantized on read by
-  `checkpoints.fp8.Fp8View`, shared with the DiT loader, before these names are mapped.
+  `weights.fp8.Fp8View`, shared with the DiT loader, before these names are mapped.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from collections.abc import Mapping
 
 import torch
 
-from ..checkpoints.files import RenamedView
-from ..checkpoints.fill import layer_of
-from ..checkpoints.limits import block_count, tensor_shape
+from ..weights.files import RenamedView
+from ..weights.fill import layer_of
+from ..weights.limits import block_count, tensor_shape
 
 LLAMA_HEAD_DIM = 128  # Llama-3-8B: 32 heads x 128 (8 key/value heads)
 CLIP_HEAD_DIM = 64  # CLIP ViT-L/14 text (12 x 64) and vision (16 x 64) towers

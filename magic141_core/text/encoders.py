@@ -23,8 +23,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning, TextConditioning
-from ..finite import TEXT_ADVICE, check_finite
+from ..runtime.finite import TEXT_ADVICE, check_finite
+from ..sampling.conditioning import Conditioning, TextConditioning
 from . import prompts as recipe
 from .cache import EmbeddingCache, cache_key
 from .encode import encode_clip, encode_llm, encode_vlm

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, fill_, open_state_dict, save_safetensors, wrong_model_message
-from ..checkpoints.files import RenamedView
-from ..checkpoints.fp8 import Fp8View
-from ..checkpoints.limits import config_error, parse_json_object
+from ..weights import CheckpointError, fill_, open_state_dict, save_safetensors, wrong_model_message
+from ..weights.files import RenamedView
+from ..weights.fp8 import Fp8View
+from ..weights.limits import config_error, parse_json_object
 from . import comfy_keys
 from .images import llava_image_processor, load_image_processor
 from .prompts import IMAGE_TOKEN
@@ -120,7 +120,7 @@ def _in_language_model(layer: str) -> bool:
 def save_llava(model: nn.Module, path: PathLike) -> None:
     """A (quantized) LlavaModel as one self-describing safetensors file: its config and quantization map in the
     metadata, vision tower included, so `load_llava` needs no vision file for it. Written atomically."""
-    from ..quant import quantization_metadata
+    from ..weights.int8 import quantization_metadata
 
     metadata = {LLAVA_CONFIG_KEY: model.config.to_json_string(), **quantization_metadata(model)}
     save_safetensors(dict(model.state_dict()), path, metadata)
@@ -174,7 +174,7 @@ def _int8_shapes(raw) -> RenamedView:
 def _load_int8_llava(raw, name: str, dtype: torch.dtype) -> nn.Module:
     from transformers import LlavaModel
 
-    from ..quant import prepare_quantized_, read_quantization_map
+    from ..weights.int8 import prepare_quantized_, read_quantization_map
 
     qmap = read_quantization_map(raw.metadata, name) or {}
     config = _checked_llava_config(raw, name)
@@ -196,7 +196,7 @@ def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16, int8: bo
     if source.is_folder:
         parts = _load_llava_folder(Path(source.folder), Path(source.tokenizer or source.folder), dtype)
         if int8:
-            from ..quant import quantize_linears_
+            from ..weights.int8 import quantize_linears_
 
             quantize_linears_(parts.model.language_model)
         return parts

@@ -34,7 +34,7 @@ Nothing is ever downloaded: copy the files there yourself."""
 
 def is_int8_llava(path: PathLike) -> bool:
     """True for a pre-quantized LLaVA file written by `loading.save_llava` (its config is in the metadata)."""
-    from ..checkpoints import read_metadata
+    from ..weights import read_metadata
 
     return LLAVA_CONFIG_KEY in read_metadata(path)
 
@@ -143,7 +143,7 @@ class LlavaSource(_Source):
     @property
     def is_self_contained(self) -> bool:
         """The text encoder file is this pack's int8 LLaVA file, which holds the vision tower too."""
-        from ..checkpoints import CheckpointError
+        from ..weights import CheckpointError
 
         if self.text_encoder is None or not Path(self.text_encoder).is_file():
             return False

@@ -3,7 +3,7 @@
 Every block takes `(x, state)`: `state` is the tile's `CausalState` when a clip is processed in temporal chunks,
 `None` for one pass over the whole clip. Attribute names are the checkpoint keys (`resnets.N.conv1.conv.weight`,
 `downsamplers.0.conv.conv.weight`, `attentions.0.to_q.weight`, ...). Layers compute in their input's dtype and cast
-weights on the fly (see `magic141_core.device`).
+weights on the fly (see `magic141_core.runtime.device`).
 
 GroupNorm statistics (over a tile, and over its frames so far) and the attention's context (a tile, a bounded
 number of earlier frames) are the only places where a tiled or chunked pass can differ from one pass.
@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from ..dit.layers import Linear
-from ..interrupt import check_interrupt, interrupt_check_installed
+from ..runtime.interrupt import check_interrupt, interrupt_check_installed
 from . import causal
 from .causal import CausalConv3d, CausalState, GroupNorm
 

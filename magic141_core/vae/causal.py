@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..dit.layers import cast
-from ..interrupt import check_interrupt, interrupt_check_installed
+from ..runtime.interrupt import check_interrupt, interrupt_check_installed
 
 _ONEDNN = torch.backends.mkldnn.is_available()
 _ONEDNN_MIN_FLOPS = 2e7  # below this the im2col kernel is as fast

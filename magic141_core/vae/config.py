@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..checkpoints.limits import block_count, check_count, make_config, read_json_config, tensor_shape
-
+from ..weights.limits import block_count, check_count, make_config, read_json_config, tensor_shape
 from .shapes import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 
 
@@ -61,7 +60,7 @@ class VAEConfig:
 
     @classmethod
     def from_json(cls, text: str, file: str = "config") -> "VAEConfig":
-        """The config stored as JSON, every field checked (`checkpoints.limits.read_json_config`)."""
+        """The config stored as JSON, every field checked (`weights.limits.read_json_config`)."""
         return read_json_config(cls, text, file, "magic141_vae_config", any_length=("block_out_channels",))
 
     @classmethod

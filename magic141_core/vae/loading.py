@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, fill_, read_metadata, read_state_dict, save_safetensors, wrong_model_message
-from ..demo import randomize_
+from ..weights import CheckpointError, fill_, read_metadata, read_state_dict, save_safetensors, wrong_model_message
+from ..weights.random_init import randomize_
 from .config import VAEConfig
 from .keys import normalize_keys
 from .model import HunyuanVideoVAE
@@ -31,7 +31,7 @@ _REQUIRED = (
 
 def build_vae(config: VAEConfig, sd: dict[str, torch.Tensor], name: str = "state dict") -> HunyuanVideoVAE:
     """A model holding exactly the tensors of `sd` (official names), checked strictly (names and shapes before any
-    assignment, NaN / inf per tensor, the host's interrupt between layers: `checkpoints.fill_`)."""
+    assignment, NaN / inf per tensor, the host's interrupt between layers: `weights.fill_`)."""
     with torch.device("meta"):
         model = HunyuanVideoVAE(config)
     what = (f"the VAE (levels {config.block_out_channels}, {config.layers_per_block} resnets per level, "
@@ -78,7 +78,7 @@ def load_vae(
 ) -> HunyuanVideoVAE:
     """Load a VAE file (official, ComfyUI or diffusers names); `dtype` None keeps the file's dtype.
 
-    Weights stay in `dtype`; on a CPU without fast half precision the model computes in fp32 (see `device.py`).
+    Weights stay in `dtype`; on a CPU without fast half precision the model computes in fp32 (see `runtime/device.py`).
     """
     path = Path(path)
     sd = read_state_dict(path, dtype)
@@ -92,5 +92,6 @@ def save_vae(model: HunyuanVideoVAE, path: str | os.PathLike, dtype: torch.dtype
 
 
 def random_vae(config: VAEConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> HunyuanVideoVAE:
-    """A VAE of `config` with deterministic random weights (`demo.randomize_`): for tests and benchmarks only."""
+    """A VAE of `config` with deterministic random weights (`weights.random_init.randomize_`): for tests and
+    benchmarks only."""
     return randomize_(HunyuanVideoVAE(config), seed).to(dtype).eval().requires_grad_(False)

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..device import RANGE_SAFE, compute_dtype_for, safe_dtype
-from ..finite import VAE_ADVICE, check_finite
-from ..interrupt import check_interrupt
+from ..runtime.device import RANGE_SAFE, compute_dtype_for, safe_dtype
+from ..runtime.finite import VAE_ADVICE, check_finite
+from ..runtime.interrupt import check_interrupt
 from .blocks import EPS, DownBlock, MidBlock, UpBlock
 from .causal import CausalConv3d, CausalState, GroupNorm, pointwise
 from .config import VAEConfig
@@ -87,7 +87,7 @@ class HunyuanVideoVAE(nn.Module):
         self.decoder = Decoder(config)
         self.quant_conv = nn.Conv3d(2 * config.latent_channels, 2 * config.latent_channels, 1)
         self.post_quant_conv = nn.Conv3d(config.latent_channels, config.latent_channels, 1)
-        self.compute_dtype: torch.dtype | None = None  # None: chosen per device (`device.compute_dtype_for`)
+        self.compute_dtype: torch.dtype | None = None  # None: chosen per device (`runtime.device.compute_dtype_for`)
 
     @property
     def device(self) -> torch.device:
@@ -96,7 +96,7 @@ class HunyuanVideoVAE(nn.Module):
     @property
     def activation_dtype(self) -> torch.dtype:
         """`compute_dtype` if set, else the weights' dtype, or fp32 on a CPU without fast half precision; never fp16,
-        which the decoder's activations can overflow (bf16 where native, else fp32: `device.RANGE_SAFE`)."""
+        which the decoder's activations can overflow (bf16 where native, else fp32: `runtime.device.RANGE_SAFE`)."""
         if self.compute_dtype is not None:
             return safe_dtype(self.device, self.compute_dtype, RANGE_SAFE)
         return compute_dtype_for(self.device, self.quant_conv.weight.dtype, RANGE_SAFE)

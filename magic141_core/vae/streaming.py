@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from ..interrupt import check_interrupt
+from ..runtime.interrupt import check_interrupt
 from .causal import CausalState
 from .shapes import SPATIAL_COMPRESSION, check_latent, latent_frames, pixel_frames
 from .tiling import Tiling, blend_ramps, chunk_spans, default_budget, pixel_span, plan_tiling, tile_spans

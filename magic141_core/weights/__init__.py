@@ -1,4 +1,5 @@
-"""Checkpoint files: safe reading, atomic writing, identification of wrong files, the diffusers key map."""
+"""Weights and their file formats: safe reading, atomic writing, identification of wrong files, key maps (official /
+diffusers / ComfyUI), limits on stored configs, fp8, int8 (optimum-quanto), LoRA and deterministic random weights."""
 
 from .diffusers_keys import OfficialView, from_diffusers, is_diffusers_dit, to_diffusers
 from .files import (

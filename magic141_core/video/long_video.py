@@ -20,13 +20,15 @@ from typing import Protocol
 
 import torch
 
+from ..runtime.errors import oom_advice
+from ..runtime.finite import VAE_ADVICE, check_finite
+from ..sampling.euler import Step
+from ..sampling.noise import check_seed
+from ..sampling.sampler import latent_shape, sample_latent
+from ..sampling.schedule import flow_sigmas
+from ..vae import scale_latent, unscale_latent
 from .color import match_color
-from .errors import oom_advice
-from .finite import VAE_ADVICE, check_finite
-from .pipeline import latent_shape, sample_latent
-from .sampling import Step, check_seed, flow_sigmas
-from .vae import scale_latent, unscale_latent
-from .video_io import to_uint8
+from .mp4 import check_settings, to_uint8
 
 
 def window_prompts(prompts: str | list[str], windows: int) -> list[str]:
@@ -94,15 +96,23 @@ def total_frames(windows: int, window_frames: int) -> int:
 
 @dataclass
 class LongVideoSettings:
+    """How a long video is rendered and written, shared by the CLI (`long`) and the Long Video node (built from its
+    widgets). Every value is checked here, before the first window."""
+
     steps: int = 4
     shift: float = 5.0
     guidance: float = 1.0
+    seed: int = 0  # window k's noise seed is seed + k (`window_seeds`)
     color_match: bool = True  # drift guard: match each new reference frame's L*a*b* mean/std to the prior's
     noise_augmentation: float = 0.02  # drift guard: std of noise added to each re-encoded reference latent
     anchor: str = "prior"  # VLM image tokens from the original "prior" or from each window's "frame"
+    fps: float = 24.0
+    quality: int = 19  # x264 CRF: lower is better
 
     def __post_init__(self):
         flow_sigmas(self.steps, self.shift)  # steps and shift checked before the first window, not at it
+        check_seed(self.seed)
+        check_settings(self.fps, self.quality)
         if self.anchor not in ("prior", "frame"):
             raise ValueError(f"anchor must be 'prior' or 'frame', got {self.anchor!r}")
         if not (0 <= self.noise_augmentation <= 1):
@@ -188,7 +198,7 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
     frames written. `on_step(window, step)` runs after every denoising step (raise from it to stop);
     `on_stage(window, name)` after the other stages of a window: "text encode", "VAE encode", "write" (the VAE's
     decode reports its own chunks). A window whose
-    latent or frames hold NaN / inf raises `finite.NonFiniteOutput` before any of its frames is written."""
+    latent or frames hold NaN / inf raises `runtime.finite.NonFiniteOutput` before any of its frames is written."""
     if len(prompts) != len(seeds) or not prompts:
         raise ValueError(f"need one seed per window prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
     _, height, width, _ = prior.shape

@@ -57,7 +57,7 @@ def _group_scale(group_size: int) -> float:
 @torch.no_grad()
 def passthrough_vae(config):
     """A `HunyuanVideoVAE` of `config` whose latent is the blurred, downsampled colour image (channels 0-2)."""
-    from .vae.model import HunyuanVideoVAE
+    from ..vae.model import HunyuanVideoVAE
 
     vae = HunyuanVideoVAE(config).eval().requires_grad_(False)
     for p in vae.parameters():
@@ -120,7 +120,7 @@ def _read(weight: torch.Tensor, row: int, column: int, value: float) -> None:
 @torch.no_grad()
 def passthrough_dit(config):
     """A `Magic141DiT` of `config` (image-to-video, patch (1, 2, 2), 16 latent channels) that renders the start image."""
-    from .dit import Magic141DiT
+    from ..dit import Magic141DiT
 
     d, (at, ay, _) = config.hidden_size, config.rope_axes
     if not config.is_i2v or tuple(config.patch_size) != (1, 2, 2) or d < 200:

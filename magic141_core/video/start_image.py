@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .pipeline import SIZE_MULTIPLE, latent_frames
+from ..sampling.sampler import SIZE_MULTIPLE, latent_frames
 
 # width x height per aspect ratio (w:h), from the official code
 BUCKETS = {
@@ -130,7 +130,7 @@ def video_size(resolution: str, image_width: int, image_height: int, frames: int
     resolution: a `size_choices` entry (or the CLI's "auto" / "draft"); image_width x image_height: the start
     image, whose aspect ratio picks the bucket; frames: the clip's (or each window's) length asked for, 4k+1;
     device: where the clip is computed ("auto" reads its type); custom: (width, height) for "custom" (checked by
-    the caller, `pipeline.latent_shape`); long_video: `frames` is a window's length. "540p" / "720p": the official
+    the caller, `sampler.latent_shape`); long_video: `frames` is a window's length. "540p" / "720p": the official
     bucket nearest the image's aspect ratio, frames as asked. "draft": `draft_bucket`, frames capped at DRAFT_FRAMES
     (a long video's windows at DRAFT_WINDOW_FRAMES, their number by `VideoSize.with_windows`). Raises ValueError for
     a bad entry, a length that is not 4k+1 (checked before any cap) or a custom size that is not given.

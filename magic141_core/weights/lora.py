@@ -9,7 +9,7 @@ apply (`comfy.lora.calculate_weight`, checked against it in tests/test_lora.py).
 - kohya / musubi-tuner: `lora_unet_<official module with '.' as '_'>.lora_down.weight` / `.lora_up.weight` + `.alpha`;
 - diffusers / PEFT: `transformer.<diffusers module>.lora_A.weight` / `.lora_B.weight`; diffusers' split q / k / v
   (and the single blocks' MLP input) update their rows of the fused official linear, and `norm_out.linear` its
-  swapped halves (see `checkpoints.diffusers_keys`).
+  swapped halves (see `weights.diffusers_keys`).
 
 Float linears get the update merged into their weight. int8 (quanto) linears keep their int8 weight and get a float
 low-rank branch instead, y = int8(x) + strength x scale x (x A^T) B^T, so LoRA + int8 never re-quantizes.
@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from .checkpoints import CheckpointError
-from safetensors.torch import load_file
-
-from .checkpoints.comfy_keys import comfy_to_official
-from .checkpoints.files import _torch_load
-from .checkpoints.diffusers_keys import diffusers_targets
+from . import CheckpointError
+from .comfy_keys import comfy_to_official
+from .diffusers_keys import diffusers_targets
+from .files import _torch_load
 
 log = logging.getLogger("magic141")
 

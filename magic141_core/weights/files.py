@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..atomic import atomic_path
+from ..runtime.atomic import atomic_path
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 QUANT_METADATA_KEY = "magic141_quantization"  # safetensors metadata of a pre-quantized (int8) file: its map

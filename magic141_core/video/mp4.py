@@ -25,7 +25,7 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from .atomic import make_temp_beside, next_free, publish, refuse_existing
+from ..runtime.atomic import make_temp_beside, next_free, publish, refuse_existing
 
 log = logging.getLogger(__name__)
 

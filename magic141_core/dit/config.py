@@ -1,7 +1,7 @@
 """Model configurations: the 13B Magic141 / HunyuanVideo DiT, tiny test presets, and inference from weights.
 
 The checkpoint never carries a JSON config, so, like ComfyUI's `model_detection.py`, the config is read off the
-state dict's shapes. Our own saved files also carry it in the safetensors metadata (see `checkpoints.py`).
+state dict's shapes. Our own saved files also carry it in the safetensors metadata (see `weights.py`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .checkpoints.files import CheckpointError
-from .checkpoints.limits import block_count, make_config, read_json_config, tensor_shape
+from ..weights.files import CheckpointError
+from ..weights.limits import block_count, make_config, read_json_config, tensor_shape
 
 LATENT_CHANNELS = 16  # HunyuanVideo VAE latent channels
 I2V_IN_CHANNELS = 2 * LATENT_CHANNELS + 1  # noisy latent + reference latent + first-frame mask = 33
@@ -63,7 +63,7 @@ class DiTConfig:
 
     @classmethod
     def from_json(cls, text: str, file: str = "config") -> "DiTConfig":
-        """The config stored as JSON, every field checked (`checkpoints.limits.read_json_config`)."""
+        """The config stored as JSON, every field checked (`weights.limits.read_json_config`)."""
         return read_json_config(cls, text, file, "magic141_dit_config")
 
     @classmethod
@@ -111,7 +111,7 @@ def default_rope_axes(head_dim: int) -> tuple[int, int, int]:
     if t % 2 or hw % 2 or t + 2 * hw != head_dim or t == 0:
         raise ValueError(
             f"cannot infer the RoPE split for head dim {head_dim}; save the model with its config "
-            "(magic141_core.checkpoints.save_dit) so the split is stored in the file"
+            "(magic141_core.weights.save_dit) so the split is stored in the file"
         )
     return (t, hw, hw)
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from ..device import release_freed_memory
-from ..interrupt import check_interrupt
+from ..runtime.device import release_freed_memory
+from ..runtime.interrupt import check_interrupt
 from .files import CheckpointError, converted
 
 _CHUNK = 1 << 24  # elements converted at a time for dtypes without a CPU min/max (fp8)
@@ -129,7 +129,7 @@ def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype: torch.dtype |
         consumed.update(keys)
         linear = isinstance(layer, nn.Linear)
         if quantize is not None and linear and quantize(prefix):
-            from ..quant import quantize_layer_
+            from .int8 import quantize_layer_
 
             del layer  # the float layer goes as soon as its int8 copy is in place
             quantize_layer_(model, prefix)

@@ -20,8 +20,8 @@ from optimum.quanto import QLinear, qint8
 from optimum.quanto.nn import QModuleMixin
 from torch import nn
 
-from .checkpoints import QUANT_METADATA_KEY, CheckpointError
-from .device import compute_dtype_for
+from ..runtime.device import compute_dtype_for
+from .files import QUANT_METADATA_KEY, CheckpointError
 
 ACTIVATION_DTYPE = torch.bfloat16
 CPU_ALIGNMENT = 64  # bytes: torch's CPU allocator aligns to this, and the int8 kernel needs it
@@ -29,7 +29,7 @@ CPU_ALIGNMENT = 64  # bytes: torch's CPU allocator aligns to this, and the int8 
 
 class Int8Linear(QLinear):
     """quanto QLinear with qint8 weights. Casts its input to bf16 for the int8 kernel (paper §3.2) and returns the
-    input's dtype. On a CPU without bf16 units (see `device.py`) it dequantizes the weight and computes in fp32
+    input's dtype. On a CPU without bf16 units (see `runtime/device.py`) it dequantizes the weight and computes in fp32
     instead, and so it does for layers whose scales are not bf16 (int8 files written before layers were quantized
     from bf16; the int8 kernel needs bf16 scales): the weight stays int8 in memory either way.
 

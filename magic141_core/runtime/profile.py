@@ -139,7 +139,7 @@ class StageProfile:
 
     def instrument(self, dit=None, encoders=None, vae=None) -> None:
         """Time the parts of one clip: the DiT's forwards, the encoders' text and VLM passes (when the object has
-        `encode_text` / `encode_image`), and a `long_video.FrameVAE`'s encode and (streamed) decode."""
+        `encode_text` / `encode_image`), and a `video.long_video.FrameVAE`'s encode and (streamed) decode."""
         if not self.enabled:
             return
         if dit is not None:

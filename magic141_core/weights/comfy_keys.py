@@ -2,7 +2,7 @@
 
 ComfyUI renames the official keys when it loads a HunyuanVideo transformer (its `supported_models.HunyuanVideo.
 process_unet_state_dict`) and writes its internal names back out through ModelSave, under the `model.model.` prefix
-(`checkpoints.files.PREFIXES` strips it). Internal names, e.g. `double_blocks.0.img_attn.qkv`, `img_mod.lin`,
+(`weights.files.PREFIXES` strips it). Internal names, e.g. `double_blocks.0.img_attn.qkv`, `img_mod.lin`,
 `img_mlp.0`, `time_in.in_layer`, `img_attn.norm.query_norm.scale`. Each rule below is (official, internal); the map
 is applied per key, one rule set for block modules and one for the embedders, so no rule sees another's output.
 """
