@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from comfy_server import ComfyServer
 from PIL import Image
-from test_server import CPU_SIZE, api_prompt, error_of, mp4s_on_disk, outputs_mp4
+from run_sh_server import CPU_SIZE, api_prompt, error_of, mp4s_on_disk, outputs_mp4
 
 from magic141_core.runtime.atomic import _host
 
