@@ -49,6 +49,14 @@ def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
     return graph
 
 
+def absolute_imports(path: Path) -> set[str]:
+    """The top-level names of every absolute import in a file (`import comfy.utils`, `from comfy import x` -> comfy)."""
+    tree = ast.parse(path.read_text())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return roots | {n.module.split(".")[0] for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+
+
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Every strongly connected group of more than one module (Tarjan's algorithm): each is an import circle."""
     index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
@@ -104,11 +112,7 @@ def test_no_import_circles():
 def test_the_core_never_imports_comfyui():
     for name, path in PACK.items():
         if name.startswith("magic141_core"):
-            tree = ast.parse(path.read_text())
-            roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-            roots |= {n.module.split(".")[0] for n in ast.walk(tree)
-                      if isinstance(n, ast.ImportFrom) and n.module and not n.level}
-            assert not roots & {"comfy", "folder_paths", "comfy_api", "server", "nodes"}, name
+            assert not absolute_imports(path) & {"comfy", "folder_paths", "comfy_api", "server", "nodes"}, name
 
 
 def test_loaders_never_import_the_demo():
@@ -121,11 +125,7 @@ def test_loaders_never_import_the_demo():
 def test_node_modules_reach_comfyui_only_through_nodes_host():
     for name, path in PACK.items():
         if name.startswith("nodes") and not name.startswith("nodes.host"):
-            tree = ast.parse(path.read_text())
-            roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-            roots |= {n.module.split(".")[0] for n in ast.walk(tree)
-                      if isinstance(n, ast.ImportFrom) and n.module and not n.level}
-            assert not roots & {"comfy", "folder_paths", "comfy_api", "server", "latent_preview"}, name
+            assert not absolute_imports(path) & {"comfy", "folder_paths", "comfy_api", "server", "latent_preview"}, name
 
 
 def test_every_module_reads_in_one_sitting():
