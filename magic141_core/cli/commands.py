@@ -177,11 +177,13 @@ def cmd_generate(args):
 
 
 def cmd_long(args):
+    from ..runtime.text_file import MAX_PROMPT_BYTES, read_text
     from ..video.long_video import count_windows
 
     duration, unit = (args.windows, "windows") if args.windows is not None else (args.seconds, "seconds")
     count_windows(duration, unit, args.fps, args.frames)  # a bad duration is refused before the image is read
-    prompts = Path(args.prompts[1:]).read_text() if args.prompts.startswith("@") else args.prompts
+    prompts = read_text(args.prompts[1:], MAX_PROMPT_BYTES, "the prompts file") if args.prompts.startswith("@") \
+        else args.prompts
     out, windows = run_video(args, lambda frames: count_windows(duration, unit, args.fps, frames), prompts)
     if out is None:  # not rank 0
         return
