@@ -116,11 +116,14 @@ def run_video(args, count_windows, prompts: str):
                              "models": {k: str(v) for k, v in paths.items() if v is not None}}}
     sink = (Mp4Writer(args.out, settings.fps, settings.quality, metadata, keep_partial=windows > 1) if rank_zero
             else nullcontext(_NoWriter()))
-    with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
-        generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
-                            window_seeds(settings.seed, windows), args.frames, profile.wrap("MP4 write", writer.write),
-                            settings, on_step=bar.sampled, on_stage=bar.staged)
-    bar.close()
+    try:
+        with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
+            generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
+                                window_seeds(settings.seed, windows), args.frames,
+                                profile.wrap("MP4 write", writer.write), settings, on_step=bar.sampled,
+                                on_stage=bar.staged)
+    finally:
+        bar.close()  # also on an error (a full disk while writing): its message then starts on a line of its own
     return (Path(args.out) if rank_zero else None), windows
 
 

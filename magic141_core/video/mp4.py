@@ -175,7 +175,7 @@ class Mp4Writer:
         if not ok:
             if self._error is None:
                 self._error = self._proc.stderr.read().decode(errors="replace").strip()
-            log.error("ffmpeg failed: %s", self._error[-500:])
+            log.info("ffmpeg failed: %s", self._error[-500:])  # the error raised says why, in one line
         self._proc.stderr.close()
         return ok
 

@@ -1,0 +1,392 @@
+"""Hostile and careless inputs, third pass (issue 34), one table per defect class on the core, then the same classes
+through the CLI (exit 2, one line, nothing written); the server cases are in test_server_hostile.py.
+
+Classes: LoRA files (shapes, rank, alpha, dtype, NaN, an overflowing merge, a crafted header), prompt files (too
+large, endless, not UTF-8), int8 quantization maps (refused before any tensor is read), full disks (a real 1 MiB
+tmpfs where the test may mount one, plus a simulated ENOSPC that runs everywhere), non-finite values handed to a
+file writer, and peak memory (RSS) for a hostile prompt file and LoRA."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from test_cli import cli
+
+from magic141_core import Conditioning, load_dit, sample_latent, save_dit, tiny
+from magic141_core.dit.loading import random_dit
+from magic141_core.runtime.finite import NonFiniteOutput
+from magic141_core.runtime.text_file import MAX_PROMPT_BYTES, read_text
+from magic141_core.video.long_video import window_prompts
+from magic141_core.video.mp4 import write_mp4
+from magic141_core.weights import CheckpointError, save_safetensors
+from magic141_core.weights.lora import apply_lora_, read_lora
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = "double_blocks.0.img_attn_qkv"  # tiny(): 64 -> 192
+KEY = f"diffusion_model.{MODULE}"
+
+
+def lora_pair(down=None, up=None, alpha=None, key: str = KEY) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    pair = {f"{key}.lora_down.weight": torch.randn(4, 64, generator=g) if down is None else down,
+            f"{key}.lora_up.weight": torch.randn(192, 4, generator=g) if up is None else up}
+    return pair if alpha is None else {**pair, f"{key}.alpha": alpha}
+
+
+def crafted_header(path: Path, header_bytes: int) -> Path:
+    """A safetensors file whose first 8 bytes claim a header of `header_bytes` (sparse: no disk used)."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", header_bytes) + b"{")
+        f.truncate(8 + header_bytes)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ LoRA files
+LORA_CASES = {  # name -> (tensors or a file maker, the message's key words)
+    "alpha not a scalar": (lora_pair(alpha=torch.ones(3)), "'diffusion_model.double_blocks.0.img_attn_qkv.alpha' has "
+                                                           "shape \\[3\\]; a LoRA's alpha is one number"),
+    "alpha NaN": (lora_pair(alpha=torch.tensor(float("nan"))), "alpha' holds NaN or infinite values; the LoRA is "
+                                                               "damaged"),
+    "rank 0": (lora_pair(torch.zeros(0, 64), torch.zeros(192, 0)), "lora_down.weight' has rank 0 \\(shape \\[0, 64\\]"),
+    "1-D matrices": (lora_pair(torch.zeros(64), torch.zeros(192)), "lora_down.weight' has shape \\[64\\]; a LoRA's down "
+                                                                   "matrix for double_blocks.0.img_attn_qkv is 2-D, "
+                                                                   "\\[rank, 64\\]"),
+    "rank above min(in, out)": (lora_pair(torch.zeros(65, 64), torch.zeros(192, 65)), "has rank 65, above min\\(in, "
+                                                                                      "out\\) = 64"),
+    "shapes of another size": (lora_pair(torch.zeros(4, 32), torch.zeros(96, 4)), "down \\[4, 32\\] / up \\[96, 4\\], "
+                                                                                  "but double_blocks.0.img_attn_qkv is "
+                                                                                  "64 -> 192"),
+    "integer values": (lora_pair(down=torch.ones(4, 64, dtype=torch.int64)), "lora_down.weight' holds int64 values; "
+                                                                              "LoRA matrices and alpha are floating"),
+    "a NaN": (lora_pair(down=torch.randn(4, 64).index_fill(1, torch.tensor([3]), float("nan"))),
+              "lora_down.weight' holds NaN or infinite values; the LoRA is damaged .* Refused before it touched the "
+              "model"),
+    "another architecture": ({"lora_unet_input_blocks_1_0_emb_layers_1.lora_down.weight": torch.zeros(4, 8),
+                              "lora_unet_input_blocks_1_0_emb_layers_1.lora_up.weight": torch.zeros(8, 4)},
+                             "names no module of this transformer .* a LoRA for another architecture"),
+    "no pairs": ({"something.weight": torch.zeros(2)}, "is not a LoRA: it holds no lora_A/lora_B"),
+    "a header claiming 64 MiB": (lambda path: crafted_header(path, 64 << 20), "its safetensors header claims 67108864 "
+                                                                               "bytes, above the 8 MiB"),
+}
+
+
+@pytest.mark.parametrize("name", list(LORA_CASES))
+def test_a_broken_or_hostile_lora_is_refused_naming_the_file_and_key(name, tmp_path, monkeypatch):
+    tensors, message = LORA_CASES[name]
+    path = tmp_path / "hostile_lora.safetensors"
+    tensors(path) if callable(tensors) else save_file(tensors, str(path))
+    model = random_dit(tiny(), seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=message) as error:
+        apply_lora_(model, read_lora(path, model))
+    assert str(error.value).startswith("hostile_lora.safetensors")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing applied
+
+
+def test_a_merge_that_would_overflow_is_refused_before_any_layer_changes(tmp_path):
+    """Two modules: the first merges fine, the second's update is finite in the file but overflows fp32 when
+    merged (1e30 x 1e30); neither may change."""
+    other = "diffusion_model.double_blocks.0.txt_attn_qkv"
+    save_file({**lora_pair(), **lora_pair(torch.full((1, 64), 1e30), torch.full((192, 1), 1e30), key=other)},
+              str(tmp_path / "strong.safetensors"))
+    model = random_dit(tiny(), seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="strong.safetensors: 'diffusion_model.double_blocks.0.txt_attn_qkv' at "
+                                              "strength 1 would make .* infinite in float32.* Nothing was applied"):
+        apply_lora_(model, read_lora(tmp_path / "strong.safetensors", model))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="strength must be a finite number, got inf"):
+        apply_lora_(model, read_lora(tmp_path / "strong.safetensors", model)[:1], float("inf"))
+
+
+def test_a_nan_made_by_a_strong_lora_is_blamed_on_the_lora(tmp_path):
+    """Finite, mergeable LoRA values large enough that the activations overflow: the sampler's non-finite check
+    names the LoRA first, not only the weight dtype."""
+    save_file(lora_pair(torch.full((1, 64), 1e18), torch.full((192, 1), 1e18)), str(tmp_path / "loud.safetensors"))
+    from conftest import make_text
+
+    model = random_dit(tiny(), seed=1)
+    apply_lora_(model, read_lora(tmp_path / "loud.safetensors", model), 0.5)
+    cond = Conditioning(make_text(), reference=torch.zeros(1, 16, 1, 4, 4))
+    with pytest.raises(NonFiniteOutput, match="this transformer carries the LoRA\\(s\\) loud.safetensors \\(strength "
+                                              "0.5\\): a LoRA holding NaN / inf or extreme values"):
+        sample_latent(model, cond, (1, 16, 1, 4, 4), steps=1)
+
+
+# ------------------------------------------------------------------------------------------------ prompt files
+def _binary(path: Path) -> Path:
+    path.write_bytes(b"a lake\nthe camera pans\n\xff\xfe\x00binary")
+    return path
+
+
+def _huge(path: Path) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(MAX_PROMPT_BYTES + 1)
+    return path
+
+
+PROMPT_CASES = {
+    "larger than 1 MiB": (_huge, "holds more than 1 MiB, the most read for it"),
+    "endless (/dev/zero)": (lambda path: Path("/dev/zero"), "/dev/zero holds more than 1 MiB"),
+    "not UTF-8": (_binary, "is not UTF-8 text: line 3, byte 23 \\(0xff\\) cannot be decoded"),
+    "a folder": (lambda path: path.parent, "is a folder; give a text file"),
+}
+
+
+@pytest.mark.parametrize("name", list(PROMPT_CASES))
+def test_a_bad_prompts_file_is_refused_naming_the_line_or_the_limit(name, tmp_path):
+    make, message = PROMPT_CASES[name]
+    with pytest.raises(OSError if name == "a folder" else ValueError, match=message):
+        read_text(make(tmp_path / "prompts.txt"), MAX_PROMPT_BYTES, "the prompts file")
+    assert read_text(_utf8(tmp_path), MAX_PROMPT_BYTES, "the prompts file") == "a lake\nthe camera pans\n"
+
+
+def _utf8(tmp: Path) -> Path:
+    (tmp / "ok.txt").write_bytes(b"\xef\xbb\xbfa lake\nthe camera pans\n")  # a byte-order mark is dropped
+    return tmp / "ok.txt"
+
+
+def test_a_prompt_text_over_the_budget_is_refused_before_it_is_split():
+    with pytest.raises(ValueError, match=f"the prompts text is {MAX_PROMPT_BYTES + 1} characters long"):
+        window_prompts("x" * (MAX_PROMPT_BYTES + 1), 2)
+    assert window_prompts("a\nb", 3) == ["a", "b", "b"]
+
+
+# ------------------------------------------------------------------------------------------------ int8 maps
+def _int8_file(tmp: Path) -> tuple[dict, dict]:
+    from magic141_core.weights.int8 import quantize_linears_
+
+    save_dit(quantize_linears_(random_dit(tiny())), tmp / "int8.safetensors")
+    with safe_open(str(tmp / "int8.safetensors"), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def _with_map(meta: dict, change) -> dict:
+    qmap = json.loads(meta["magic141_quantization"])
+    return {**meta, "magic141_quantization": change(qmap) if callable(change) else change}
+
+
+LAYER = "double_blocks.0.img_mlp.fc2"
+QUANT_CASES = {  # name -> (tensors change, metadata change, message)
+    "the map lists too few layers": (None, lambda q: json.dumps({k: v for k, v in q.items() if k != LAYER}),
+                                     f"holds int8 weights for layers its quantization map does not list, e.g. "
+                                     f"\\['{LAYER}'\\]"),
+    "the map lists a float layer": (lambda sd: {**{k: v for k, v in sd.items() if not k.startswith(LAYER + ".weight")},
+                                                LAYER + ".weight": torch.zeros(64, 256)}, None,
+                                    f"quantization map listing layers whose int8 weights .* e.g. \\['{LAYER}'\\]"),
+    "a scale of the wrong shape": (lambda sd: {**sd, LAYER + ".weight._scale": torch.ones(64, 2, dtype=torch.bfloat16)},
+                                   None, f"int8 tensor '{LAYER}.weight._scale' has shape \\[64, 2\\]; the model needs "
+                                         "\\[64, 1\\]"),
+    "a map number of 5000 digits": (None, '{"x": ' + "1" * 5000 + "}", "the int8 quantization map is corrupt"),
+}
+
+
+@pytest.mark.parametrize("name", list(QUANT_CASES))
+def test_a_broken_int8_map_is_refused_before_any_tensor_is_read(name, tmp_path, monkeypatch):
+    import magic141_core.weights.fill as fill
+
+    tensors, meta = _int8_file(tmp_path)
+    change_tensors, change_map, message = QUANT_CASES[name]
+    save_file(change_tensors(tensors) if change_tensors else tensors, str(tmp_path / "bad.safetensors"),
+              _with_map(meta, change_map) if change_map else meta)
+    reads = []
+    monkeypatch.setattr(fill, "_read_finite", lambda *a: reads.append(a) or None)
+    with pytest.raises(CheckpointError, match=message):
+        load_dit(tmp_path / "bad.safetensors")
+    assert reads == []  # refused from the names and header shapes alone: no layer was loaded
+
+
+def test_a_pickle_index_over_the_budget_and_the_unsafe_pickle_message(tmp_path):
+    import zipfile
+
+    from magic141_core.weights import read_state_dict
+
+    with zipfile.ZipFile(tmp_path / "big.pt", "w") as z:  # a .pt zip whose pickle program is 9 MiB (stored)
+        z.writestr("big/data.pkl", b"\x80\x02" + b"N" * (9 << 20))
+    with pytest.raises(CheckpointError, match="big.pt: its pickle index claims 943718[0-9] bytes, above the 8 MiB"):
+        read_state_dict(tmp_path / "big.pt")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch PAYLOAD_RAN",))
+
+    torch.save({"w": torch.zeros(1), "x": Payload()}, tmp_path / "evil.pth")  # torch's own format names the global
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(tmp_path / "evil.pth")
+    assert "it asks for posix.system" in str(error.value) and "Use a .safetensors version" in str(error.value)
+    assert "weights_only" not in str(error.value)  # torch's hint to load unsafely is never quoted
+
+
+# ------------------------------------------------------------------------------------------------ writers
+def test_nothing_non_finite_reaches_a_file(tmp_path):
+    nan_frames = torch.rand(3, 16, 16, 3).index_fill(0, torch.tensor([1]), float("nan"))
+    with pytest.raises(NonFiniteOutput, match="the frames to be written hold NaN or infinite values"):
+        write_mp4(tmp_path / "a.mp4", nan_frames, 24)
+    with pytest.raises(NonFiniteOutput, match="the frames to be written hold NaN"):
+        write_mp4(tmp_path / "b.mp4", np.full((2, 16, 16, 3), np.inf, dtype=np.float32), 24)
+    with pytest.raises(ValueError, match="tensor 'w' holds NaN or infinite values; c.safetensors was not written"):
+        save_safetensors({"ok": torch.ones(2), "w": torch.tensor([1.0, float("inf")])}, tmp_path / "c.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs), where this process may mount one (root); else the test is skipped (the
+    simulated ENOSPC test below runs everywhere)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()[:100]}); ENOSPC is simulated below")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_names_the_folder_and_bytes_and_keeps_nothing(full_disk):
+    noise = np.random.default_rng(0).integers(0, 255, (60, 256, 256, 3), dtype=np.uint8)  # ~4 MB at crf 0
+    with pytest.raises(OSError, match=f"could not write clip.mp4 in {full_disk}: the disk is full \\(.* free there; "
+                                      "1.0 MiB \\(1048576 bytes\\) were written before it failed\\). Nothing was kept") \
+            as error:
+        write_mp4(full_disk / "clip.mp4", noise, 24, crf=0)
+    assert error.value.errno == errno.ENOSPC
+    with pytest.raises(OSError, match="could not write model.safetensors .* the disk is full \\(1.0 MiB \\(1048576 "
+                                      "bytes\\) free there; the file needs 4.0 MiB \\(4194304 bytes\\)\\)"):
+        save_safetensors({"w": torch.zeros(1 << 20)}, full_disk / "model.safetensors")  # refused before writing
+    assert list(full_disk.iterdir()) == []
+
+
+def test_a_write_failing_with_enospc_part_way_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    """The simulated form (a file system may fill between the free-space check and the write)."""
+    import magic141_core.weights.files as files
+    from safetensors import SafetensorError
+
+    def fills_up(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(files, "save_file", fills_up)
+    with pytest.raises(OSError, match=f"could not write x.safetensors in {tmp_path}: the disk is full \\(.* free "
+                                      "there; the file needs 16 bytes\\). Nothing was kept") as error:
+        save_safetensors({"w": torch.zeros(4)}, tmp_path / "x.safetensors")
+    assert error.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ memory
+RSS_SCRIPT = r"""
+import json, re, sys, torch
+from magic141_core import tiny
+from magic141_core.dit.loading import random_dit
+from magic141_core.runtime.text_file import MAX_PROMPT_BYTES, read_text
+from magic141_core.weights.lora import read_lora
+
+def kib(field):
+    return int(re.search(field + r":\s+(\d+)", open("/proc/self/status").read()).group(1))
+
+model = random_dit(tiny())
+peaks = {}
+for name, action in [("endless prompts file", lambda: read_text("/dev/zero", MAX_PROMPT_BYTES, "prompts")),
+                     ("256 MiB prompts file", lambda: read_text(sys.argv[1], MAX_PROMPT_BYTES, "prompts")),
+                     ("LoRA declaring 4 GiB", lambda: read_lora(sys.argv[2], model)),
+                     ("LoRA header of 90 MB", lambda: read_lora(sys.argv[3], model))]:
+    open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) restarts from the current RSS
+    base = kib("VmRSS")
+    try:
+        action()
+        peaks[name] = "accepted"
+    except Exception as e:
+        peaks[name] = [(kib("VmHWM") - base) / 1024, str(e)[:160]]
+print(json.dumps(peaks))
+"""
+
+
+def test_a_hostile_prompt_file_or_lora_costs_under_64_mib(tmp_path):
+    big = tmp_path / "prompts.txt"
+    with open(big, "wb") as f:
+        f.truncate(256 << 20)  # sparse: no disk used
+    lora = tmp_path / "huge_lora.safetensors"  # rank 2**22 on a 64 -> 192 linear: 4 GiB of fp32, sparse
+    rank = 1 << 22
+    header = json.dumps({f"{KEY}.lora_down.weight": {"dtype": "F32", "shape": [rank, 64], "data_offsets": [0, rank * 256]},
+                         f"{KEY}.lora_up.weight": {"dtype": "F32", "shape": [192, rank],
+                                                   "data_offsets": [rank * 256, rank * 1024]}}).encode()
+    with open(lora, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        f.truncate(8 + len(header) + rank * 1024)
+    peaks = json.loads(subprocess.run([sys.executable, "-c", RSS_SCRIPT, big, lora,
+                                       crafted_header(tmp_path / "header.safetensors", 90_000_000)],
+                                      capture_output=True, text=True, check=True, cwd=REPO,
+                                      env={**os.environ, "PYTHONPATH": str(REPO)}).stdout)
+    print("peak RSS above baseline, MiB:", {k: v[0] for k, v in peaks.items()})
+    assert all(v != "accepted" for v in peaks.values()), peaks
+    assert all(v[0] < 64 for v in peaks.values()), peaks
+    assert "holds more than 1 MiB" in peaks["256 MiB prompts file"][1]
+    assert "rank 4194304, above min(in, out) = 64" in peaks["LoRA declaring 4 GiB"][1]
+    assert "header claims 90000000 bytes" in peaks["LoRA header of 90 MB"][1]
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory, demo_models):
+    """The demo models as explicit CLI arguments, a start image, and one hostile file per defect class."""
+    tmp = tmp_path_factory.mktemp("hostile_cli")
+    Image.fromarray(np.full((48, 64, 3), 128, dtype=np.uint8)).save(tmp / "start.png")
+    _binary(tmp / "binary.txt")
+    save_file(lora_pair(torch.randn(4, 256).index_fill(1, torch.tensor([3]), float("nan")), torch.randn(768, 4),
+                        key=f"diffusion_model.{MODULE.replace('.0.', '.1.')}"), str(tmp / "nan_lora.safetensors"))
+    from magic141_core.weights.int8 import quantize_linears_  # the demo transformer as int8, its map short of a layer
+
+    quantized = quantize_linears_(load_dit(demo_models["dit"], torch.float32))
+    save_dit(quantized, tmp / "int8.safetensors")
+    with safe_open(str(tmp / "int8.safetensors"), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, str(tmp / "int8_bad_map.safetensors"), _with_map(meta, lambda q: json.dumps(
+        {k: v for k, v in q.items() if k != LAYER})))
+    models = ["--vae", demo_models["vae"], "--llava", demo_models["llava"], "--llava-vision", demo_models["vision"],
+              "--clip-l", demo_models["clip_l"]]
+    return tmp, models, demo_models["dit"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("endless prompts file", "the prompts file /dev/zero holds more than 1 MiB"),
+    ("binary prompts file", "binary.txt is not UTF-8 text: line 3, byte 23 (0xff) cannot be decoded"),
+    ("NaN LoRA", "nan_lora.safetensors: 'diffusion_model.double_blocks.1.img_attn_qkv.lora_down.weight' holds NaN"),
+    ("int8 map missing a layer", "int8_bad_map.safetensors holds int8 weights for layers its quantization map does "
+                                 f"not list, e.g. ['{LAYER}']"),
+    ("full disk", "the disk is full"),
+])
+def test_the_cli_refuses_each_defect_class_with_one_line_and_writes_nothing(case, message, cli_files, request):
+    tmp, models, dit = cli_files
+    out = tmp / f"{case.replace(' ', '_')}.mp4"
+    args = ["generate", "--prompt", "a lake", "--dit", dit]
+    if "prompts" in case:
+        args = ["long", "--windows", 1, "--prompts", "@/dev/zero" if "endless" in case else f"@{tmp / 'binary.txt'}",
+                "--dit", dit]
+    elif case == "NaN LoRA":
+        args += ["--lora", tmp / "nan_lora.safetensors"]
+    elif case == "int8 map missing a layer":
+        args[-1] = tmp / "int8_bad_map.safetensors"
+    elif case == "full disk":
+        disk = request.getfixturevalue("full_disk")
+        with open(disk / "filler.bin", "wb") as f:  # every byte taken: the video's first write fails
+            with pytest.raises(OSError):
+                f.write(b"\0" * (2 << 20))
+        out = disk / "clip.mp4"
+    args += ["--resolution", "64x48", "--frames", 5]
+    result = cli(*args, "--image", tmp / "start.png", "--out", out, *models, cwd=tmp)
+    assert result.returncode == 2, result.stderr[-2000:]
+    # one line of error (the full disk is found while writing, after the progress bar: its lines are not errors)
+    lines = [line for line in re.split(r"[\r\n]", result.stderr) if line.lower().startswith("error")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not out.exists() and not list(out.parent.glob(".*partial*"))
