@@ -39,7 +39,7 @@ def video_latent(latent, node: str, fix: str) -> torch.Tensor:
     Latent Noise Mask) is refused too: these nodes denoise or decode the whole clip and would ignore it."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if not isinstance(samples, torch.Tensor):
-        raise ValueError(f"{node} needs a LATENT holding 'samples'; got {_what(latent)}. {fix}")
+        raise ValueError(f"{node} needs a LATENT holding 'samples'; got {_what(latent)}: {fix}")
     if samples.ndim != 5 or samples.shape[1] != LATENT_CHANNELS or not samples.is_floating_point() \
             or 0 in samples.shape:
         raise ValueError(f"{node} needs a HunyuanVideo video latent [B, {LATENT_CHANNELS}, T, H/8, W/8]; this is "

@@ -390,3 +390,69 @@ def test_the_cli_refuses_each_defect_class_with_one_line_and_writes_nothing(case
     lines = [line for line in re.split(r"[\r\n]", result.stderr) if line.lower().startswith("error")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert not out.exists() and not list(out.parent.glob(".*partial*"))
+
+
+# ------------------------------------------------------------------------------------------------ native types
+def _conditioning(tokens=None, **extras):
+    return [[torch.zeros(1, 5, 32) if tokens is None else tokens, {"pooled_output": torch.zeros(1, 16), **extras}]]
+
+
+NATIVE_CASES = {  # name -> (node, inputs, message); each is refused before any model is touched
+    "an SD image latent into the sampler": (
+        "Magic141Sampler", dict(latent={"samples": torch.zeros(1, 4, 6, 8)}),
+        "Magic141 Sampler needs a HunyuanVideo video latent \\[B, 16, T, H/8, W/8\\]; this is an image latent "
+        "\\[1, 4, 6, 8\\] \\(from Empty Latent Image, or VAE Encode with an SD1.5 / SDXL VAE\\): use Magic141 Image To "
+        "Video's latent"),
+    "a Flux image latent into the sampler": (
+        "Magic141Sampler", dict(latent={"samples": torch.zeros(1, 16, 6, 8)}), "image latent \\[1, 16, 6, 8\\] \\(from "
+                                                                               "EmptySD3LatentImage"),
+    "another video model's latent into the decode": (
+        "Magic141VAEDecode", dict(samples={"samples": torch.zeros(1, 48, 2, 6, 8)}, vae=None, tile_size=0),
+        "Magic141 VAE Decode needs a HunyuanVideo video latent .* a video latent with 48 channels .* decode image "
+        "latents with native VAE Decode"),
+    "a latent with a noise mask": (
+        "Magic141Sampler", dict(latent={"samples": torch.zeros(1, 16, 2, 6, 8), "noise_mask": torch.ones(1, 1, 6, 8)}),
+        "the latent carries a noise mask \\(Set Latent Noise Mask\\), which it would ignore"),
+    "not a LATENT at all": ("Magic141Sampler", dict(latent=torch.zeros(1, 16, 2, 6, 8)),
+                            "needs a LATENT holding 'samples'; got a float32 tensor of shape \\[1, 16, 2, 6, 8\\]: use "
+                            "Magic141 Image To Video's latent"),
+    "a MASK as frames": ("Magic141SaveMP4", dict(images=torch.zeros(2, 48, 64)),
+                         "Magic141 Save MP4: images must be an IMAGE \\[batch, height, width, 3\\] .* got a float32 "
+                         "tensor of shape \\[2, 48, 64\\] \\(a MASK, or one image"),
+    "channels-first frames": ("Magic141SaveMP4", dict(images=torch.zeros(2, 3, 48, 64)),
+                              "looks channels-first"),
+    "an empty image batch": ("Magic141ImageToVideo", dict(start_image=torch.zeros(0, 48, 64, 3)),
+                             "Magic141 Image To Video: start_image must be an IMAGE .* shape \\[0, 48, 64, 3\\]"),
+    "a malformed CONDITIONING": ("Magic141Sampler", dict(conditioning=[torch.zeros(1, 5, 32)]),
+                                 "conditioning is not a CONDITIONING \\(each entry is \\[tokens, options\\]; got Tensor"),
+    "an image model's concat latent": (
+        "Magic141Sampler", dict(conditioning=_conditioning(concat_latent_image=torch.zeros(1, 4, 6, 8))),
+        "concat_latent_image\\) is \\[1, 4, 6, 8\\], not a HunyuanVideo video latent"),
+}
+
+
+@pytest.mark.parametrize("name", list(NATIVE_CASES))
+def test_a_native_value_of_the_wrong_kind_names_the_node_that_makes_the_right_one(name, pack):
+    from conftest import run_node
+
+    node, given, message = NATIVE_CASES[name]
+    defaults = {
+        "Magic141Sampler": dict(model=None, conditioning=_conditioning(), latent={"samples": torch.zeros(1, 16, 2, 6, 8)},
+                                steps=1, shift=5.0, guidance=1.0, seed=0),
+        "Magic141VAEDecode": {},
+        "Magic141SaveMP4": dict(fps=24.0, quality=19, filename_prefix="never"),
+        "Magic141ImageToVideo": dict(conditioning=None, vae=None, resolution="custom", width=64, height=48, length=5),
+    }[node]
+    if node == "Magic141Sampler" and "latent" in given:  # the latent is checked before the conditioning
+        defaults["conditioning"] = None
+    with pytest.raises(ValueError, match=message):
+        run_node(pack.NODE_CLASS_MAPPINGS[node], **{**defaults, **given})
+
+
+@pytest.mark.parametrize("prefix, problem", [("", "names no file"), ("Magic141/", "names no file"),
+                                             ("a\0b", "holds a control character"), ("x/.hidden", "names a hidden file"),
+                                             ("..", "names a hidden file")])
+def test_a_filename_prefix_naming_no_visible_file_is_refused_with_the_rule(prefix, problem, pack):
+    with pytest.raises(ValueError, match=f"{re.escape(repr(prefix))} {problem}; it must be a file name, optionally "
+                                         "after sub-folders"):
+        pack.nodes.host.paths.output_file(prefix, "mp4")

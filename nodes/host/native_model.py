@@ -137,5 +137,6 @@ def blame_patches(error: NonFiniteOutput, patcher) -> NonFiniteOutput:
     patches = sorted(getattr(patcher, "patches", None) or {})
     if error.advice != DIT_ADVICE or not patches:
         return error
-    return error.blamed_on(lora_advice(f"LoRA or other weight patches on {len(patches)} weights (e.g. "
-                                       f"{patches[0]}) from the LoRA loader(s) wired into its MODEL"))
+    count = f"{len(patches)} weight{'s' if len(patches) > 1 else ''}"
+    return error.blamed_on(lora_advice(f"LoRA or other weight patches on {count} (e.g. {patches[0]}) from the LoRA "
+                                       "loader(s) wired into its MODEL"))
