@@ -314,6 +314,7 @@ NATIVE_CASES = {  # name -> (node, inputs, message); each is refused before any 
 }
 
 
+@pytest.mark.compat  # the nodes' checks under both hosts
 @pytest.mark.parametrize("name", list(NATIVE_CASES))
 def test_a_native_value_of_the_wrong_kind_names_the_node_that_makes_the_right_one(name, pack):
     from conftest import run_node
@@ -332,6 +333,7 @@ def test_a_native_value_of_the_wrong_kind_names_the_node_that_makes_the_right_on
         run_node(pack.NODE_CLASS_MAPPINGS[node], **{**defaults, **given})
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("prefix, problem", [("", "names no file"), ("Magic141/", "names no file"),
                                              ("a\0b", "holds a control character"), ("x/.hidden", "names a hidden file"),
                                              ("..", "names a hidden file")])
