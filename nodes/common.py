@@ -19,6 +19,7 @@ from ..magic141_core.video.start_image import (
     size_choices,
     video_size,
 )
+from . import inputs
 from .host import memory
 
 CATEGORY = "Magic141"
@@ -68,7 +69,7 @@ SAMPLING = {
 
 
 def fit_start_image(image, resolution: str, width: int, height: int, frames: int, fit: str = "crop",
-                    name: str = "start_image", long_video: bool = False) -> tuple:
+                    name: str = "start_image", long_video: bool = False, node: str = "Magic141 Image To Video") -> tuple:
     """(the start image as RGB at the video size, the VideoSize): the size by the core's `video.start_image.video_size`
     (`resolution`'s entry on ComfyUI's compute device, `frames` asked; width x height for custom), the image cropped
     or padded to it (`fit`, see magic141_core.video.start_image.fit_image).
@@ -76,7 +77,8 @@ def fit_start_image(image, resolution: str, width: int, height: int, frames: int
     A batch of several images is refused (ValueError naming the input `name`): Magic141 is conditioned on one
     start frame, and native HunyuanImageToVideo's meaning (the extra images become the first frames) is not what
     this model was trained on; several clips joined silently into one file was wrong either way."""
-    if image.ndim == 4 and image.shape[0] > 1:
+    inputs.image_batch(image, node, name)
+    if image.shape[0] > 1:
         raise ValueError(f"{name} is a batch of {image.shape[0]} images; a Magic141 clip starts from one image. "
                          "Pick one with the native 'Image From Batch' node (batch_index, length 1), or queue the "
                          "workflow once per image")

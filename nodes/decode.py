@@ -9,6 +9,7 @@ from ..magic141_core.vae import Tiling
 from ..magic141_core.vae.loading import vae_from_state_dict
 from ..magic141_core.vae.shapes import SPATIAL_COMPRESSION
 from ..magic141_core.weights import CheckpointError
+from . import inputs
 from .common import CATEGORY
 from .host import memory, progress
 
@@ -82,10 +83,8 @@ class Magic141VAEDecode:
     def decode(self, samples, vae, tile_size=0):
         node = "Magic141 VAE Decode"
         tiling = tiling_for(tile_size)
-        latent = samples["samples"]
-        if latent.ndim != 5:
-            raise ValueError(f"{node}: the latent has shape {tuple(latent.shape)}; a video latent is [batch, 16, "
-                             "frames, height/8, width/8] (an image latent comes from an image VAE / sampler)")
+        latent = inputs.video_latent(samples, node, "decode image latents with native VAE Decode; this node takes "
+                                     "the latent of Magic141 Sampler, or of KSampler on a HunyuanVideo model")
         model = core_vae(vae, node)
         frames = model.decode(latent.float(), tiling, callback=progress.progress_callback(),
                               output_device=memory.intermediate_device())  # [B, 3, F, H, W] in [0, 1]

@@ -10,6 +10,7 @@ from ..magic141_core.sampling.sampler import latent_shape
 from ..magic141_core.text import NEGATIVE_PROMPT
 from ..magic141_core.vae import scale_latent
 from ..magic141_core.video.start_image import rgb
+from . import inputs
 from .common import CATEGORY, FIT, VIDEO_SIZE, fit_start_image
 from .host import memory, progress
 from .native import to_native
@@ -47,7 +48,8 @@ class Magic141Encode:
     def encode(self, encoders, prompt, image, negative_prompt=NEGATIVE_PROMPT):
         if not prompt.strip():
             raise ValueError("the prompt is empty; describe the motion you want (e.g. 'the camera slowly pans left')")
-        conditioning = encoders.encode(prompt, rgb(image), negative=True, negative_prompt=negative_prompt)
+        image = rgb(inputs.image_batch(image, "Magic141 Encode", "image"))
+        conditioning = encoders.encode(prompt, image, negative=True, negative_prompt=negative_prompt)
         return (conditioning, to_native(conditioning.positive), to_native(conditioning.negative))
 
 

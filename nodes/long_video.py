@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..magic141_core.runtime.finite import NonFiniteOutput
 from ..magic141_core.sampling.sampler import latent_frames
 from ..magic141_core.video.long_video import (
     ClipFrames,
@@ -109,7 +110,7 @@ class Magic141LongVideo:
                              "(e.g. TextEncodeHunyuanVideo_ImageToVideo), not both and not neither")
         # the size policy (auto / draft / buckets / custom) is the core's; draft also caps the windows
         start, size = fit_start_image(prior, length["resolution"], length["width"], length["height"], window_length,
-                                      name="prior", long_video=True)
+                                      name="prior", long_video=True, node="Magic141 Long Video")
         window_length = size.frames
         size = size.with_windows(count_windows(length["duration"], length["unit"], settings.fps, window_length))
         windows = size.windows
@@ -144,9 +145,13 @@ class Magic141LongVideo:
             on_progress(dataclasses.replace(step, index=window * steps + step.index, total=total_steps))
 
         metadata = metadata if paths.metadata_enabled() else {}
-        with Mp4Writer(path, settings.fps, settings.quality, metadata, keep_partial=True) as writer:
-            generate_long_video(dit, encoders, frame_vae.NativeFrameVAE(vae), start, window_prompts(prompts, windows),
-                                window_seeds(settings.seed, windows), window_length, write, settings, on_step=on_step)
+        try:
+            with Mp4Writer(path, settings.fps, settings.quality, metadata, keep_partial=True) as writer:
+                generate_long_video(dit, encoders, frame_vae.NativeFrameVAE(vae), start,
+                                    window_prompts(prompts, windows), window_seeds(settings.seed, windows),
+                                    window_length, write, settings, on_step=on_step)
+        except NonFiniteOutput as e:  # a LoRA loader wired into the MODEL is the likeliest cause: named first
+            raise native_model.blame_patches(e, model) from None
         name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
         last = last_window[0].float() / 255
         return {"ui": {"images": [record], "animated": (True,)},  # frames unconnected: the last window, not held

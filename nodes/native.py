@@ -47,11 +47,17 @@ def from_native(conditioning, name: str) -> tuple[TextConditioning, torch.Tensor
     if len(conditioning) != 1:
         raise ValueError(f"{name} holds {len(conditioning)} conditionings (combined, area or timestep "
                          "conditioning); Magic141's sampler takes one: encode a single prompt")
-    tokens, extras = conditioning[0]
+    entry = conditioning[0]
+    if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], torch.Tensor)
+            and isinstance(entry[1], dict)):
+        raise ValueError(f"{name} is not a CONDITIONING (each entry is [tokens, options]; got "
+                         f"{type(entry).__name__}); connect Magic141 Encode / Image To Video or "
+                         "TextEncodeHunyuanVideo_ImageToVideo")
+    tokens, extras = entry
     pooled = extras.get("pooled_output")
-    if tokens.ndim != 3 or pooled is None:
+    if tokens.ndim != 3 or not isinstance(pooled, torch.Tensor):
         raise ValueError(f"{name} is not HunyuanVideo conditioning (tokens {tuple(tokens.shape)}, pooled_output "
-                         f"{'missing' if pooled is None else tuple(pooled.shape)}); encode it with "
+                         f"{tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else 'missing'}); encode it with "
                          "TextEncodeHunyuanVideo_ImageToVideo or Magic141 Encode")
     for key, mode in (("guiding_frame_index", "v2 (replace)"), ("ref_latent", "custom")):
         if key in extras:
@@ -63,6 +69,11 @@ def from_native(conditioning, name: str) -> tuple[TextConditioning, torch.Tensor
     latent = extras.get("concat_latent_image")
     if latent is None:
         return text, None
+    if not isinstance(latent, torch.Tensor) or latent.ndim != 5 or latent.shape[1] != 16:
+        raise ValueError(f"{name}: its start image latent (concat_latent_image) is "
+                         f"{list(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__}, not a "
+                         "HunyuanVideo video latent [B, 16, T, H/8, W/8] (an image model's, e.g. from "
+                         "InpaintModelConditioning?); use HunyuanImageToVideo v1 or Magic141 Image To Video")
     ref_frames = latent.shape[2]
     concat_mask = extras.get("concat_mask")
     if concat_mask is not None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from ..magic141_core.runtime.finite import NonFiniteOutput
 from ..magic141_core.sampling.sampler import sample_latent
 from ..magic141_core.vae import unscale_latent
+from . import inputs
 from .common import CATEGORY, SAMPLING
 from .host import memory, native_model, progress
 from .native import check_widths, magic141_conditioning
+
+NODE = "Magic141 Sampler"
 
 
 class Magic141Sampler:
@@ -38,12 +42,16 @@ class Magic141Sampler:
         }
 
     def sample(self, model, conditioning, latent, steps, shift, guidance, seed, negative=None):
-        shape = tuple(latent["samples"].shape)
+        shape = tuple(inputs.video_latent(latent, NODE, "use Magic141 Image To Video's latent (or "
+                                          "EmptyHunyuanLatentVideo)").shape)
         conditioning = magic141_conditioning(conditioning, negative)
-        dit = native_model.velocity_model(model, "Magic141 Sampler")
-        check_widths(dit, conditioning, "Magic141 Sampler")
-        out = sample_latent(dit, conditioning, shape, steps=steps, shift=shift, guidance=guidance, seed=seed,
-                            callback=progress.step_callback(steps))
+        dit = native_model.velocity_model(model, NODE)
+        check_widths(dit, conditioning, NODE)
+        try:
+            out = sample_latent(dit, conditioning, shape, steps=steps, shift=shift, guidance=guidance, seed=seed,
+                                callback=progress.step_callback(steps))
+        except NonFiniteOutput as e:  # a LoRA loader wired into the MODEL is the likeliest cause: named first
+            raise native_model.blame_patches(e, model) from None
         samples = unscale_latent(out).to(memory.intermediate_device())
         return ({"samples": samples},)
 

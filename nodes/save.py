@@ -9,6 +9,7 @@ import torch
 from ..magic141_core.dit.loading import load_dit, save_dit
 from ..magic141_core.runtime.finite import VAE_ADVICE, check_finite
 from ..magic141_core.video.mp4 import write_mp4
+from . import inputs
 from .common import CATEGORY
 from .host import native_model, paths
 
@@ -43,8 +44,7 @@ class Magic141SaveMP4:
         }
 
     def save(self, images, fps, quality, filename_prefix, prompt=None, extra_pnginfo=None):
-        if images.ndim != 4 or images.shape[0] < 1:
-            raise ValueError(f"Save MP4 needs a batch of frames [frames, height, width, 3], got {tuple(images.shape)}")
+        inputs.image_batch(images, "Magic141 Save MP4", "images")
         metadata = {}
         if paths.metadata_enabled():
             metadata.update(extra_pnginfo or {})

@@ -98,7 +98,8 @@ DIT_CASES = {
     "config with an unknown field": (dit_tensors, config_with(depth=3), "'depth' is unknown"),
     "config not JSON": (dit_tensors, "{hidden_size: 64", "'magic141_dit_config' is not valid JSON"),
     "config a JSON list": (dit_tensors, "[64, 2]", "is a list; expected a JSON object"),
-    "config with a string size": (dit_tensors, config_with(hidden_size="64"), "'hidden_size' is 64; expected a whole"),
+    "config with a string size": (dit_tensors, config_with(hidden_size="64"), "'hidden_size' is '64'; expected a "
+                                  "whole"),  # quoted: a string, not the number it spells
     "config with a bool size": (dit_tensors, config_with(num_heads=True), "'num_heads' is True"),
     "config with a short patch": (dit_tensors, config_with(patch_size=[2, 2]), "'patch_size' is \\[2, 2\\]; expected a "
                                   "list of 3"),
@@ -114,8 +115,18 @@ DIT_CASES = {
                               "'img_in.proj.weight' has shape \\[64\\]; expected 5 dimensions"),
     "a zero-size final layer": (lambda: replaced(dit_tensors(), "final_layer.linear.weight", torch.zeros(0, 64)),
                                 None, "'final_layer.linear.weight' has shape \\[0, 64\\]"),
-    "a head dim that splits no RoPE": (lambda: replaced(dit_tensors(), "double_blocks.0.img_attn_q_norm.weight",
-                                                        torch.ones(6)), None, "cannot infer the RoPE split"),
+    "a head dim that splits no RoPE": (lambda: {k: v.contiguous() for k, v in random_dit(
+        tiny(hidden_size=24, rope_axes=(2, 4, 6))).state_dict().items()}, None,
+        "cannot infer the RoPE split for head dim 12: HunyuanVideo gives 1/8 of it to time"),
+    "a head dim the other tensors disagree with": (
+        lambda: replaced(dit_tensors(), "double_blocks.0.img_attn_q_norm.weight", torch.ones(6)), None,
+        "tensor shapes disagree: 'img_in.proj.weight' gives hidden size 64, but .* a head dim of 6"),
+    "transposed weights": (lambda: {k: v.T.contiguous() if v.ndim == 2 else v for k, v in dit_tensors().items()},
+                           None, "'double_blocks.0.img_attn_qkv.weight' is \\[64, 192\\] \\(expected \\[192, 64\\]\\)"
+                           ".* The tensors are transposed"),
+    "integer weights": (lambda: replaced(dit_tensors(), "final_layer.linear.weight",
+                                         dit_tensors()["final_layer.linear.weight"].to(torch.int8)), "config",
+                        "tensor 'final_layer.linear.weight' holds int8 values where the transformer has floating"),
     "an extra tensor": (lambda: {**dit_tensors(), "img_in.extra.weight": torch.zeros(2)}, "config",
                         "tensors the transformer does not use, e.g. \\['img_in.extra.weight'\\]"),
     # 4. non-finite weights

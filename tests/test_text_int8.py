@@ -89,8 +89,8 @@ def test_a_damaged_int8_llava_config_or_tensor_set_is_refused_before_building(ti
     import time
 
     from safetensors import safe_open
+    from safetensors.torch import save_file
 
-    from magic141_core.weights import save_safetensors
     from magic141_core.text.loading import save_llava
     from magic141_core.text.sources import LLAVA_CONFIG_KEY
 
@@ -115,10 +115,18 @@ def test_a_damaged_int8_llava_config_or_tensor_set_is_refused_before_building(ti
         ({**tensors, layer0.replace(".0.", ".100000000.", 1): tensors[layer0]}, metadata[LLAVA_CONFIG_KEY],
          "names language_model.layers block 100000000"),
         ({**tensors, scale: tensors[scale] * float("nan")}, metadata[LLAVA_CONFIG_KEY], f"'{scale}' holds NaN"),
+        # absurd stored settings no tensor shows (issue 34): named, never an AttributeError or an IndexError later
+        (tensors, "{}", "'text_config.vocab_size' says 32000 but the file's tensors hold"),
+        (tensors, json.dumps({**config, "image_token_index": 10**12}), "'image_token_index' is 1000000000000; "
+                                                                       "expected a token id from 0 to"),
+        (tensors, json.dumps({**config, "vision_feature_layer": 100}), "'vision_feature_layer' is 100; expected a "
+                                                                         "layer index from -2 to 2"),
+        (tensors, with_config("text_config", rms_norm_eps=float("nan")), "'text_config.rms_norm_eps' is nan"),
     ]
     for i, (sd, text, message) in enumerate(cases):
         bad = tmp_path / f"bad_{i}.safetensors"  # files are never written over: one name per case
-        save_safetensors({k: v.clone() for k, v in sd.items()}, bad, {**metadata, LLAVA_CONFIG_KEY: text})
+        # safetensors' own writer: the pack's refuses to write NaN, and these files must hold it
+        save_file({k: v.clone() for k, v in sd.items()}, str(bad), {**metadata, LLAVA_CONFIG_KEY: text})
         start = time.perf_counter()
         with pytest.raises(CheckpointError, match=message):
             load_llava(LlavaSource(text_encoder=bad, tokenizer=tiny["llama_tok_dir"]), torch.float32)

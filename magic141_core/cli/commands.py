@@ -116,11 +116,14 @@ def run_video(args, count_windows, prompts: str):
                              "models": {k: str(v) for k, v in paths.items() if v is not None}}}
     sink = (Mp4Writer(args.out, settings.fps, settings.quality, metadata, keep_partial=windows > 1) if rank_zero
             else nullcontext(_NoWriter()))
-    with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
-        generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
-                            window_seeds(settings.seed, windows), args.frames, profile.wrap("MP4 write", writer.write),
-                            settings, on_step=bar.sampled, on_stage=bar.staged)
-    bar.close()
+    try:
+        with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
+            generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
+                                window_seeds(settings.seed, windows), args.frames,
+                                profile.wrap("MP4 write", writer.write), settings, on_step=bar.sampled,
+                                on_stage=bar.staged)
+    finally:
+        bar.close()  # also on an error (a full disk while writing): its message then starts on a line of its own
     return (Path(args.out) if rank_zero else None), windows
 
 
@@ -177,11 +180,13 @@ def cmd_generate(args):
 
 
 def cmd_long(args):
+    from ..runtime.text_file import MAX_PROMPT_BYTES, read_text
     from ..video.long_video import count_windows
 
     duration, unit = (args.windows, "windows") if args.windows is not None else (args.seconds, "seconds")
     count_windows(duration, unit, args.fps, args.frames)  # a bad duration is refused before the image is read
-    prompts = Path(args.prompts[1:]).read_text() if args.prompts.startswith("@") else args.prompts
+    prompts = read_text(args.prompts[1:], MAX_PROMPT_BYTES, "the prompts file") if args.prompts.startswith("@") \
+        else args.prompts
     out, windows = run_video(args, lambda frames: count_windows(duration, unit, args.fps, frames), prompts)
     if out is None:  # not rank 0
         return

@@ -75,8 +75,16 @@ class DiTConfig:
         and the tensor when one is missing, of the wrong rank, or inconsistent with the others."""
         hidden, in_channels, *patch = tensor_shape(sd, "img_in.proj.weight", file, ndim=5)
         (head_dim,) = tensor_shape(sd, "double_blocks.0.img_attn_q_norm.weight", file, ndim=1)
-        out_features = tensor_shape(sd, "final_layer.linear.weight", file, ndim=2)[0]
+        out_features, final_in = tensor_shape(sd, "final_layer.linear.weight", file, ndim=2)
         patch_numel = patch[0] * patch[1] * patch[2]
+        qkv = tensor_shape(sd, "double_blocks.0.img_attn_qkv.weight", file, ndim=2)
+        if hidden % head_dim or final_in != hidden or qkv != (3 * hidden, hidden):
+            raise CheckpointError(
+                f"{file}: its tensor shapes disagree: 'img_in.proj.weight' gives hidden size {hidden}, but "
+                f"'double_blocks.0.img_attn_q_norm.weight' a head dim of {head_dim}, "
+                f"'double_blocks.0.img_attn_qkv.weight' is {list(qkv)} (expected {[3 * hidden, hidden]}) and "
+                f"'final_layer.linear.weight' takes {final_in}. The tensors are transposed, mixed from different "
+                "models or damaged; choose another file")
         try:
             rope_axes = default_rope_axes(head_dim)
         except ValueError as e:
@@ -110,8 +118,10 @@ def default_rope_axes(head_dim: int) -> tuple[int, int, int]:
     hw = (head_dim - t) // 2
     if t % 2 or hw % 2 or t + 2 * hw != head_dim or t == 0:
         raise ValueError(
-            f"cannot infer the RoPE split for head dim {head_dim}; save the model with its config "
-            "(magic141_core.weights.save_dit) so the split is stored in the file"
+            f"cannot infer the RoPE split for head dim {head_dim}: HunyuanVideo gives 1/8 of it to time and half of "
+            "the rest to each of height and width, all even, which this head dim does not allow. The file is not a "
+            "HunyuanVideo transformer, or its tensors are damaged; a model with its own split stores it in its "
+            "config (files written by save_dit)"
         )
     return (t, hw, hw)
 

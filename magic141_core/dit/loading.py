@@ -112,7 +112,7 @@ def load_dit(
         if qmap is not None:
             from ..weights.int8 import prepare_quantized_
 
-            prepare_quantized_(model, qmap, name)
+            prepare_quantized_(model, qmap, name, sd)
         fill_(model, sd, dtype, name, "the transformer", quantize=_every_linear if int8 and qmap is None else None)
     model.apply_text_guidance = apply_text_guidance
     model.source_path = Path(path)  # lets an int8 copy be made by re-reading, never by copying the float model

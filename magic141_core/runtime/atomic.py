@@ -7,6 +7,10 @@ file or no file, never a half-written one; and, unless a caller replaces its own
 the retrieval index), an existing file is never replaced: publishing is a hard link, which fails when the name
 exists (no race between checking and writing).
 
+A write that fails for want of room or permission (disk full, quota, read-only file system; `write_error`) is
+reported naming the file, the folder, the bytes free there (and needed, when known) and that nothing was kept; a
+write whose size is known (`atomic_path(needed=...)`) is refused before it starts when the folder lacks the room.
+
 Temporary files are hidden (`.<stem>.m141tmp-<host>-<pid>.<random>.partial<ext>`) and carry the writing process's
 id, so the leftovers of a killed run (SIGKILL, power loss) are recognised and deleted the next time the pack writes
 into that folder (`sweep_stale_temps`), while another live process's temporary files are left alone.
@@ -14,9 +18,11 @@ into that folder (`sweep_stale_temps`), while another live process's temporary f
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -27,6 +33,63 @@ log = logging.getLogger(__name__)
 _TAG = "m141tmp"
 _TEMP_NAME = re.compile(rf"^\..*\.{_TAG}-(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+"
                         r"\.partial(\.[A-Za-z0-9]+)?$")
+
+
+# write failures that the user can act on -> what to say; any other error passes through unchanged
+_WRITE_FAILURES = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file is larger than the file system (or a size limit) allows",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.EACCES: "there is no permission to write there",
+    errno.EPERM: "there is no permission to write there",
+}
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB ({n} bytes)" if n >= 2**20 else f"{n} bytes"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    try:
+        return shutil.disk_usage(existing).free if existing is not None else None
+    except OSError:
+        return None
+
+
+def write_errno(error: BaseException) -> int | None:
+    """The errno of a failed write when it is one `write_error` explains (an OSError's, or the "(os error N)" that
+    safetensors' own error carries), else None."""
+    number = getattr(error, "errno", None)
+    if number is None and (found := re.search(r"\(os error (\d+)\)", str(error))):
+        number = int(found[1])
+    return number if number in _WRITE_FAILURES else None
+
+
+def write_error(number: int, path: str | os.PathLike, needed: int | None = None, written: int | None = None) -> OSError:
+    """The OSError (errno `number`) for a write of `path` that failed or cannot fit: names the file, its folder,
+    the reason, the bytes free there, the bytes `needed` (or `written` before it failed) when known, that nothing
+    was kept, and the fix."""
+    path = Path(path).absolute()
+    free = _free_bytes(path.parent)
+    sizes = [f"{_size(free)} free there" if free is not None else None,
+             f"the file needs {_size(needed)}" if needed is not None else None,
+             f"{_size(written)} were written before it failed" if written is not None else None]
+    room = number in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    fix = "free some space there or choose another folder" if room else "choose a folder you may write in"
+    detail = "; ".join(s for s in sizes if s)
+    error = OSError(f"could not write {path.name} in {path.parent}: {_WRITE_FAILURES.get(number, 'the write failed')}"
+                    f"{f' ({detail})' if detail else ''}. Nothing was kept (no partial file). To fix: {fix}")
+    error.errno = number
+    return error
+
+
+def check_room(path: str | os.PathLike, needed: int) -> None:
+    """Refuse (`write_error`, ENOSPC) a write of `needed` bytes to `path` when its folder has less free space."""
+    free = _free_bytes(Path(path).absolute().parent)
+    if free is not None and needed > free:
+        raise write_error(errno.ENOSPC, path, needed)
 
 
 def _umask() -> int:
@@ -122,16 +185,26 @@ def publish(tmp: Path, path: Path, overwrite: bool = False) -> Path:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False):
+def atomic_path(path: str | os.PathLike, overwrite: bool = False, needed: int | None = None):
     """Yield a temporary path in the target's folder; on success publish it as `path`, on error delete it.
 
-    Without `overwrite`, an existing `path` is refused before anything is written (`FileExistsError` naming it)."""
+    Without `overwrite`, an existing `path` is refused before anything is written (`FileExistsError` naming it).
+    `needed`: the file's size in bytes when known; a folder with less free space is refused before writing. A
+    write that fails for want of room or permission, here or in the caller's block, becomes `write_error`."""
     path = Path(path)
     if not overwrite:
         refuse_existing(path)
-    tmp = make_temp_beside(path, f".partial{path.suffix}")
+    if needed is not None:
+        check_room(path, needed)
+    tmp = None
     try:
+        tmp = make_temp_beside(path, f".partial{path.suffix}")
         yield tmp
         publish(tmp, path, overwrite)
+    except Exception as e:
+        if (number := write_errno(e)) is None:
+            raise
+        raise write_error(number, path, needed) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..runtime.finite import DIT_ADVICE, check_finite
+from ..runtime.finite import check_finite, dit_advice
 from .conditioning import Conditioning, TextConditioning
 from .schedule import NUM_TRAIN_TIMESTEPS
 
@@ -55,7 +55,7 @@ class GuidedVelocity:
             x_in, t, text.tokens, text.mask, text.pooled, reference=reference, guidance=guidance
         ).float()
         check_finite(v, f"the transformer (denoising at timestep {t[0].item():.0f})", _activation_dtype(self.model),
-                     DIT_ADVICE)
+                     dit_advice(self.model))
         if self.cfg:
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + self.guidance * (v_cond - v_uncond)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..runtime.finite import TEXT_ADVICE, check_finite
+from ..runtime.text_file import check_text_size
 from ..sampling.conditioning import Conditioning, TextConditioning
 from . import prompts as recipe
 from .cache import EmbeddingCache, cache_key
@@ -146,8 +147,9 @@ class Magic141Encoders:
 
     # ---------------------------------------------------------------- encoding
     def encode_text(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """LLM tokens [B, 256, C], their mask [B, 256] and CLIP-L pooled [B, P], one row per prompt."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        """LLM tokens [B, 256, C], their mask [B, 256] and CLIP-L pooled [B, P], one row per prompt. A prompt of
+        more than `runtime.text_file.MAX_PROMPT_BYTES` characters raises ValueError before anything is tokenized."""
+        prompts = [check_text_size(p, "the prompt") for p in ([prompts] if isinstance(prompts, str) else prompts)]
         keys = [cache_key(self.identity, "text", p) for p in prompts]
         entries = {k: self.cache.get(k) for k in dict.fromkeys(keys)}
         todo = [p for p, k in dict(zip(prompts, keys)).items() if entries[k] is None]

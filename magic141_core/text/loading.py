@@ -8,6 +8,7 @@ are read with the pack's safe reader, renamed by `comfy_keys`, and assigned into
 from __future__ import annotations
 
 import logging
+import math
 from collections import ChainMap
 from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager
@@ -146,7 +147,7 @@ def _checked_llava_config(raw, name: str):
         raise config_error(name, LLAVA_CONFIG_KEY, f"is not a LLaVA configuration ({type(e).__name__}: "
                            f"{str(e)[:200]})", "the config this pack wrote") from None
     present = _int8_shapes(raw)
-    found = comfy_keys.llava_config(present, config.image_token_index, config.pad_token_id, name)
+    found = comfy_keys.llava_config(present, config.image_token_index, getattr(config, "pad_token_id", None), name)
     ftext, fvision = found.text_config, found.vision_config
     actual = {"text_config.vocab_size": ftext.vocab_size, "text_config.hidden_size": ftext.hidden_size,
               "text_config.num_hidden_layers": ftext.num_hidden_layers,
@@ -161,7 +162,32 @@ def _checked_llava_config(raw, name: str):
         if value != actual[field]:
             raise config_error(name, field, f"says {value} but the file's tensors hold {actual[field]}",
                                f"{actual[field]}")
+    _check_llava_values(config, name)
     return config
+
+
+def _check_llava_values(config, name: str) -> None:
+    """The stored LLaVA settings that no tensor shape shows, each within what the model can use (an absurd one
+    would fail deep inside an encode, or make every token NaN)."""
+    text, vision = config.text_config, config.vision_config
+    layers = vision.num_hidden_layers
+
+    def whole(value, low, high):
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    def small_positive(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 < value < 1
+
+    for field, value, ok, expected in (
+            ("image_token_index", config.image_token_index, whole(config.image_token_index, 0, text.vocab_size - 1),
+             f"a token id from 0 to {text.vocab_size - 1}"),
+            ("vision_feature_layer", config.vision_feature_layer, whole(config.vision_feature_layer, -layers, layers),
+             f"a layer index from {-layers} to {layers}"),
+            ("text_config.rms_norm_eps", text.rms_norm_eps, small_positive(text.rms_norm_eps), "a number in (0, 1)"),
+            ("vision_config.layer_norm_eps", vision.layer_norm_eps, small_positive(vision.layer_norm_eps),
+             "a number in (0, 1)")):
+        if not ok:
+            raise config_error(name, field, f"is {value!r}"[:200], expected)
 
 
 def _int8_shapes(raw) -> RenamedView:
@@ -180,8 +206,9 @@ def _load_int8_llava(raw, name: str, dtype: torch.dtype) -> nn.Module:
     config = _checked_llava_config(raw, name)
     with _parameters_on_meta():
         model = LlavaModel(config)
-    prepare_quantized_(model, qmap, name)  # int8 sits in the Llama, whose names transformers 4 and 5 share
-    return fill_(model, comfy_keys.in_model_layout(raw, model), dtype, name, "LLaVA-Llama-3")
+    sd = comfy_keys.in_model_layout(raw, model)
+    prepare_quantized_(model, qmap, name, sd)  # int8 sits in the Llama, whose names transformers 4 and 5 share
+    return fill_(model, sd, dtype, name, "LLaVA-Llama-3")
 
 
 def load_llava(source: LlavaSource, dtype: torch.dtype = torch.float16, int8: bool = False) -> LlavaParts:

@@ -13,7 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtime.text_file import read_text
+
 PathLike = str | os.PathLike
+MAX_INDEX_BYTES = 8 << 20  # model.safetensors.index.json: an 8B model's is about 25 KB
 LLAVA_CONFIG_KEY = "magic141_llava_config"  # metadata of a self-contained (int8) LLaVA file written by this pack
 
 WHERE_FILES_GO = """\
@@ -53,8 +56,9 @@ def missing_weights(folder: Path) -> list[str]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError) as e:
+            shards = sorted(set(json.loads(read_text(index, MAX_INDEX_BYTES, "the shard index"))["weight_map"]
+                                .values()))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             return [f"a readable model.safetensors.index.json ({e})"]
     elif (folder / "model.safetensors").is_file():
         shards = ["model.safetensors"]

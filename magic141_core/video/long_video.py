@@ -22,6 +22,7 @@ import torch
 
 from ..runtime.errors import oom_advice
 from ..runtime.finite import VAE_ADVICE, check_finite
+from ..runtime.text_file import check_text_size
 from ..sampling.euler import Step
 from ..sampling.noise import check_seed
 from ..sampling.sampler import latent_shape, sample_latent
@@ -32,7 +33,10 @@ from .mp4 import check_settings, to_uint8
 
 
 def window_prompts(prompts: str | list[str], windows: int) -> list[str]:
-    """One prompt per window: a list, or a text with one prompt per line; the last one repeats when short."""
+    """One prompt per window: a list, or a text with one prompt per line; the last one repeats when short. A text
+    of more than `runtime.text_file.MAX_PROMPT_BYTES` characters raises ValueError before it is split."""
+    if isinstance(prompts, str):
+        check_text_size(prompts, "the prompts text")
     lines = [p.strip() for p in (prompts.splitlines() if isinstance(prompts, str) else prompts)]
     lines = [p for p in lines if p]
     if not lines:

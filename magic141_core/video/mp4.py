@@ -12,6 +12,7 @@ and `workflow`, so dropping the file onto ComfyUI restores the workflow.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -25,7 +26,8 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from ..runtime.atomic import make_temp_beside, next_free, publish, refuse_existing
+from ..runtime.atomic import make_temp_beside, next_free, publish, refuse_existing, write_errno, write_error
+from ..runtime.finite import VAE_ADVICE, NonFiniteOutput, is_finite
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,12 @@ COLOR_FILTER = ("scale=out_color_matrix=bt709:out_range=tv:flags=accurate_rnd+fu
                 "setparams=range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709")
 
 
+# ffmpeg's words for the write failures `runtime.atomic.write_error` explains
+_FFMPEG_ERRNOS = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+                  "File too large": errno.EFBIG, "Read-only file system": errno.EROFS,
+                  "Permission denied": errno.EACCES}
+
+
 def _ffmetadata(metadata: dict) -> str:
     """FFMETADATA1 text; values that are not strings are stored as JSON (as ComfyUI does)."""
     lines = [";FFMETADATA1"]
@@ -50,22 +58,31 @@ def _ffmetadata(metadata: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+FRAMES_STAGE = "the frames to be written"  # a NaN would be written as a black pixel: refused, never converted
+
+
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    """float 0..1 -> uint8 on the CPU, rounded (as the video file stores it); uint8 passes through."""
+    """float 0..1 -> uint8 on the CPU, rounded (as the video file stores it); uint8 passes through. Float frames
+    holding NaN / inf raise `NonFiniteOutput` (they would become black pixels)."""
     frames = frames.detach()
     if frames.is_floating_point():
+        if not is_finite(frames):
+            raise NonFiniteOutput(f"{FRAMES_STAGE} hold NaN or infinite values ({frames.dtype})", VAE_ADVICE)
         frames = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
     return frames.cpu()
 
 
 def to_uint8_frames(frames) -> np.ndarray:
-    """[F, H, W, 3] float 0..1 (tensor or array) or uint8 -> contiguous uint8 [F, H, W, 3]."""
+    """[F, H, W, 3] float 0..1 (tensor or array) or uint8 -> contiguous uint8 [F, H, W, 3]. Float frames holding
+    NaN / inf raise `NonFiniteOutput`."""
     if isinstance(frames, torch.Tensor):
         frames = to_uint8(frames).numpy()
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
         raise ValueError(f"frames must be [F, H, W, 3] (RGB), got shape {frames.shape}")
     if frames.dtype != np.uint8:
+        if not np.isfinite(frames).all():
+            raise NonFiniteOutput(f"{FRAMES_STAGE} hold NaN or infinite values ({frames.dtype})", VAE_ADVICE)
         frames = (np.clip(frames.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
     return np.ascontiguousarray(frames[..., :3])
 
@@ -96,7 +113,13 @@ class Mp4Writer:
         self.frames_written = 0
         self._proc = None
         self._size = None
-        self._tmp = make_temp_beside(self.path, ".partial.mp4")
+        self._error = None  # ffmpeg's error output, once it failed
+        try:
+            self._tmp = make_temp_beside(self.path, ".partial.mp4")
+        except OSError as e:  # a read-only or full folder: said before any frame is rendered
+            if (number := write_errno(e)) is None:
+                raise
+            raise write_error(number, self.path) from None
         self._meta_file = None
 
     def _start(self, width: int, height: int):
@@ -126,31 +149,50 @@ class Mp4Writer:
         try:
             self._proc.stdin.write(frames.tobytes())
         except BrokenPipeError:
-            raise RuntimeError(f"ffmpeg stopped while writing {self.path.name}: {self._ffmpeg_error()}") from None
+            self._proc.wait()
+            raise self._failure("stopped while writing") from None
         self.frames_written += len(frames)
 
-    def _ffmpeg_error(self) -> str:
-        self._proc.wait()
-        return self._proc.stderr.read().decode(errors="replace").strip()[-500:]
+    def _failure(self, what: str) -> Exception:
+        """Why ffmpeg failed: a full disk or a write refused becomes `write_error` (the folder, the bytes free and
+        written); anything else a RuntimeError quoting ffmpeg."""
+        if self._error is None:
+            self._error = self._proc.stderr.read().decode(errors="replace").strip()
+        for text, number in _FFMPEG_ERRNOS.items():
+            if text in self._error:
+                written = self._tmp.stat().st_size if self._tmp.exists() else None
+                return write_error(number, self.path, written=written)
+        return RuntimeError(f"ffmpeg {what} {self.path.name}: {self._error[-500:]}")
 
     def _finish_ffmpeg(self) -> bool:
         if self._proc is None:
             return False
-        self._proc.stdin.close()
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:  # ffmpeg already stopped (a full disk): its exit status and message tell why
+            pass
         ok = self._proc.wait() == 0
         if not ok:
-            log.error("ffmpeg failed: %s", self._proc.stderr.read().decode(errors="replace")[-500:])
+            if self._error is None:
+                self._error = self._proc.stderr.read().decode(errors="replace").strip()
+            log.info("ffmpeg failed: %s", self._error[-500:])  # the error raised says why, in one line
         self._proc.stderr.close()
         return ok
 
     def close(self) -> Path:
-        """Finish the video and move it into place; returns the final path."""
+        """Finish the video and move it into place; returns the final path. A full disk or a refused write raises
+        OSError naming the folder and the bytes free (`runtime.atomic.write_error`); nothing is kept."""
         try:
             if self.frames_written == 0:
                 raise ValueError(f"no frames were written to {self.path.name}")
             if not self._finish_ffmpeg():
-                raise RuntimeError(f"ffmpeg could not finish {self.path.name}")
-            return publish(self._tmp, self.path)  # never over an existing file
+                raise self._failure("could not finish")
+            try:
+                return publish(self._tmp, self.path)  # never over an existing file
+            except OSError as e:
+                if (number := write_errno(e)) is None:
+                    raise
+                raise write_error(number, self.path) from None
         finally:
             self._cleanup()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import struct
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,11 +24,18 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..runtime.atomic import atomic_path
+from ..runtime.finite import is_finite
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 QUANT_METADATA_KEY = "magic141_quantization"  # safetensors metadata of a pre-quantized (int8) file: its map
 WRAPPER_KEYS = ("state_dict", "module", "model")
 PREFIXES = ("model.diffusion_model.", "model.model.", "diffusion_model.", "module.")  # model.model.: ModelSave
+# What a file's index may take before anything in it is parsed (SECURITY.md, "Budgets"): a safetensors header (JSON:
+# every tensor's name, dtype, shape and offsets, plus the metadata strings) and the pickle program of a `.pt` zip
+# (`data.pkl`: the names and shapes; the tensor bytes live beside it and are memory-mapped). Real files are far
+# below: HunyuanVideo-13B's header is about 0.2 MB, an 8B LLaVA's 40 KB, a 13B LoRA's under 1 MB.
+MAX_HEADER_BYTES = 8 << 20
+MAX_PICKLE_BYTES = 8 << 20
 
 
 class CheckpointError(ValueError):
@@ -37,14 +46,15 @@ class LazyStateDict(Mapping):
     """A read-only mapping of a weight file's tensors (wrapper prefix stripped) that reads each tensor on access.
 
     Safetensors are memory-mapped, so only the tensors a caller touches are read; `.pt` files are loaded with
-    `mmap=True` where their format allows. Values come back in the file's dtype.
+    `mmap=True` where their format allows. Values come back in the file's dtype. `prefixes`: the wrapper prefixes
+    stripped (the first one any key carries); () keeps every key as stored (a LoRA's prefixes are its format).
     """
 
-    def __init__(self, keys, get, name: str, metadata: dict | None = None, shape=None):
+    def __init__(self, keys, get, name: str, metadata: dict | None = None, shape=None, prefixes=PREFIXES):
         self._get, self.name, self.metadata = get, name, metadata or {}
         self._shape = shape
         keys = list(keys)
-        self.prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in keys)), "")
+        self.prefix = next((p for p in prefixes if any(k.startswith(p) for k in keys)), "")
         # a full ComfyUI checkpoint prefixes the diffusion model; its other parts (VAE, text encoders) are skipped
         self._keys = {k.removeprefix(self.prefix): k for k in keys if k.startswith(self.prefix)}
 
@@ -92,8 +102,11 @@ class RenamedView(Mapping):
 
 
 @contextmanager
-def open_state_dict(path: str | os.PathLike) -> Iterator[LazyStateDict]:
-    """Open a weight file as a `LazyStateDict` (valid inside the `with` block)."""
+def open_state_dict(path: str | os.PathLike, prefixes=PREFIXES) -> Iterator[LazyStateDict]:
+    """Open a weight file as a `LazyStateDict` (valid inside the `with` block); `prefixes`: see there.
+
+    Raises FileNotFoundError, or CheckpointError naming the file when it is empty, damaged, of another type, or its
+    index is larger than `MAX_HEADER_BYTES` / `MAX_PICKLE_BYTES` (checked before it is parsed)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
@@ -102,10 +115,10 @@ def open_state_dict(path: str | os.PathLike) -> Iterator[LazyStateDict]:
     if path.suffix == ".safetensors":
         with _open_safetensors(path) as f:
             yield LazyStateDict(f.keys(), lambda key: _read_safetensor(path, f, key), path.name, f.metadata(),
-                                lambda key: f.get_slice(key).get_shape())
+                                lambda key: f.get_slice(key).get_shape(), prefixes)
     elif path.suffix in PICKLE_SUFFIXES:
         sd = {k: v for k, v in _torch_load(path).items() if isinstance(v, torch.Tensor)}
-        yield LazyStateDict(sd, sd.__getitem__, path.name)
+        yield LazyStateDict(sd, sd.__getitem__, path.name, prefixes=prefixes)
     else:
         raise CheckpointError(
             f"{path.name}: unsupported file type '{path.suffix}'; use .safetensors (or .pt/.pth with plain tensors)"
@@ -142,14 +155,39 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
                      overwrite: bool = False):
     """Write tensors to `path` atomically (temporary file beside it, then published): a failure leaves no file and
     any old file intact. An existing `path` raises `FileExistsError` naming it before anything is written, unless
-    `overwrite` (only for a file the caller owns and replaces on purpose, e.g. the retrieval index)."""
+    `overwrite` (only for a file the caller owns and replaces on purpose, e.g. the retrieval index).
+
+    Refused before anything is written: a floating-point tensor holding NaN or inf (ValueError naming it: such a
+    file would load as a black video), and a folder without room for the file (OSError naming the folder, the
+    bytes needed and free; `runtime.atomic`). A write that fails part-way (disk full, read-only) leaves no file."""
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    bad = next((k for k, v in tensors.items() if not is_finite(v)), None)
+    if bad is not None:
+        raise ValueError(f"tensor '{bad}' holds NaN or infinite values; {Path(path).name} was not written (it would "
+                         "load as a black or noisy video). Find what produced them (a diverged model, a LoRA)")
+    needed = sum(v.numel() * v.element_size() for v in tensors.values()) + sum(map(len, meta.values()))
+    with atomic_path(path, overwrite=overwrite, needed=needed) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def _check_header(path: Path) -> None:
+    """Refuse a safetensors file whose header (the JSON index before the tensors) claims more than
+    `MAX_HEADER_BYTES`, before safetensors parses it: a crafted file could otherwise make it read and parse up to
+    100 MB of JSON for every open."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        return  # too short to be safetensors: safe_open says so
+    (size,) = struct.unpack("<Q", head)
+    if size > MAX_HEADER_BYTES:
+        raise CheckpointError(
+            f"{path.name}: its safetensors header claims {size} bytes, above the {MAX_HEADER_BYTES >> 20} MiB this "
+            "pack reads (a 13B model's header is under 1 MB): the file is damaged or crafted; choose another file")
+
+
 def _open_safetensors(path: Path):
+    _check_header(path)
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
@@ -166,13 +204,26 @@ def _read_safetensor(path: Path, f, key: str) -> torch.Tensor:
         raise CheckpointError(f"{path.name}: tensor '{key}' cannot be read ({e}); the file is corrupt") from None
 
 
+def _pickle_bytes(path: Path) -> int:
+    """The size of a `.pt` zip's pickle program (`*/data.pkl`), from the zip directory (nothing inflated)."""
+    with zipfile.ZipFile(path) as archive:
+        return max((i.file_size for i in archive.infolist() if i.filename.endswith("data.pkl")), default=0)
+
+
 def _torch_load(path: Path) -> dict:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
+    is_zip = zipfile.is_zipfile(path)
+    if is_zip and (size := _pickle_bytes(path)) > MAX_PICKLE_BYTES:
         raise CheckpointError(
-            f"refused to load {path.name}: it contains pickled Python objects other than tensors, which could run "
-            f"code ({str(e).splitlines()[0]}). Use a .safetensors file, or re-save the weights as plain tensors."
+            f"{path.name}: its pickle index claims {size} bytes, above the {MAX_PICKLE_BYTES >> 20} MiB this pack reads "
+            "(a 13B model's is under 1 MB): the file is damaged or crafted; choose another file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))  # torch's text also suggests loading unsafely: never quoted
+        what = f" (it asks for {found[1]})" if found else ""
+        raise CheckpointError(
+            f"refused to load {path.name}: it contains pickled Python objects other than tensors{what}, which could "
+            "run code when loaded. Nothing of it was run. Use a .safetensors version of these weights"
         ) from None
     except Exception as e:  # anything else the (weights-only) unpickler trips on means a damaged file
         raise CheckpointError(f"{path.name} cannot be read ({type(e).__name__}: {str(e)[:200]}); it may be "

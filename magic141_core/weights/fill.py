@@ -18,11 +18,9 @@ import torch
 from torch import nn
 
 from ..runtime.device import release_freed_memory
+from ..runtime.finite import is_finite
 from ..runtime.interrupt import check_interrupt
 from .files import CheckpointError, converted
-
-_CHUNK = 1 << 24  # elements converted at a time for dtypes without a CPU min/max (fp8)
-
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules that hold tensors themselves (linears, norms, convs, embeddings): the loading granularity."""
@@ -36,20 +34,6 @@ def layer_of(key: str) -> str:
     if tensor in ("_data", "_scale"):
         module = module.rpartition(".")[0]
     return module
-
-
-def is_finite(tensor: torch.Tensor) -> bool:
-    """True unless a floating-point tensor holds NaN or +-inf. One min/max pass (NaN propagates into both), no
-    temporary the size of the tensor; fp8 is widened a chunk at a time. Integer tensors are always finite."""
-    if not tensor.is_floating_point() or tensor.numel() == 0 or tensor.device.type == "meta":
-        return True
-    flat = tensor.reshape(-1)
-    chunks = [flat] if tensor.element_size() > 1 else [c.to(torch.float16) for c in flat.split(_CHUNK)]
-    for chunk in chunks:
-        low, high = torch.aminmax(chunk)
-        if not (torch.isfinite(low) and torch.isfinite(high)):
-            return False
-    return True
 
 
 def _own_tensors(layer: nn.Module) -> dict[str, torch.Tensor]:
@@ -75,6 +59,18 @@ def _check_plan(leaves: dict[str, nn.Module], sd: Mapping, by_layer: dict[str, l
             if header is not None and tuple(header(key)) != tuple(tensor.shape):
                 raise CheckpointError(f"{name} does not fit {what} its shapes describe: tensor '{key}' has shape "
                                       f"{list(header(key))}, the model needs {list(tensor.shape)}")
+
+
+def _check_kinds(layer: nn.Module, prefix: str, part: dict[str, torch.Tensor], name: str, what: str) -> None:
+    """Refuse integer (or bool) data where the model holds floating-point weights, naming the tensor and both
+    dtypes (torch's own error would speak of gradients and equal shapes)."""
+    own = _own_tensors(layer)
+    for key, tensor in part.items():
+        target = own.get(key[len(prefix) + 1:] if prefix else key)
+        if target is not None and target.is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(f"{name}: tensor '{key}' holds {str(tensor.dtype).removeprefix('torch.')} values "
+                                  f"where {what} has floating-point weights. The file is damaged or not a weight "
+                                  "file of this model; choose another file")
 
 
 def _assign_own(layer: nn.Module, prefix: str, part: dict[str, torch.Tensor], name: str, what: str) -> None:
@@ -125,6 +121,7 @@ def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype: torch.dtype |
         keys = by_layer.get(prefix, [])
         # an int8 layer's scales keep their dtype (bf16): they must match the int8 kernel's activations
         part = {k: _read_finite(sd, k, None if k.endswith("._scale") else dtype, name) for k in keys}
+        _check_kinds(layer, prefix, part, name, what)
         _assign_own(layer, prefix, part, name, what)
         consumed.update(keys)
         linear = isinstance(layer, nn.Linear)

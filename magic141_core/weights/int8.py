@@ -13,6 +13,7 @@ and loaded without ever materialising bf16 weights.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from optimum.quanto.nn import QModuleMixin
 from torch import nn
 
 from ..runtime.device import compute_dtype_for
-from .files import QUANT_METADATA_KEY, CheckpointError
+from .files import QUANT_METADATA_KEY, CheckpointError, shape_of
 
 ACTIVATION_DTYPE = torch.bfloat16
 CPU_ALIGNMENT = 64  # bytes: torch's CPU allocator aligns to this, and the int8 kernel needs it
@@ -97,15 +98,22 @@ def read_quantization_map(metadata: dict[str, str], name: str) -> dict[str, str]
         return None
     try:
         qmap = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{name}: the int8 quantization map is corrupt ({e}); re-create the int8 file") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, a number of more than 4300 digits, deep nesting
+        raise CheckpointError(f"{name}: the int8 quantization map is corrupt ({str(e)[:200]}); re-create the int8 "
+                              "file") from None
     if not isinstance(qmap, dict) or any(v != qint8.name for v in qmap.values()):
         raise CheckpointError(f"{name}: unsupported quantization map (only {qint8.name} weights are supported)")
     return qmap
 
 
-def prepare_quantized_(model: nn.Module, qmap: dict[str, str], name: str) -> nn.Module:
-    """Swap the layers the map names for empty (meta) `Int8Linear`s, ready for `load_state_dict(assign=True)`."""
+def prepare_quantized_(model: nn.Module, qmap: dict[str, str], name: str, sd: Mapping) -> nn.Module:
+    """Swap the layers the map names for empty (meta) `Int8Linear`s, ready for `load_state_dict(assign=True)`.
+
+    The map is checked against the file's tensors `sd` first, from names and header shapes alone (nothing read):
+    it must list exactly the layers whose int8 weights (`<layer>.weight._data`) the file holds, each a linear of
+    this model with `_data` [out, in] and `_scale` [out, 1]. Raises CheckpointError naming the file and the first
+    layer or tensor that disagrees, before any layer loads (a map that names too few layers would otherwise fail
+    only when loading reached them)."""
     linears = dict(_linears(model))
     unknown = sorted(set(qmap) - set(linears))
     if unknown:
@@ -113,8 +121,23 @@ def prepare_quantized_(model: nn.Module, qmap: dict[str, str], name: str) -> nn.
             f"{name}: the quantization map names layers this model does not have or that are not linear, "
             f"e.g. {unknown[:3]}; the map does not belong to these weights"
         )
+    stored = {key.removesuffix(".weight._data") for key in sd if key.endswith(".weight._data")}
+    for layers, problem in ((stored - set(qmap), "holds int8 weights for layers its quantization map does not list"),
+                            (set(qmap) - stored, "has a quantization map listing layers whose int8 weights "
+                                                 "('<layer>.weight._data') are not in the file")):
+        if layers:
+            raise CheckpointError(f"{name} {problem}, e.g. {sorted(layers)[:3]}: the map does not belong to these "
+                                  "weights. Re-create the int8 file (Magic141 Save int8 Checkpoint or the CLI's "
+                                  "quantize)")
     for layer_name in qmap:
         linear = linears[layer_name]
+        for key, want in ((f"{layer_name}.weight._data", (linear.out_features, linear.in_features)),
+                          (f"{layer_name}.weight._scale", (linear.out_features, 1))):
+            shape = shape_of(sd, key) if key in sd else None
+            if shape != want:
+                raise CheckpointError(f"{name}: int8 tensor '{key}' " + ("is missing" if shape is None else
+                                      f"has shape {list(shape)}") + f"; the model needs {list(want)}. The file is "
+                                      "damaged or its map does not belong to it; re-create the int8 file")
         _replace(model, layer_name, Int8Linear.qcreate(linear, weights=qint8, device="meta"))
     return model
 

@@ -40,7 +40,7 @@ def parse_json_object(text: str | None, file: str, key: str) -> dict:
     """The JSON object stored under metadata `key` (a CheckpointError naming the file and key otherwise)."""
     try:
         value = json.loads(text) if isinstance(text, str) else None
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or a number of more than 4300 digits
         raise config_error(file, key, f"is not valid JSON ({str(e)[:120]})", "a JSON object") from None
     if not isinstance(value, dict):
         raise config_error(file, key, f"is a {type(value).__name__}", "a JSON object")
@@ -51,16 +51,16 @@ def _check_value(file: str, name: str, value, default, any_length: bool = False)
     """`value` converted to the type of `default` (int, float, bool, tuple of ints), or a CheckpointError."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise config_error(file, name, f"is {value!r}", "true or false")
+            raise config_error(file, name, f"is {value!r}"[:200], "true or false")
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
-            raise config_error(file, name, f"is {str(value)[:200]}", f"a whole number from 0 to {MAX_SIZE}")
+            raise config_error(file, name, f"is {value!r}"[:200], f"a whole number from 0 to {MAX_SIZE}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or not 0 < value <= MAX_SIZE:
-            raise config_error(file, name, f"is {value!r}", f"a positive finite number up to {MAX_SIZE}")
+            raise config_error(file, name, f"is {value!r}"[:200], f"a positive finite number up to {MAX_SIZE}")
         return float(value)
     if isinstance(default, tuple):
         length = (1, MAX_BLOCKS) if any_length else (len(default), len(default))
@@ -68,7 +68,7 @@ def _check_value(file: str, name: str, value, default, any_length: bool = False)
             isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE for v in value)
         if not ok:
             count = f"1 to {MAX_BLOCKS}" if any_length else str(len(default))
-            raise config_error(file, name, f"is {str(value)[:200]}", f"a list of {count} whole numbers from 1 to "
+            raise config_error(file, name, f"is {value!r}"[:200], f"a list of {count} whole numbers from 1 to "
                                f"{MAX_SIZE}")
         return tuple(value)
     raise TypeError(f"no rule for config field {name} of type {type(default).__name__}")  # a programming error

@@ -11,6 +11,7 @@ import comfy.supported_models
 import torch
 
 from ...magic141_core.dit.model import image_to_video_input
+from ...magic141_core.runtime.finite import DIT_ADVICE, NonFiniteOutput, lora_advice
 from .memory import load
 
 MAGIC141_SHIFT = 5.0  # the official sampler's shift: native "simple" sigmas at 4 steps = ours
@@ -127,3 +128,15 @@ def velocity_model(patcher, node: str):
                 "Loader, or a HunyuanVideo-I2V v1 (concat) checkpoint through Load Diffusion Model")
     load(patcher)
     return dit if dit is not None else NativeHunyuanDiT(patcher)
+
+
+def blame_patches(error: NonFiniteOutput, patcher) -> NonFiniteOutput:
+    """Non-finite transformer output from a MODEL carrying weight patches (native LoRA loaders add them): the same
+    finding, with the patches named as the likeliest cause (the dtype advice alone would mislead). Other errors,
+    and unpatched models, come back unchanged."""
+    patches = sorted(getattr(patcher, "patches", None) or {})
+    if error.advice != DIT_ADVICE or not patches:
+        return error
+    count = f"{len(patches)} weight{'s' if len(patches) > 1 else ''}"
+    return error.blamed_on(lora_advice(f"LoRA or other weight patches on {count} (e.g. {patches[0]}) from the LoRA "
+                                       "loader(s) wired into its MODEL"))

@@ -93,7 +93,9 @@ def output_file(filename_prefix: str, extension: str, width: int = 0, height: in
     """Next free `<prefix>_00001_.<ext>` in ComfyUI's output folder, and its UI record (filename, subfolder, type).
 
     The folder is checked after resolving symlinks (ComfyUI's own check compares unresolved paths): a prefix whose
-    folder is, or passes through, a link to somewhere outside the output folder is refused with ValueError."""
+    folder is, or passes through, a link to somewhere outside the output folder is refused with ValueError, and so
+    is a prefix that names no visible file (`check_prefix`)."""
+    check_prefix(filename_prefix)
     out_dir = folder_paths.get_output_directory()
     # checked before ComfyUI's own check (0.30 has one, with a less specific message; 0.3.x compares unresolved paths)
     _inside_output(Path(out_dir), Path(out_dir) / Path(filename_prefix).parent, f"filename_prefix {filename_prefix!r}")
@@ -108,6 +110,20 @@ def output_file(filename_prefix: str, extension: str, width: int = 0, height: in
     os.makedirs(folder, exist_ok=True)
     _inside_output(Path(out_dir), path.parent, f"filename_prefix {filename_prefix!r}")  # now made: check again
     return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
+
+
+PREFIX_RULE = ("a file name, optionally after sub-folders of the output folder (e.g. 'Magic141/clip'): not empty, "
+               "not starting with '.', without control characters")
+
+
+def check_prefix(prefix) -> None:
+    """ValueError stating `PREFIX_RULE` for a filename_prefix that is empty, ends in a folder, names a hidden file
+    ('.x', which would also hide it from the UI) or holds a NUL or another control character."""
+    name = str(prefix).replace("\\", "/").rpartition("/")[2].strip()
+    problem = ("holds a control character" if any(ord(c) < 32 or ord(c) == 127 for c in str(prefix)) else
+               "names no file" if not name else "names a hidden file" if name.startswith(".") else None)
+    if problem:
+        raise ValueError(f"filename_prefix {str(prefix)!r} {problem}; it must be {PREFIX_RULE}")
 
 
 def _inside_output(root: Path, path: Path, what: str) -> Path:
