@@ -16,6 +16,7 @@ from ..magic141_core.video.long_video import (
     window_seeds,
 )
 from ..magic141_core.video.mp4 import Mp4Writer
+from ..magic141_core.video.start_image import DRAFT_WINDOW_FRAMES, DRAFT_WINDOWS, EARLIER_DRAFT_LONG, size_choices
 from .common import CATEGORY, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
 from .host import frame_vae, native_model, paths, progress
 from .native import FixedEncoders, check_widths, magic141_conditioning
@@ -32,7 +33,8 @@ class Magic141LongVideo:
         "repeated seam frame is dropped. Each window is appended to the MP4 as soon as it is done, so memory stays "
         "flat. One prompt per line directs the windows in order (the last line repeats). If you stop the run, the "
         "finished windows are kept as <name>_partial.mp4. A progress bar shows while it renders; the finished video "
-        "plays in the node."
+        "plays in the node. The node states the length it renders, in seconds: on a CPU (auto: the draft) the windows "
+        f"asked, up to {DRAFT_WINDOWS}, of at most {DRAFT_WINDOW_FRAMES} frames."
     )
     CATEGORY = CATEGORY
     # outputs are only ever appended (saved workflows link them by index); without the VIDEO type (an old host)
@@ -62,8 +64,11 @@ class Magic141LongVideo:
                 "duration": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 3600.0, "step": 1.0, "round": 1.0,
                                        "tooltip": "Length in whole seconds, or a number of windows (see unit)."}),
                 "unit": (["seconds", "windows"], {"default": "seconds", "tooltip": "What duration counts."}),
-                "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4, "advanced": True,
-                                          "tooltip": "Frames per window, 4k+1; 81 is the model's native length."}),
+                "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4,
+                                          "tooltip": "Frames per window, 4k+1; 81 is the model's native length. "
+                                                     "The draft (auto on a CPU) makes the windows asked, up to "
+                                                     f"{DRAFT_WINDOWS}, of at most {DRAFT_WINDOW_FRAMES} frames; "
+                                                     "540p, 720p and custom make them all at this length."}),
                 **LONG_VIDEO_SIZE,
                 **SAMPLING,
                 "color_match": ("BOOLEAN", {"default": True, "tooltip": "Match each new start frame's colours "
@@ -96,6 +101,13 @@ class Magic141LongVideo:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, resolution):
+        """The resolution combo's entries, and the draft entry of earlier versions (saved workflows keep running)."""
+        choices = size_choices(long_video=True)
+        return resolution in choices or resolution in EARLIER_DRAFT_LONG or \
+            f"resolution must be one of {', '.join(choices)}; got {resolution!r}"
+
     def render(self, model, vae, prior, prompts, filename_prefix, encoders=None, conditioning=None, negative=None,
                frames_limit_mb=FRAMES_LIMIT_MB, prompt=None, extra_pnginfo=None, unique_id=None, **widgets):
         """`widgets`: the length and size (`LENGTH_WIDGETS`) and the fields of the core's `LongVideoSettings`, which
@@ -111,10 +123,12 @@ class Magic141LongVideo:
         # the size policy (auto / draft / buckets / custom) is the core's; draft also caps the windows
         start, size = fit_start_image(prior, length["resolution"], length["width"], length["height"], window_length,
                                       name="prior", long_video=True, node="Magic141 Long Video")
-        window_length = size.frames
+        # the windows asked are counted at the window length asked (what the node shows); a draft renders the first
+        # few of them, shorter, and says so in seconds
         size = size.with_windows(count_windows(length["duration"], length["unit"], settings.fps, window_length))
-        windows = size.windows
-        progress.show_text(unique_id, f"Magic141 Long Video: {size.describe()}")
+        window_length, windows = size.frames, size.windows
+        asked = f"{length['duration']:g} s" if length["unit"] == "seconds" else None
+        progress.show_text(unique_id, f"Magic141 Long Video: {size.describe(settings.fps, asked)}")
         if conditioning is not None:
             fixed = magic141_conditioning(conditioning, negative)
             encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..runtime.profile import StageProfile
 from .models import REPO, load_dit_and_vae, load_encoders, resolve_models
@@ -73,13 +74,15 @@ def new_output(path: Path | None, default: str, suffix: str, flag: str = "--out"
     return path
 
 
-def run_video(args, count_windows, prompts: str):
+def run_video(args, count_windows, prompts: str, asked: str | None = None):
     """Render the clip (or long video) to args.out.
 
-    count_windows(frames) -> the windows asked for at `frames` per window (None: a single clip). The size policy
-    (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets the frame size, args.frames and the windows, and
-    says what it chose on stdout. Returns (path or None on ranks other than 0, windows made)."""
-    from ..sampling.sampler import latent_frames
+    count_windows(frames) -> the windows asked for at `frames` per window (None: a single clip); asked: the duration
+    asked for, as said back ("60 s"). The size policy (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets
+    the frame size, args.frames and the windows (a draft: the first of the windows asked at args.frames, shorter),
+    and says what it chose on stdout (a long video: its length in seconds). Returns (path or None on ranks other
+    than 0, windows made)."""
+    from ..sampling.sampler import latent_frames, latent_shape
     from ..video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video, window_prompts, window_seeds
     from ..video.mp4 import Mp4Writer
 
@@ -92,10 +95,10 @@ def run_video(args, count_windows, prompts: str):
     rank_zero = sp is None or sp.is_main
     size = start_image_size(args.image, args.resolution, args.frames, args.device, long_video=count_windows is not None)
     if count_windows is not None:
-        size = size.with_windows(count_windows(size.frames))
+        size = size.with_windows(count_windows(args.frames))
     args.frames, windows = size.frames, size.windows or 1
-    if rank_zero:
-        print(f"size: {size.describe()}", flush=True)  # stdout, like "wrote": stderr is for the bar and errors
+    if rank_zero:  # stdout, like "wrote": stderr is for the bar and errors
+        print(f"size: {size.describe(args.fps if count_windows else None, asked)}", flush=True)
     prior = load_start_image(args.image, args.resolution, args.fit, size)
     profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)
     with profile.stage("load"):
@@ -104,8 +107,12 @@ def run_video(args, count_windows, prompts: str):
         dit, vae = load_dit_and_vae(args, paths)
         if profile.enabled:
             encoders.load()  # loading, not the first encode, pays for reading the encoders' files
-    bar = StageBar(windows, args.steps, disable=not rank_zero)
-    frame_vae = CoreFrameVAE(vae, progress=bar.decoded)
+    frame_vae = CoreFrameVAE(vae)
+    # each window's decode chunks, planned now so the bar's total is known before it starts (under torchrun the
+    # decode is split by ranks and reports no chunks)
+    chunks = frame_vae.plan_decode(latent_shape(args.frames, size.height, size.width)) if sp is None else 0
+    bar = StageBar(windows, args.steps, chunks, disable=not rank_zero)
+    frame_vae.progress = bar.decoded
     profile.instrument(dit=dit, encoders=encoders, vae=frame_vae)
     if sp is not None:
         from ..parallel import ParallelFrameVAE, RankZeroEncoders
@@ -129,14 +136,18 @@ def run_video(args, count_windows, prompts: str):
 
 class StageBar:
     """One tqdm bar over every stage of every window, each a step: text encode, VAE encode, each sampler step, each
-    VAE decode chunk (counted into the total when the decode has planned them), the MP4 write. Its description
-    names the window and the stage running now."""
+    VAE decode chunk (`decode_chunks` per window, planned before the bar starts, so its total never changes), the
+    MP4 write. Its description names the window and the stage running now. While it shows, log records (ours,
+    transformers' and Python warnings) print above it, never into it."""
 
     NEXT = {"text encode": "VAE encode", "VAE encode": "sampling", "write": "text encode"}
 
-    def __init__(self, windows: int, steps: int, disable: bool = False):
+    def __init__(self, windows: int, steps: int, decode_chunks: int, disable: bool = False):
         self.windows, self.steps, self.window = windows, steps, 0
-        self.bar = tqdm(total=windows * (steps + 3), unit="step", disable=disable)
+        route_library_logs()
+        self._logs_above = logging_redirect_tqdm()  # the root logger's console handler writes through tqdm
+        self._logs_above.__enter__()
+        self.bar = tqdm(total=windows * (steps + 3 + decode_chunks), unit="step", disable=disable)
         self._describe(0, "text encode")
 
     def _describe(self, window: int, stage: str) -> None:
@@ -155,13 +166,21 @@ class StageBar:
         self.bar.update(1)
 
     def decoded(self, done: int, total: int) -> None:
-        if done == 1:
-            self.bar.total += total
         self._describe(self.window, "write" if done == total else "VAE decode")
         self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
+        self._logs_above.__exit__(None, None, None)
+
+
+def route_library_logs() -> None:
+    """Send transformers' log records (it prints them with its own stderr handler) to the root logger, whose console
+    handler the CLI controls (above the progress bar, in its format)."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
 
 
 class _NoWriter:
@@ -187,7 +206,8 @@ def cmd_long(args):
     count_windows(duration, unit, args.fps, args.frames)  # a bad duration is refused before the image is read
     prompts = read_text(args.prompts[1:], MAX_PROMPT_BYTES, "the prompts file") if args.prompts.startswith("@") \
         else args.prompts
-    out, windows = run_video(args, lambda frames: count_windows(duration, unit, args.fps, frames), prompts)
+    out, windows = run_video(args, lambda frames: count_windows(duration, unit, args.fps, frames), prompts,
+                             f"{duration:g} s" if unit == "seconds" else None)
     if out is None:  # not rank 0
         return
     print(f"wrote {out} ({windows} windows)")
