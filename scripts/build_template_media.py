@@ -25,13 +25,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from build_thumbnails import write_thumbnail
+from build_thumbnails import SOURCES, write_thumbnail
 from build_workflows import BUILDERS, DOWNLOADS, REPO, TEMPLATES, card
 from scripts.workflow_graph import required_downloads  # build_workflows put the repository on sys.path
 
 ASSETS = REPO / "docs" / "assets"
 WINDOW = {"width": 1600, "height": 1000}
-PRIOR_SINK = "9001"  # the Preview Image added on the prior image (an id no template uses)
+PRIOR_SINK = "9001"  # the Preview Image added on the prior image (an id no template uses; a switch's sources: 9002-4)
 BOXES = ("() => window.app.graph._nodes.filter(n => n.type !== 'Reroute')"
          ".map(n => [n.id, n.type, ...Array.from(n.getBounding())])")
 QUEUE = """async (sink) => {
@@ -40,8 +40,20 @@ QUEUE = """async (sink) => {
       || n.class_type === 'Magic141LongVideo');
   const image = target.inputs.image ?? target.inputs.prior;
   prompt.output[sink] = {class_type: 'PreviewImage', inputs: {images: image}};
+  const sw = Object.values(prompt.output).find(n => n.class_type === 'Magic141PriorSwitch');
+  ['generated', 'retrieved', 'uploaded'].forEach((source, i) => {  // a prior switch's sources, for its thumbnail
+    if (sw?.inputs[source]) prompt.output[String(Number(sink) + 1 + i)] = {class_type: 'PreviewImage',
+                                                                          inputs: {images: sw.inputs[source]}}; });
   return (await window.app.api.queuePrompt(0, prompt)).prompt_id;
 }"""
+
+
+def new_page(browser, server: str):
+    page = browser.new_context(viewport=WINDOW).new_page()
+    page.goto(server)
+    page.wait_for_function("() => window.app && window.app.graph", timeout=120_000)
+    time.sleep(2)
+    return page
 
 
 def fetch(url: str) -> bytes:
@@ -87,7 +99,17 @@ def result_frames(server: str, history: dict, key: str) -> list[Image.Image]:
     return [Image.fromarray(frames[i]) for i in picks]
 
 
-def run_template(page, server: str, key: str) -> bool:
+def keep(media: Path | None, key: str, start: Image.Image, results: list[Image.Image], sources=()) -> None:
+    """Save what a thumbnail is made of (`build_thumbnails.py --media DIR` remakes the thumbnails from it)."""
+    if media is not None:
+        media.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate([start, *results]):
+            image.convert("RGB").save(media / f"{key}.{i}.png")
+        for label, image in sources:
+            image.convert("RGB").save(media / f"{key}.{label}.png")
+
+
+def run_template(page, server: str, key: str, media: Path | None = None) -> bool:
     title, workflow = TEMPLATES[key][0], json.loads(json.dumps(BUILDERS[key]()))
     open_template(page, title)
     downloads = [(m["name"], DOWNLOADS[m["name"]][2]) for m in required_downloads(workflow)]
@@ -99,6 +121,7 @@ def run_template(page, server: str, key: str) -> bool:
         time.sleep(2)
         page.screenshot(path=ASSETS / f"template_{key}.jpg", quality=85)
         close_panel(page)
+        keep(media, key, start, [])
         write_thumbnail(key, card(key, workflow), start, [], downloads)
         return True
     began = time.time()
@@ -117,8 +140,12 @@ def run_template(page, server: str, key: str) -> bool:
     if covered:
         print(f"{key}: after its run these nodes overlap: {covered}", file=sys.stderr)
     prior = history["outputs"][PRIOR_SINK]["images"][0]
-    start = Image.open(io.BytesIO(view(server, prior)))
-    write_thumbnail(key, card(key, workflow), start, result_frames(server, history, key))
+    start, results = Image.open(io.BytesIO(view(server, prior))), result_frames(server, history, key)
+    sinks = {label: str(int(PRIOR_SINK) + 1 + i) for i, label in enumerate(SOURCES)}
+    sources = [(label, Image.open(io.BytesIO(view(server, history["outputs"][sink]["images"][0]))))
+               for label, sink in sinks.items() if sink in history["outputs"]]
+    keep(media, key, start, results, sources)
+    write_thumbnail(key, card(key, workflow), start, results, sources=sources)
     return not covered
 
 
@@ -127,24 +154,23 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="a ComfyUI started by ./run.sh, e.g. http://127.0.0.1:8189")
-    parser.add_argument("--only", nargs="*", default=list(TEMPLATES), help="template keys (default: all)")
+    parser.add_argument("--only", nargs="*", default=list(TEMPLATES),
+                        help="template keys (default: all; none: only the Templates dialog's screenshot)")
+    parser.add_argument("--media", type=Path, help="also keep each template's start image and results here")
     args = parser.parse_args()
     server = args.url.rstrip("/")
     ok = True
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport=WINDOW)
-        page.goto(server)
-        page.wait_for_function("() => window.app && window.app.graph", timeout=120_000)
-        time.sleep(2)
+        page = new_page(browser, server)
+        for key in args.only:
+            ok &= run_template(page, server, key, args.media)
+        page = new_page(browser, server)  # a fresh page: the new thumbnails, not the cached ones
         page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
         page.get_by_text("Magic141", exact=True).first.click()
         time.sleep(3)  # the thumbnails load
         page.screenshot(path=ASSETS / "templates_dialog.jpg", quality=85)
-        page.keyboard.press("Escape")
-        for key in args.only:
-            ok &= run_template(page, server, key)
         browser.close()
     return 0 if ok else 1
 

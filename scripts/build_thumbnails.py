@@ -4,8 +4,10 @@ and its demo result as the template renders it after ./run.sh (the last frame of
 middle and last frames), or, for a template that needs public weights, the files to download and their size.
 
 The pictures come from a real run of each template (scripts/build_template_media.py runs them and calls
-`write_thumbnail`); the demo is untrained and holds its start image still, so a demo result is the start image as
-the demo VAE carries it (blurred), recoloured by the demo LoRA, chained into windows, and so on.
+`write_thumbnail`; with --media DIR it keeps them, and `python scripts/build_thumbnails.py --media DIR` remakes the
+thumbnails without running anything, e.g. after a card line changed); the demo is untrained and holds its start
+image still, so a demo result is the start image as the demo VAE carries it (blurred), recoloured by the demo LoRA,
+chained into windows, and so on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from build_workflows import TEMPLATES, template_path  # scripts/ is on the path of a script run from it
 
 SIZE = (512, 288)
+SOURCES = ("generated", "retrieved", "uploaded")  # Magic141 Prior Switch's inputs, shown as its thumbnail's insets
 TOP = 62  # rows of the caption: flow and card line
 FLOWS = {
     "image_to_video": "image  >  video",
@@ -38,9 +41,10 @@ def _font(size: int):
 
 
 def thumbnail(key: str, description: str, start: Image.Image, results: list[Image.Image],
-              downloads: list[tuple[str, float]] = ()) -> Image.Image:
-    """512x288: the caption (flow, `description`), then `results` side by side with `start` inset at the lower left;
-    without results, `start` beside the list of `downloads` (name, bytes) and their total."""
+              downloads: list[tuple[str, float]] = (), sources: list[tuple[str, Image.Image]] = ()) -> Image.Image:
+    """512x288: the caption (flow, `description`), then `results` side by side with `start` inset at the lower left
+    (with `sources`, (label, image) of a prior switch's inputs, those instead, side by side); without results,
+    `start` beside the list of `downloads` (name, bytes) and their total."""
     canvas = Image.new("RGB", SIZE, (24, 26, 32))
     draw = ImageDraw.Draw(canvas)
     draw.text((14, 8), "Magic141", fill=(250, 200, 120), font=_font(18))
@@ -59,11 +63,14 @@ def thumbnail(key: str, description: str, start: Image.Image, results: list[Imag
         for tile in tiles:
             canvas.paste(tile, (x, TOP + (area[1] - tile.height) // 2))
             x += tile.width + gap
-        inset = _fit(start, 110, 80)
-        left, top = 14, TOP + area[1] - inset.height
-        draw.rectangle((left - 2, top - 18, left + inset.width + 1, top + inset.height + 1), fill=(24, 26, 32))
-        draw.text((left, top - 16), "start", fill=(235, 235, 240), font=_font(12))
-        canvas.paste(inset, (left, top))
+        left = 14
+        for label, image in sources or [("start", start)]:
+            inset = _fit(image, 110, 80)
+            top = TOP + area[1] - inset.height
+            draw.rectangle((left - 2, top - 18, left + inset.width + 1, top + inset.height + 1), fill=(24, 26, 32))
+            draw.text((left, top - 16), label, fill=(235, 235, 240), font=_font(12))
+            canvas.paste(inset, (left, top))
+            left += inset.width + 8
     else:
         tile = _fit(start, 200, area[1])
         canvas.paste(tile, (14, TOP + (area[1] - tile.height) // 2))
@@ -79,8 +86,38 @@ def thumbnail(key: str, description: str, start: Image.Image, results: list[Imag
 
 
 def write_thumbnail(key: str, description: str, start: Image.Image, results: list[Image.Image],
-                    downloads: list[tuple[str, float]] = ()) -> None:
+                    downloads: list[tuple[str, float]] = (), sources: list[tuple[str, Image.Image]] = ()) -> None:
     """example_workflows/<title>.jpg of the template `key` (a key of build_workflows.TEMPLATES)."""
     if key not in TEMPLATES or key not in FLOWS:
         raise KeyError(f"{key}: not a template with a flow text (TEMPLATES in build_workflows.py, FLOWS here)")
-    thumbnail(key, description, start, results, downloads).save(template_path(key).with_suffix(".jpg"), quality=88)
+    thumbnail(key, description, start, results, downloads, sources).save(template_path(key).with_suffix(".jpg"),
+                                                                         quality=88)
+
+
+def main() -> None:
+    """Remake every thumbnail from the pictures build_template_media.py kept (--media DIR): <key>.0.png is the start
+    image, <key>.1.png ... the results, <key>.<label>.png a prior switch's sources."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from build_workflows import BUILDERS, DOWNLOADS, card
+    from scripts.workflow_graph import required_downloads
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--media", type=Path, required=True)
+    folder = parser.parse_args().media
+    for key, build in BUILDERS.items():
+        workflow = json.loads(json.dumps(build()))
+        numbered = sorted((p for p in folder.glob(f"{key}.*.png") if p.suffixes[0][1:].isdigit()),
+                          key=lambda p: int(p.suffixes[0][1:]))
+        pictures = [Image.open(p) for p in numbered]
+        sources = [(label, Image.open(folder / f"{key}.{label}.png")) for label in SOURCES
+                   if (folder / f"{key}.{label}.png").is_file()]
+        downloads = [(m["name"], DOWNLOADS[m["name"]][2]) for m in required_downloads(workflow)]
+        write_thumbnail(key, card(key, workflow), pictures[0], pictures[1:], downloads, sources)
+        print(f"wrote {template_path(key).with_suffix('.jpg').name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,20 +26,18 @@ CARDS = REPO / "web" / "templates.json"  # {title: the card's one-line descripti
 # name and description = name), so the file name is the title, and web/templates.js writes each card's description
 # line from CARDS (Comfy-Org/ComfyUI_frontend#13462; an index.json beside the templates, #9284, is not merged). The
 # thumbnail (build_thumbnails.py) shows the same line. key (what tests and docs call a template) -> (title, what it
-# does and needs); a template naming DOWNLOADS files gets "Needs downloads (size)" appended.
+# does and needs); a template naming DOWNLOADS files gets "Needs downloads (size)" appended. The card shows two lines
+# of ~33 characters: a description stays within 64 (tests/test_templates.py).
 TEMPLATES = {
-    "image_to_video": ("Image to video", "One picture and a prompt become a 4-step clip. Runs on the demo models."),
-    "text_to_image_to_video": ("Text to image to video", "An SD1.5-format image model paints the first frame, "
-                                                         "Magic141 moves it (the demo's are patterns)."),
-    "retrieval_prior_to_video": ("Retrieved image to video", "CLIP picks the folder image nearest the prompt as the "
-                                                             "first frame (the demo's CLIP knows colours)."),
-    "prior_switch_to_video": ("Prior switch to video", "A generated, retrieved or your own picture starts the "
-                                                       "clip: one switch, only that branch runs."),
-    "long_video": ("Long video", "A long shot: 4-step windows chained, one prompt per line, written as it goes."),
-    "lora_to_video": ("Image to video with a LoRA", "A LoRA through the native loader (the demo's swaps red and "
-                                                    "blue); put yours in models/loras."),
-    "hunyuan_i2v_long_video": ("HunyuanVideo-I2V long video", "Public HunyuanVideo-I2V v1 weights with native "
-                                                              "loaders into Long Video."),
+    "image_to_video": ("Image to video", "One picture and a prompt become a 4-step clip."),
+    "text_to_image_to_video": ("Text to image to video",
+                               "An SD1.5 image model paints the first frame; Magic141 moves it."),
+    "retrieval_prior_to_video": ("Retrieved image to video",
+                                 "CLIP picks the input image nearest the prompt as first frame."),
+    "prior_switch_to_video": ("Prior switch to video", "A generated, retrieved or own picture starts the clip."),
+    "long_video": ("Long video", "A long shot of chained 4-step windows, a prompt per line."),
+    "lora_to_video": ("Image to video with a LoRA", "A LoRA via the native loader; the demo's swaps red and blue."),
+    "hunyuan_i2v_long_video": ("HunyuanVideo-I2V long video", "HunyuanVideo-I2V v1 into Long Video."),
 }
 
 

@@ -2,8 +2,8 @@
 `./run.sh` starts ComfyUI (the demo models already generated), the template is opened and Run is pressed once.
 
 For each template in example_workflows/ that the demo models can run (not those naming public HunyuanVideo files
-for download), this starts `./run.sh --port P` on a base folder laid out by run.sh's own `serve.prepare_base`, queues the
-template exactly as shipped (converted to an API prompt as the frontend does), waits for it, and prints the
+for download), this starts `./run.sh --port P` on a base folder laid out by run.sh's own `serve.prepare_base`, queues
+the template exactly as shipped (converted to an API prompt as the frontend does), waits for it, and prints the
 seconds from Run to done, the size each video node chose (its log line) and whether it succeeded. The target
 (issue 19): every first Run under 120 s on a 2-core CPU.
 

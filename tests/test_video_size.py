@@ -92,15 +92,18 @@ def test_a_long_video_draft_renders_the_windows_asked_up_to_its_cap(asked, made)
 
 
 def test_a_long_video_says_its_length_in_seconds_and_why_it_is_short():
-    long = video_size(AUTO, 1920, 1080, 81, "cpu", long_video=True).with_windows(19)  # 60 s at 81 frames a window
+    from magic141_core.video.long_video import windows_for
+
+    asked = windows_for(60, 24.0, 81)  # 18: 18 x 80 + 1 = 1441 frames
+    long = video_size(AUTO, 1920, 1080, 81, "cpu", long_video=True).with_windows(asked)
     assert long.describe(24.0, "60 s") == (
-        "auto on cpu -> draft: 160x80, 4 windows of 9 frames = 33 frames = 1.4 s at 24 fps (60 s asked = 19 windows "
+        "auto on cpu -> draft: 160x80, 4 windows of 9 frames = 33 frames = 1.4 s at 24 fps (60 s asked = 18 windows "
         "of 81 frames; a draft renders at most 4 windows of at most 9 frames: for all of it choose resolution 540p, "
         "or custom, whose window_length applies)")
     assert video_size(CUSTOM, 1920, 1080, 5, custom=(64, 48), long_video=True).with_windows(3).describe(24.0) == \
         "custom: 64x48, 3 windows of 5 frames = 13 frames = 0.5 s at 24 fps"  # nothing cut: nothing to explain
-    gpu = video_size(AUTO, 1920, 1080, 81, "cuda", long_video=True).with_windows(19).describe(24.0, "60 s")
-    assert gpu == "auto on cuda -> 540p: 960x544, 19 windows of 81 frames = 1521 frames = 63.4 s at 24 fps"
+    gpu = video_size(AUTO, 1920, 1080, 81, "cuda", long_video=True).with_windows(asked).describe(24.0, "60 s")
+    assert gpu == "auto on cuda -> 540p: 960x544, 18 windows of 81 frames = 1441 frames = 60.0 s at 24 fps"
 
 
 def test_the_earlier_long_video_draft_entry_still_means_two_windows():

@@ -122,7 +122,7 @@ class VideoSize:
         """One line for the log, the node and the CLI: what is made and, where the draft cut it, why and how to get
         the rest. A clip: "auto on cpu -> draft: 112x112, 17 frames (81 asked, the draft's cap)". A long video (after
         `with_windows`), with `fps` and the duration `asked` ("60 s"): "auto on cpu -> draft: 160x80, 4 windows of 9
-        frames = 33 frames = 1.4 s at 24 fps (60 s asked = 19 windows of 81 frames; a draft renders at most 4
+        frames = 33 frames = 1.4 s at 24 fps (60 s asked = 18 windows of 81 frames; a draft renders at most 4
         windows of at most 9 frames: for all of it choose resolution 540p, or custom, whose window_length applies)".
         total_frames: the video's frames when windows share more than their seam frame (default windows x
         (frames - 1) + 1)."""
