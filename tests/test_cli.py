@@ -94,7 +94,8 @@ def test_generate_fit_pad_keeps_the_whole_image_between_black_bars(demo_dir, tmp
 def test_long_with_a_report_chains_windows(demo_dir, tmp_path):
     out = tmp_path / "long.mp4"
     result = cli("long", "--image", COMFYUI / "input" / "example.png", "--prompts", "waves\nclouds", "--windows", 2,
-                 "--frames", 5, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir, "--report")
+                 "--frames", 5, "--context-frames", 1, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir,
+                 "--report")
     assert result.returncode == 0, result.stderr
     assert read_mp4(out)[0].shape[0] == 2 * 4 + 1 and "seam jump" in result.stdout
     # one progress bar over every stage: per window text encode, VAE encode, 4 steps, 1 decode chunk, the write

@@ -160,9 +160,9 @@ def test_bad_native_conditioning_is_named(pack, native_files, extras, message):
 class PoolVAE:
     """A deterministic stand-in `FrameVAE` (8x average pool / nearest upsample, 4x in time)."""
 
-    def encode_frame(self, image, seed):
-        pooled = torch.nn.functional.avg_pool2d(image.movedim(-1, 1), 8)  # [1, 3, h, w]
-        return pooled.repeat(1, 6, 1, 1)[:, :16].unsqueeze(2)
+    def encode_frames(self, frames, seed):
+        pooled = torch.nn.functional.avg_pool2d(frames[::4].movedim(-1, 1), 8)  # [L, 3, h, w]: frames 0, 4, 8, ...
+        return pooled.repeat(1, 6, 1, 1)[:, :16].movedim(0, 1)[None]  # [1, 16, L, h, w]
 
     def decode_frames(self, latent):
         frames = latent[0, :3].movedim(0, -1).repeat_interleave(4, 0)[3:]  # [1 + 4(T-1), h, w, 3]
@@ -180,7 +180,7 @@ def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files)
     for model in (ours(pack, native_files[0]), native(native_files[0])):
         latents = []
         generate_long_video(native_model.velocity_model(model, "test"), FixedEncoders(c), PoolVAE(), prior, ["a"] * 3,
-                            [5, 6, 7], 9, lambda frames: None, LongVideoSettings(),
+                            9, lambda frames: None, LongVideoSettings(seed=5),
                             on_step=lambda k, step: latents.append(step.x) if step.index == step.total - 1 else None)
         runs.append(latents)
     assert len(runs[0]) == len(runs[1]) == 3
@@ -191,7 +191,8 @@ def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files)
 def test_long_video_needs_encoders_or_a_native_conditioning(pack, native_files):
     node = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"]
     inputs = dict(model=ours(pack, native_files[0]), vae=None, prior=torch.rand(1, 32, 48, 3), prompts="a",
-                  duration=1, unit="windows", window_length=5, resolution="custom", width=48, height=32, steps=1,
+                  duration=1, unit="windows", window_length=5, context_frames=1, resolution="custom", width=48,
+                  height=32, steps=1,
                   shift=5.0, guidance=1.0, seed=1, color_match=True, noise_augmentation=0.0, anchor="prior",
                   fps=24.0, quality=19, filename_prefix="never")
     with pytest.raises(ValueError, match="connect either encoders .* or a native conditioning"):

@@ -39,9 +39,10 @@ def test_every_example_workflow_uses_only_known_nodes(object_info):
         assert types <= set(object_info), f"{path.name} uses unknown nodes {types - set(object_info)}"
 
 
+# sizes only: frame size, clip length (5-frame windows hold one context frame)
 SHRUNK = {"Magic141ImageToVideo": CPU_SIZE, "EmptyLatentImage": {"width": 64, "height": 48},
           "Magic141LongVideo": {"resolution": "custom", "width": 64, "height": 48, "window_length": 5,
-                                "duration": 3, "unit": "windows"}}  # sizes only: frame size, clip length
+                                "context_frames": 1, "duration": 3, "unit": "windows"}}
 
 
 def test_every_shipped_template_runs_from_run_sh_with_only_its_size_shrunk(server, object_info):
@@ -146,7 +147,7 @@ def test_long_video_writes_the_chained_windows_and_gives_the_whole_clip_to_nativ
     every frame of the MP4. Connected frames over frames_limit_mb stop the run before rendering."""
     prompt, ui = api_prompt(server, object_info, "long_video", Magic141LongVideo={
         "resolution": "custom", "width": 64, "height": 48, "duration": 3, "unit": "windows", "window_length": 5,
-        "filename_prefix": "Magic141/long_test"})
+        "context_frames": 1, "filename_prefix": "Magic141/long_test"})
     node = node_id(prompt, "Magic141LongVideo")
     assert object_info["Magic141LongVideo"]["output_name"] == ["last_window", "filename", "video", "frames"]
     prompt |= {"90": {"class_type": "GetVideoComponents", "inputs": {"video": [node, 2]}},

@@ -186,6 +186,21 @@ def fit_image(images: torch.Tensor, width: int, height: int, fit: str = "crop") 
     return out.movedim(1, -1).to(images.dtype)
 
 
+def fit_clip(frames: torch.Tensor, width: int, height: int, fit: str = "crop", keep: int | None = None) -> torch.Tensor:
+    """The frames of a clip to extend [S, H, W, C] (float 0..1 or uint8), fitted to width x height like the start
+    image (`fit_image`, one frame at a time: memory follows the output size), as uint8 [S', height, width, 3] (how
+    the video file stores them: frames already at the size come out bit for bit): all S frames, or the last `keep`.
+    Raises ValueError for an empty clip or a bad `fit`."""
+    if frames.ndim != 4 or not len(frames):
+        raise ValueError(f"the clip to extend has no frames (shape {tuple(frames.shape)}); give at least one frame")
+    frames = rgb(frames[-keep:] if keep else frames)
+    out = torch.empty(len(frames), height, width, 3, dtype=torch.uint8)
+    for i, frame in enumerate(frames):
+        image = frame[None].float() / 255 if frame.dtype == torch.uint8 else frame[None].float()
+        out[i] = (fit_image(image, width, height, fit)[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    return out
+
+
 def rgb(images: torch.Tensor) -> torch.Tensor:
     """Drop an alpha channel, expand grey to RGB: [B, H, W, C] -> [B, H, W, 3]."""
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
