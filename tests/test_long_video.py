@@ -17,6 +17,9 @@ from magic141_core import Conditioning, tiny
 from magic141_core.video.color import color_stats, match_color, rgb_to_lab
 from magic141_core.dit.loading import random_dit
 from magic141_core.video.long_video import ClipFrames, CoreFrameVAE, LongVideoSettings, generate_long_video
+from magic141_core.sampling.noise import INITIAL_NOISE, NOISE_AUGMENTATION, POSTERIOR_SAMPLE, stream_noise, stream_seed
+from magic141_core.sampling.sampler import latent_shape
+from magic141_core.vae import scale_latent
 from magic141_core.video.seams import measure_seams
 from magic141_core.video.windows import WindowPlan, count_windows, window_prompts, windows_for
 from magic141_core.vae import random_vae, tiny_vae
@@ -89,6 +92,35 @@ def test_same_seed_same_video_other_seed_differs(models):
     _, b, _, _ = render(models, ["waves roll in"], seed=3)
     _, c, _, _ = render(models, ["waves roll in"], seed=4)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_each_window_draws_from_its_own_streams(models):
+    """Window k's initial noise, its reference's posterior sample and its noise augmentation each come from the
+    stream (seed, purpose, k): recomputed here from the frames the VAE was given, the reference and the first
+    step's input are exactly those draws (the old code reused one generator seed for all three)."""
+    dit, vae = models
+    seen, forward = [], dit.forward
+
+    def spy(x, t, *args, reference=None, **kwargs):
+        if t[0] == 1000:  # the first step of a window: x is its initial noise
+            seen.append((x.clone(), reference.clone()))
+        return forward(x, t, *args, reference=reference, **kwargs)
+
+    dit.forward = spy
+    try:
+        _, _, _, frame_vae = render(models, ["a", "b", "c"], seed=11)
+    finally:
+        del dit.forward
+    shape = latent_shape(WINDOW, SIZE, SIZE)
+    augmentation = LongVideoSettings().noise_augmentation
+    for k, (noise, reference) in enumerate(seen):
+        assert torch.equal(noise, stream_noise(shape, 11, INITIAL_NOISE, k))
+        sampled = scale_latent(CoreFrameVAE(vae).encode_frames(frame_vae.encoded[k], stream_seed(11, POSTERIOR_SAMPLE,
+                                                                                                   k)))
+        if k:  # re-encoded video frames get fresh noise of their own
+            sampled = sampled + augmentation * stream_noise(tuple(sampled.shape), 11, NOISE_AUGMENTATION, k)
+        assert torch.allclose(reference, sampled, atol=1e-6), k
+    assert len(seen) == 3 and seen[1][1].shape[2] == 2  # a 5-frame context: 2 latent frames
 
 
 def test_anchor_frame_option_sends_the_new_frame_to_the_vlm(models):

@@ -153,6 +153,13 @@ def video_size(resolution: str, image_width: int, image_height: int, frames: int
 FITS = ("crop", "pad")
 
 
+def center_crop_offsets(image_height: int, image_width: int, height: int, width: int) -> tuple[int, int]:
+    """(top, left) of a height x width crop centred in an image_height x image_width picture, as torchvision's
+    `CenterCrop` (the official preprocessing) computes them: int(round(overshoot / 2.0)), Python's round (half to
+    even). Floor division differs by one pixel whenever the overshoot is 4k + 3 (e.g. 35 -> 18, not 17)."""
+    return int(round((image_height - height) / 2.0)), int(round((image_width - width) / 2.0))
+
+
 def fit_image(images: torch.Tensor, width: int, height: int, fit: str = "crop") -> torch.Tensor:
     """[B, H, W, C] in 0..1 -> [B, height, width, C] keeping the aspect ratio (bilinear, antialiased).
 
@@ -168,17 +175,17 @@ def fit_image(images: torch.Tensor, width: int, height: int, fit: str = "crop") 
     _, h, w, _ = images.shape
     if (w, h) == (width, height):
         return images
-    wider = w / h > width / height
-    if wider == (fit == "crop"):  # crop a wider image / pad a taller one: match heights
-        new_h, new_w = height, int(height * w / h)
+    ratio = w / h
+    if (ratio > width / height) == (fit == "crop"):  # crop a wider image / pad a taller one: match heights
+        new_h, new_w = height, int(height * ratio)  # the official arithmetic (int of height x ratio), to the pixel
     else:
-        new_w, new_h = width, int(width * h / w)
+        new_w, new_h = width, int(width / ratio)
     new_h, new_w = (max(height, new_h), max(width, new_w)) if fit == "crop" else (min(height, new_h), min(width, new_w))
     new_h, new_w = max(1, new_h), max(1, new_w)
     x = F.interpolate(images.movedim(-1, 1).float(), size=(new_h, new_w), mode="bilinear", antialias=True,
                       align_corners=False).clamp(0, 1)
     if fit == "crop":
-        top, left = (new_h - height) // 2, (new_w - width) // 2
+        top, left = center_crop_offsets(new_h, new_w, height, width)
         return x[:, :, top:top + height, left:left + width].movedim(1, -1).to(images.dtype)
     out = x.new_zeros(x.shape[0], x.shape[1], height, width)
     top, left = (height - new_h) // 2, (width - new_w) // 2
