@@ -199,3 +199,29 @@ def test_long_video_needs_encoders_or_a_native_conditioning(pack, native_files):
         run_node(node, **inputs)
     with pytest.raises(ValueError, match="connect either encoders"):
         run_node(node, **inputs, encoders=object(), conditioning=native_pair(pack, cond())[0])
+
+
+def test_a_multi_frame_reference_is_laid_out_as_native_hunyuan_image_to_video(pack, native_files, demo_models):
+    """Motion context: a 5-frame context is 2 latent frames. Native HunyuanImageToVideo (v1 concat) given those 5
+    frames as start_image, through ComfyUI's own HunyuanVideoI2V.concat_cond, makes exactly the reference and mask
+    channels that dit.model.image_to_video_input builds from the same latent: reference in latent frames 0-1, zeros
+    after, mask 1 on frames 0-1."""
+    import comfy.sd
+    import comfy.utils
+    from comfy_extras.nodes_hunyuan import HunyuanImageToVideo
+
+    from magic141_core.dit.model import image_to_video_input
+    from magic141_core.vae import scale_latent
+
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(demo_models["vae"])))
+    frames = torch.rand(5, 32, 48, 3, generator=torch.Generator().manual_seed(3))
+    positive, latent = HunyuanImageToVideo.execute([[torch.zeros(1, 4, 32), {}]], vae, 48, 32, 9, 1, "v1 (concat)",
+                                                   start_image=frames).args
+    values = positive[0][1]
+    noise = torch.randn(1, 16, 3, 4, 6, generator=torch.Generator().manual_seed(4))
+    native_channels = native(native_files[0]).model.concat_cond(noise=noise, device="cpu", **values)
+    assert latent["samples"].shape == noise.shape and values["concat_latent_image"].shape[2] == 2
+    ours = image_to_video_input(noise, scale_latent(values["concat_latent_image"]))[:, 16:]
+    assert ours.shape == native_channels.shape == (1, 17, 3, 4, 6)
+    assert torch.allclose(ours, native_channels, atol=1e-6)
+    assert ours[:, 16, :2].eq(1).all() and ours[:, 16, 2:].eq(0).all() and ours[:, :16, 2:].eq(0).all()
