@@ -94,10 +94,11 @@ def main():
     parser.add_argument("--json", type=Path, help="write the summary here")
     args = parser.parse_args()
     pan_windows, drift_windows = (2, 3) if args.smoke else (4, 20) if args.quick else (6, 60)
+    pan_frames = 9 if args.smoke else 17
     n = DEFAULT_CONTEXT_FRAMES
     ratios = {}
     for context in (1, n):
-        row = pan(context, pan_windows, 17)
+        row = pan(context, pan_windows, pan_frames)
         ratios[f"pan seam / inside change, context {context}"] = row["seam ratio"]
         ratios[f"pan speed after the seams / before, context {context}"] = row["speed kept"]
     for context in (1, n):
