@@ -246,7 +246,8 @@ def test_seam_report_says_what_each_figure_means_and_what_is_good():
     jumpy = [f.clone() for f in moving]
     for f in jumpy[9:]:
         f += 0.3
-    assert measure_seams(jumpy, WindowPlan(2, 9).seams()).summary().splitlines()[0].endswith("a visible jump at the seams.")
+    summary = measure_seams(jumpy, WindowPlan(2, 9).seams()).summary()
+    assert summary.splitlines()[0].endswith("a visible jump at the seams.")
     still = [torch.full((4, 4, 3), 0.5)] * 9 + [torch.full((4, 4, 3), 0.5 + 3 / 255)] * 8  # a 3-grey-level seam
     report = measure_seams(still, WindowPlan(2, 9).seams())
     assert report.seam_ratio > 100  # the "891x" a user saw: the within-window change is ~0

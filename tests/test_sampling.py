@@ -67,7 +67,8 @@ def test_every_draw_has_its_own_stream_and_a_seed_repeats_them():
     same = torch.corrcoef(torch.stack([make_noise((65536,), 39), make_noise((65536,), 39)]))[0, 1]
     assert same > 0.999  # sharing a seed is what correlation exposes
     # window 0's initial noise is the plain seed, as ComfyUI's KSampler draws it; every other stream is hashed
-    assert stream_seed(39, INITIAL_NOISE, 0) == 39 and torch.equal(draws[(39, INITIAL_NOISE, 0)], make_noise((65536,), 39))
+    assert stream_seed(39, INITIAL_NOISE, 0) == 39
+    assert torch.equal(draws[(39, INITIAL_NOISE, 0)], make_noise((65536,), 39))
     assert len({stream_seed(39, p, w) for p in PURPOSES for w in range(50)}) == 150
     with pytest.raises(ValueError, match="purpose must be one of"):
         stream_seed(39, "dropout")

@@ -3,7 +3,7 @@
 Two latent spaces exist and only these two helpers cross between them:
 - UNSCALED: what the VAE encodes to and decodes from. `encode` returns a distribution over it, `decode` expects it,
   and ComfyUI's LATENT type carries it (as native VAE Encode / VAE Decode do).
-- SCALED = unscaled x 0.476986: what the transformer sees. The reference latent (the prior image's `encode(...).sample(seed)`)
+- SCALED = unscaled x 0.476986: what the transformer sees. The reference latent (the prior's `encode(...).sample(seed)`)
   and the sampler's noise live here; the sampler's result goes back through `unscale_latent` before decoding.
 """
 
