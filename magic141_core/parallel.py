@@ -324,8 +324,8 @@ class ParallelFrameVAE:
         self.sp, self.frame_vae = sp, frame_vae  # frame_vae: a `video.long_video.CoreFrameVAE`
         self.compute_dtype = frame_vae.compute_dtype
 
-    def encode_frame(self, image: torch.Tensor, seed: int) -> torch.Tensor:
-        return self.sp.from_rank_zero(lambda: self.frame_vae.encode_frame(image, seed))
+    def encode_frames(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
+        return self.sp.from_rank_zero(lambda: self.frame_vae.encode_frames(frames, seed))
 
     def decode_frames(self, latent: torch.Tensor) -> Iterator[torch.Tensor]:
         vae = self.frame_vae.vae

@@ -15,8 +15,11 @@ sys.path.insert(0, str(REPO))
 from magic141_core.demo.models import DEMO_FILES  # noqa: E402
 from magic141_core.video.start_image import AUTO  # noqa: E402
 from magic141_core.text import NEGATIVE_PROMPT  # noqa: E402
+from magic141_core.video.windows import DEFAULT_CONTEXT_FRAMES  # noqa: E402
 
 OUT = REPO / "example_workflows"
+# Long Video's optional widgets, at their defaults: frames_limit_mb, context_frames, color_anchor, include_start
+LONG_VIDEO_OPTIONS = [2048, DEFAULT_CONTEXT_FRAMES, "start", False]
 # What the Templates browser shows. The shipped frontend (comfyui-frontend-package 1.47, ComfyUI 0.30.0) builds a
 # pack's template entry from its file name alone (/api/workflow_templates lists names only; the store sets title =
 # name and description = name, with - and _ shown as spaces), so the file name is the title, and the card repeats it
@@ -255,11 +258,12 @@ def hunyuan_i2v_long_video() -> dict:
         {"id": 8, "type": "Magic141LongVideo", "pos": [880, 60], "size": [420, 760],
          "inputs": {"model": (2, 0), "vae": (5, 0), "prior": (1, 0), "conditioning": (7, 0)},
          "widgets": ["(the native conditioning is used for every window)", 20.0, "seconds", 81, AUTO, 960, 544,
-                     20, 7.0, 6.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/hunyuan_i2v_long"]},
+                     20, 7.0, 6.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/hunyuan_i2v_long",
+                     *LONG_VIDEO_OPTIONS]},
     ]
     return graph(nodes, "HunyuanVideo-I2V with native loaders and encoders into Magic141 Long Video: public "
                         "HunyuanVideo-I2V v1 (concat, 33-channel) weights chained into a long shot with colour-matched "
-                        "windows. The native conditioning serves every window. HunyuanVideo-I2V is not distilled: 20 "
+                        "windows, each continuing the last 5 frames. The native conditioning serves every window. HunyuanVideo-I2V is not distilled: 20 "
                         "steps, shift 7 and its embedded guidance 6 (Magic141: 4, 5, 1). Add a LoRA loader after "
                         "Load Diffusion Model as usual.")
 
@@ -275,10 +279,12 @@ def long_video() -> dict:
          "inputs": {"model": (3, 0), "encoders": (4, 0), "vae": (2, 0), "prior": (1, 0)},
          "widgets": ["The camera glides forward along the path.\nThe camera rises above the trees.\n"
                      "The camera turns towards the sunset.", 60.0, "seconds", 81, AUTO, 960, 544,
-                     4, 5.0, 1.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/long"]},
+                     4, 5.0, 1.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/long", *LONG_VIDEO_OPTIONS]},
     ]
     return graph(nodes, "A minute-long shot: 4-step windows chained from the image, one prompt per line directs "
-                        "the windows. The MP4 grows window by window; a stopped run keeps <name>_partial.mp4.")
+                        "the windows. Each window continues the last 5 frames of the video so far (context_frames), so "
+                        "motion keeps its speed across the seams; connect a VIDEO to start_video to extend a clip "
+                        "instead. The MP4 grows window by window; a stopped run keeps <name>_partial.mp4.")
 
 
 if __name__ == "__main__":

@@ -94,12 +94,36 @@ def test_generate_fit_pad_keeps_the_whole_image_between_black_bars(demo_dir, tmp
 def test_long_with_a_report_chains_windows(demo_dir, tmp_path):
     out = tmp_path / "long.mp4"
     result = cli("long", "--image", COMFYUI / "input" / "example.png", "--prompts", "waves\nclouds", "--windows", 2,
-                 "--frames", 5, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir, "--report")
+                 "--frames", 5, "--context-frames", 1, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir,
+                 "--report")
     assert result.returncode == 0, result.stderr
     assert read_mp4(out)[0].shape[0] == 2 * 4 + 1 and "seam jump" in result.stdout
     # one progress bar over every stage: per window text encode, VAE encode, 4 steps, 1 decode chunk, the write
     bar = result.stderr.replace("\r", "\n")
     assert "window 2/2: done" in bar and "16/16" in bar and "/14 " in bar  # decode chunks join the total as planned
+
+
+def test_long_extends_a_video_with_motion_context_and_writes_it_first(demo_dir, tmp_path):
+    """--start-video continues an MP4 from its last 5 frames (the default context); --include-start writes the clip
+    first, so the file is the whole extended clip; without --image the clip's first frame is the identity anchor.
+    A clip of another size is fitted like a start image (centre crop), and the size line says so."""
+    from magic141_core.demo.standins import pan_clip
+    from magic141_core.video.mp4 import to_uint8, write_mp4
+
+    write_mp4(tmp_path / "wide.mp4", to_uint8(pan_clip(9, width=96, height=48, speed=2)), fps=24)
+    out = tmp_path / "extended.mp4"
+    result = cli("long", "--start-video", tmp_path / "wide.mp4", "--include-start", "--prompts", "the pan goes on",
+                 "--windows", 1, "--frames", 9, "--resolution", "64x48", "--out", out, "--demo-dir", demo_dir,
+                 "--report")
+    assert result.returncode == 0, result.stderr
+    assert "start video: 96x48, fitted (crop) to 64x48 like the start image" in result.stdout
+    frames = read_mp4(out)[0]
+    assert frames.shape == (9 + 9 - 5, 48, 64, 3)  # the clip, then the window's frames after its 5 context frames
+    original = read_mp4(tmp_path / "wide.mp4")[0][:, :, 16:80]  # the centre 64 columns
+    assert abs(frames[:9].astype(float) - original).mean() < 2  # the clip again (one more x264 pass)
+    assert "seam jump" in result.stdout and "none to measure" not in result.stdout  # the clip -> window seam
+    result = cli("long", "--prompts", "on", "--windows", 1, "--demo-dir", demo_dir, cwd=tmp_path)
+    assert result.returncode == 2 and "give --image (the start image) or --start-video" in result.stderr
 
 
 def test_quantize_writes_int8_transformer_and_encoder_files(demo_models, tmp_path):

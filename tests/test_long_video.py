@@ -3,6 +3,7 @@ drift guards, flat memory, and the interrupt behaviour (a playable *_partial.mp4
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,19 +14,14 @@ import torch
 from conftest import make_text
 
 from magic141_core import Conditioning, tiny
-from magic141_core.video.color import match_color, rgb_to_lab
+from magic141_core.video.color import color_stats, match_color, rgb_to_lab
 from magic141_core.dit.loading import random_dit
-from magic141_core.video.long_video import (
-    ClipFrames,
-    CoreFrameVAE,
-    LongVideoSettings,
-    generate_long_video,
-    total_frames,
-    window_prompts,
-    window_seeds,
-    windows_for,
-)
-from magic141_core.video.seams import measure_seams, seam_frames
+from magic141_core.video.long_video import ClipFrames, CoreFrameVAE, LongVideoSettings, generate_long_video
+from magic141_core.sampling.noise import INITIAL_NOISE, NOISE_AUGMENTATION, POSTERIOR_SAMPLE, stream_noise, stream_seed
+from magic141_core.sampling.sampler import latent_shape
+from magic141_core.vae import scale_latent
+from magic141_core.video.seams import measure_seams
+from magic141_core.video.windows import WindowPlan, count_windows, window_prompts, windows_for
 from magic141_core.vae import random_vae, tiny_vae
 from magic141_core.video.mp4 import Mp4Writer, read_mp4
 
@@ -50,9 +46,9 @@ class SpyVAE(CoreFrameVAE):
         super().__init__(vae)
         self.encoded = []
 
-    def encode_frame(self, image, seed):
-        self.encoded.append(image.clone())
-        return super().encode_frame(image, seed)
+    def encode_frames(self, frames, seed):
+        self.encoded.append(frames.clone())
+        return super().encode_frames(frames, seed)
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +64,27 @@ def prior_image():
 def render(models, prompts, seed=7, settings=LongVideoSettings(), on_step=None, vae_cls=SpyVAE):
     dit, vae = models
     encoders, frame_vae, chunks = FakeEncoders(), vae_cls(vae), []
-    count = generate_long_video(dit, encoders, frame_vae, prior_image(), prompts, window_seeds(seed, len(prompts)),
-                                WINDOW, chunks.append, settings, on_step=on_step)
+    settings = dataclasses.replace(settings, seed=seed)
+    count = generate_long_video(dit, encoders, frame_vae, prior_image(), prompts, WINDOW, chunks.append, settings,
+                                on_step=on_step)
     return count, torch.cat(chunks), encoders, frame_vae
 
 
-def test_three_windows_share_seams_and_get_their_own_prompts(models):
+def test_three_windows_continue_the_last_frames_and_get_their_own_prompts(models):
     count, frames, encoders, vae = render(models, ["a cat sits", "the cat stands up", "the cat walks away"])
-    assert count == len(frames) == total_frames(3, WINDOW) == 3 * (WINDOW - 1) + 1
+    context = LongVideoSettings().context_frames  # the default motion context: 5 frames
+    assert count == len(frames) == WindowPlan(3, WINDOW, context).total == WINDOW + 2 * (WINDOW - context)
     assert frames.dtype == torch.uint8 and frames.shape[1:] == (SIZE, SIZE, 3)
     assert [p for p, _ in encoders.calls] == ["a cat sits", "the cat stands up", "the cat walks away"]
     assert all(torch.equal(image, prior_image()) for _, image in encoders.calls)  # VLM anchor: the original prior
-    # the seam: window k+1's reference is window k's last frame, colour-matched to the prior, re-encoded
+    # the seam: window k's reference is the video's last 5 frames so far, colour-matched (as one clip) to the
+    # prior's statistics, re-encoded; window 0's is the prior itself
+    assert torch.equal(vae.encoded[0], prior_image())
     for k in (1, 2):
-        last = frames[k * (WINDOW - 1)].float()[None] / 255
-        assert torch.allclose(vae.encoded[k], match_color(last, prior_image()), atol=1e-6)
+        so_far = frames[: WINDOW + (k - 1) * (WINDOW - context)].float() / 255
+        want = match_color(so_far[-context:], color_stats(prior_image()))
+        assert vae.encoded[k].shape == (context, SIZE, SIZE, 3)
+        assert torch.allclose(vae.encoded[k], want, atol=1e-6)
 
 
 def test_same_seed_same_video_other_seed_differs(models):
@@ -90,6 +92,35 @@ def test_same_seed_same_video_other_seed_differs(models):
     _, b, _, _ = render(models, ["waves roll in"], seed=3)
     _, c, _, _ = render(models, ["waves roll in"], seed=4)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_each_window_draws_from_its_own_streams(models):
+    """Window k's initial noise, its reference's posterior sample and its noise augmentation each come from the
+    stream (seed, purpose, k): recomputed here from the frames the VAE was given, the reference and the first
+    step's input are exactly those draws (the old code reused one generator seed for all three)."""
+    dit, vae = models
+    seen, forward = [], dit.forward
+
+    def spy(x, t, *args, reference=None, **kwargs):
+        if t[0] == 1000:  # the first step of a window: x is its initial noise
+            seen.append((x.clone(), reference.clone()))
+        return forward(x, t, *args, reference=reference, **kwargs)
+
+    dit.forward = spy
+    try:
+        _, _, _, frame_vae = render(models, ["a", "b", "c"], seed=11)
+    finally:
+        del dit.forward
+    shape = latent_shape(WINDOW, SIZE, SIZE)
+    augmentation = LongVideoSettings().noise_augmentation
+    for k, (noise, reference) in enumerate(seen):
+        assert torch.equal(noise, stream_noise(shape, 11, INITIAL_NOISE, k))
+        sampled = scale_latent(CoreFrameVAE(vae).encode_frames(frame_vae.encoded[k], stream_seed(11, POSTERIOR_SAMPLE,
+                                                                                                   k)))
+        if k:  # re-encoded video frames get fresh noise of their own
+            sampled = sampled + augmentation * stream_noise(tuple(sampled.shape), 11, NOISE_AUGMENTATION, k)
+        assert torch.allclose(reference, sampled, atol=1e-6), k
+    assert len(seen) == 3 and seen[1][1].shape[2] == 2  # a 5-frame context: 2 latent frames
 
 
 def test_anchor_frame_option_sends_the_new_frame_to_the_vlm(models):
@@ -117,13 +148,14 @@ def test_every_stage_reports_in_order_and_the_whole_clip_gathers_every_written_f
     dit, vae = models
     events = []
     frame_vae = CoreFrameVAE(vae, progress=lambda done, total: events.append(("decode", done, total)))
-    clip, written = ClipFrames(total_frames(2, WINDOW), SIZE, SIZE, total_frames(2, WINDOW) * SIZE * SIZE * 12), []
+    total = WindowPlan(2, WINDOW, LongVideoSettings().context_frames).total
+    clip, written = ClipFrames(total, SIZE, SIZE, total * SIZE * SIZE * 12), []
 
     def write(frames):
         written.append(frames)
         clip.append(frames)
 
-    generate_long_video(dit, FakeEncoders(), frame_vae, prior_image(), ["a", "b"], [1, 2], WINDOW, write,
+    generate_long_video(dit, FakeEncoders(), frame_vae, prior_image(), ["a", "b"], WINDOW, write,
                         LongVideoSettings(steps=2), on_step=lambda k, step: events.append(("step", k, step.index)),
                         on_stage=lambda k, name: events.append((name, k)))
     for k in (0, 1):
@@ -132,7 +164,7 @@ def test_every_stage_reports_in_order_and_the_whole_clip_gathers_every_written_f
         decoded = window[4:-1]
         assert decoded and decoded == [("decode", i + 1, len(decoded)) for i in range(len(decoded))]
     image = clip.image()
-    assert image.shape == (total_frames(2, WINDOW), SIZE, SIZE, 3) and image.dtype == torch.float32
+    assert image.shape == (total, SIZE, SIZE, 3) and image.dtype == torch.float32
     assert torch.equal(image, torch.cat(written).float() / 255)
 
 
@@ -146,8 +178,18 @@ def test_the_whole_clip_is_refused_before_rendering_above_its_limit():
 
 def test_plan_helpers():
     assert window_prompts("first\n\n second \n", 4) == ["first", "second", "second", "second"]
-    assert window_seeds(10, 3) == [10, 11, 12]
-    assert windows_for(60, 24, 81) == 18 and total_frames(18, 81) >= 60 * 24
+    assert windows_for(60, 24, 81) == 18 and WindowPlan(18, 81).total >= 60 * 24 > WindowPlan(17, 81).total
+    # with motion context each later window adds F - N frames; a clip's extension counts only the new frames
+    for context in (5, 9, 13):
+        windows = windows_for(60, 24, 81, context)
+        assert WindowPlan(windows, 81, context).total >= 60 * 24 > WindowPlan(windows - 1, 81, context).total
+    windows = count_windows(10, "seconds", 24, 33, 5, start_frames=40)
+    extension = WindowPlan(windows, 33, 5, 40)
+    assert extension.total >= 240 > WindowPlan(windows - 1, 33, 5, 40).total and extension.context(0) == 5
+    assert WindowPlan(1, 33, 13, start_frames=7).context(0) == 5  # a short clip gives what it has (4k+1)
+    # the seams: window 0 follows the start clip only when that is written first
+    assert WindowPlan(3, 9, 5).seams() == [9, 13] and WindowPlan(3, 9, 5, 20).seams() == [4, 8]
+    assert WindowPlan(3, 9, 5, 20, include_start=True).seams() == [20, 24, 28]
     with pytest.raises(ValueError, match="at least one prompt"):
         window_prompts(" \n ", 2)
     with pytest.raises(ValueError, match="anchor"):
@@ -178,17 +220,17 @@ class WritingVAE(SpyVAE):
 
     def decode_frames(self, latent):
         chunks = list(super().decode_frames(latent))
-        self.writer.write(torch.cat(chunks)[0 if not self.encoded[1:] else 1:])
+        self.writer.write(torch.cat(chunks)[0 if not self.encoded[1:] else len(self.encoded[-1]):])
         return iter(chunks)
 
 
 def test_seam_report_sees_a_jump():
     smooth = [torch.full((4, 4, 3), i / 20.0) for i in range(17)]
-    assert measure_seams(smooth, seam_frames(9, 2)).seam_ratio == pytest.approx(1.0, abs=1e-3)
+    assert measure_seams(smooth, WindowPlan(2, 9).seams()).seam_ratio == pytest.approx(1.0, abs=1e-3)
     jumpy = [f.clone() for f in smooth]
     for f in jumpy[9:]:
         f += 0.3
-    report = measure_seams(jumpy, seam_frames(9, 2))
+    report = measure_seams(jumpy, WindowPlan(2, 9).seams())
     assert report.seam_ratio > 5 and report.max_color_drift > 0.5 and "seam jump" in report.summary()
 
 
@@ -197,23 +239,24 @@ def test_seam_report_says_what_each_figure_means_and_what_is_good():
     "good", a jump of 0.3 is "a visible jump", and a still clip (the demo's, where the ratio divides by almost zero)
     is judged by the seam change itself, in grey levels, not by its inflated ratio."""
     moving = [torch.full((4, 4, 3), 0.2 + i / 40.0) for i in range(17)]  # 1/40 per frame, seams included
-    lines = measure_seams(moving, seam_frames(9, 2)).summary().splitlines()
+    lines = measure_seams(moving, WindowPlan(2, 9).seams()).summary().splitlines()
     assert len(lines) == 2 and lines[0].startswith("seam jump 1.00x") and "Good: about 1" in lines[0]
     assert lines[0].endswith("Here: good.") and "average colour" in lines[1] and "Good: under 0.02" in lines[1]
     assert lines[1].endswith("Here: a visible colour shift.")  # 0.4 brighter from first to last frame
     jumpy = [f.clone() for f in moving]
     for f in jumpy[9:]:
         f += 0.3
-    assert measure_seams(jumpy, seam_frames(9, 2)).summary().splitlines()[0].endswith("a visible jump at the seams.")
+    summary = measure_seams(jumpy, WindowPlan(2, 9).seams()).summary()
+    assert summary.splitlines()[0].endswith("a visible jump at the seams.")
     still = [torch.full((4, 4, 3), 0.5)] * 9 + [torch.full((4, 4, 3), 0.5 + 3 / 255)] * 8  # a 3-grey-level seam
-    report = measure_seams(still, seam_frames(9, 2))
+    report = measure_seams(still, WindowPlan(2, 9).seams())
     assert report.seam_ratio > 100  # the "891x" a user saw: the within-window change is ~0
     first, colour = report.summary().splitlines()
     assert "the ratio is inflated" in first and first.endswith("a visible jump at the seams.")
     assert colour.endswith("Here: a slight shift, seen side by side.")  # 3/255 in R, G and B: 0.0204 away
     faint = [torch.full((4, 4, 3), 0.5)] * 9 + [torch.full((4, 4, 3), 0.5 + 1 / 255)] * 8
-    assert measure_seams(faint, seam_frames(9, 2)).summary().splitlines()[0].endswith("no visible seam.")
-    single = measure_seams(moving[:9], seam_frames(9, 1)).summary()
+    assert measure_seams(faint, WindowPlan(2, 9).seams()).summary().splitlines()[0].endswith("no visible seam.")
+    single = measure_seams(moving[:9], WindowPlan(1, 9).seams()).summary()
     assert single.startswith("seam jump: none to measure")
 
 

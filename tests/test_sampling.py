@@ -10,7 +10,14 @@ from magic141_core import Conditioning, flow_sigmas, latent_shape, sample_latent
 from magic141_core.dit.loading import random_dit
 from magic141_core.sampling.schedule import timesteps
 from magic141_core.sampling.euler import euler_sample
-from magic141_core.sampling.noise import make_noise
+from magic141_core.sampling.noise import (
+    INITIAL_NOISE,
+    POSTERIOR_SAMPLE,
+    PURPOSES,
+    make_noise,
+    stream_noise,
+    stream_seed,
+)
 
 
 def test_four_step_shift_five_timesteps_are_the_official_ones():
@@ -45,6 +52,28 @@ def test_euler_step_is_the_official_update():
 def test_noise_is_seeded_on_cpu():
     assert torch.equal(make_noise((2, 3), 39), make_noise((2, 3), 39))
     assert not torch.equal(make_noise((2, 3), 39), make_noise((2, 3), 40))
+
+
+def test_every_draw_has_its_own_stream_and_a_seed_repeats_them():
+    """The random-number policy: streams named by (seed, purpose, window) are uncorrelated (|r| < 0.02 on 64k
+    values: 5 standard errors), including a window of one seed against the next seed's (the old seed + k scheme made
+    them equal), and each draw is the same on every call. The old policy, one generator seed for every purpose, is
+    what this catches: r = 1."""
+    draws = {(seed, purpose, window): stream_noise((65536,), seed, purpose, window)
+             for seed in (39, 40) for purpose in PURPOSES for window in (0, 1, 2)}
+    r = torch.corrcoef(torch.stack(list(draws.values())))
+    assert r[~torch.eye(len(draws), dtype=torch.bool)].abs().max() < 0.02
+    assert all(torch.equal(stream_noise((65536,), *key), value) for key, value in list(draws.items())[::5])
+    same = torch.corrcoef(torch.stack([make_noise((65536,), 39), make_noise((65536,), 39)]))[0, 1]
+    assert same > 0.999  # sharing a seed is what correlation exposes
+    # window 0's initial noise is the plain seed, as ComfyUI's KSampler draws it; every other stream is hashed
+    assert stream_seed(39, INITIAL_NOISE, 0) == 39
+    assert torch.equal(draws[(39, INITIAL_NOISE, 0)], make_noise((65536,), 39))
+    assert len({stream_seed(39, p, w) for p in PURPOSES for w in range(50)}) == 150
+    with pytest.raises(ValueError, match="purpose must be one of"):
+        stream_seed(39, "dropout")
+    with pytest.raises(ValueError, match="window must be a whole number >= 0"):
+        stream_seed(39, POSTERIOR_SAMPLE, -1)
 
 
 def test_guidance_one_is_one_forward_per_step(tiny_dit, tiny_cond, count_forwards):

@@ -164,7 +164,7 @@ def test_hunyuan_i2v_native_workflow_drives_magic141_long_video(server):
                              rope_axes=(16, 56, 56)), seed=5), server.base / "models" / "diffusion_models" / name)
     prompt, _ = example(server, "hunyuan_i2v_long_video", UNETLoader={"unet_name": name},
                         VAELoader={"vae_name": DEMO["vae"]},
-                        Magic141LongVideo={"duration": 2, "unit": "windows", "window_length": 5,
+                        Magic141LongVideo={"duration": 2, "unit": "windows", "window_length": 5, "context_frames": 1,
                                            "resolution": "custom", "width": 64, "height": 48, "steps": 2,
                                            "shift": 5.0, "guidance": 1.0})
     ids = {v["class_type"]: k for k, v in prompt.items()}

@@ -56,4 +56,6 @@ class TextConditioning:
 class Conditioning:
     positive: TextConditioning
     negative: TextConditioning | None = None  # only needed for real classifier-free guidance
-    reference: torch.Tensor | None = None  # [B or 1, 16, 1, h, w] start image latent, scaled (model space)
+    # [B or 1, 16, L, h, w] scaled (model space): the start image's latent (L = 1), or a long video's motion context,
+    # the last 1 + 4(L - 1) frames (L = 2..4); every model family holds it in the first L latent frames
+    reference: torch.Tensor | None = None

@@ -64,9 +64,11 @@ def sample_latent(
 ) -> torch.Tensor:
     """Denoise seeded noise of `shape` ([B, 16, T, h, w], scaled latent space) in `steps` Euler steps.
 
-    `cond.reference` is the start image's scaled latent [B or 1, 16, 1, h, w]; it is passed unchanged at every step
-    and frame 0 of the result is denoised like every other frame (never overwritten), as in the official sampler.
-    Returns the fp32 latent on the model's device.
+    `cond.reference` is the start image's scaled latent [B or 1, 16, L, h, w] (L = 1; a long video's motion context:
+    L = 2..4); it is passed unchanged at every step and its frames of the result are denoised like every other frame
+    (never overwritten), as in the official sampler. `seed` seeds the initial noise (`noise.make_noise`; a long
+    video's window k passes `noise.stream_seed(seed, "initial noise", k)`). Returns the fp32 latent on the model's
+    device.
     """
     if cond.reference is not None and tuple(cond.reference.shape[-2:]) != tuple(shape[-2:]):
         raise ValueError(
