@@ -103,6 +103,7 @@ class LongVideoSettings:
     shift: float = 5.0
     guidance: float = 1.0
     seed: int = 0  # window k's noise seed is seed + k (`window_seeds`)
+    cfg: float = 1.0  # classifier-free guidance on top of an embedded guidance (`sampling.guidance`); 1: none
     color_match: bool = True  # drift guard: match each new reference frame's L*a*b* mean/std to the prior's
     noise_augmentation: float = 0.02  # drift guard: std of noise added to each re-encoded reference latent
     anchor: str = "prior"  # VLM image tokens from the original "prior" or from each window's "frame"
@@ -115,6 +116,8 @@ class LongVideoSettings:
         check_settings(self.fps, self.quality)
         if self.anchor not in ("prior", "frame"):
             raise ValueError(f"anchor must be 'prior' or 'frame', got {self.anchor!r}")
+        if not (math.isfinite(self.cfg) and self.cfg >= 0):
+            raise ValueError(f"cfg must be a finite number >= 0, got {self.cfg} (1: no classifier-free guidance)")
         if not (0 <= self.noise_augmentation <= 1):
             raise ValueError(f"noise augmentation must be in [0, 1], got {self.noise_augmentation}")
 
@@ -210,7 +213,7 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
                 on_stage(k, name)
 
         anchor = prior if settings.anchor == "prior" else reference_image
-        cond = encoders.encode(prompt, anchor, negative=settings.guidance != 1.0)
+        cond = encoders.encode(prompt, anchor, negative=settings.guidance != 1.0 or settings.cfg != 1.0)
         done("text encode")
         reference = scale_latent(vae.encode_frame(reference_image, seed).float())
         done("VAE encode")
@@ -219,7 +222,7 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
             reference = reference + settings.noise_augmentation * noise.to(reference.device)
         cond = dataclasses.replace(cond, reference=reference)
         latent = sample_latent(model, cond, shape, steps=settings.steps, shift=settings.shift,
-                               guidance=settings.guidance, seed=seed,
+                               guidance=settings.guidance, seed=seed, cfg=settings.cfg,
                                callback=None if on_step is None else (lambda step, k=k: on_step(k, step)))
         # the whole window as uint8 (a quarter of float32), then written at once: a stop never splits a window
         stage = f"long-video window {k + 1} of {len(prompts)} (VAE decode)"
