@@ -15,9 +15,10 @@ from ..magic141_core.video.long_video import (
     window_seeds,
 )
 from ..magic141_core.video.mp4 import Mp4Writer
-from .common import CATEGORY, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
+from ..magic141_core.text import TemplateEncoders
+from .common import CATEGORY, CFG, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
 from .host import frame_vae, native_model, paths, progress
-from .native import FixedEncoders, check_widths, magic141_conditioning
+from .native import FixedEncoders, check_template, check_widths, magic141_conditioning
 
 FRAMES_LIMIT_MB = 2048  # the frames output's default memory limit: 81 frames at 720p take 854 MB
 LENGTH_WIDGETS = ("duration", "unit", "window_length", "resolution", "width", "height")
@@ -50,8 +51,8 @@ class Magic141LongVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
-                                            "33-channel) model from Load Diffusion Model."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (any family), or a native HunyuanVideo "
+                                            "image-to-video model from Load Diffusion Model."}),
                 "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
                 "prior": ("IMAGE", {"tooltip": "The image the shot starts from."}),
                 "prompts": ("STRING", {"multiline": True, "tooltip": "One prompt per line, one line per window in "
@@ -80,7 +81,8 @@ class Magic141LongVideo:
             },
             "optional": {
                 "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: each window's prompt "
-                                                              "line is encoded with the prior's image tokens."}),
+                                                              "line is encoded with the prior's image tokens, in the "
+                                                              "prompt template of the model's family."}),
                 "conditioning": ("CONDITIONING", {"tooltip": "Instead of encoders: native CONDITIONING (e.g. "
                                                              "TextEncodeHunyuanVideo_ImageToVideo) used for every "
                                                              "window; the prompts text is then ignored."}),
@@ -91,6 +93,7 @@ class Magic141LongVideo:
                                                        "connected and the clip is larger, the run stops before "
                                                        "rendering and says the size needed; use the video output "
                                                        "for long clips (it streams from the file)."}),
+                **CFG,
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
@@ -114,6 +117,7 @@ class Magic141LongVideo:
         size = size.with_windows(count_windows(length["duration"], length["unit"], settings.fps, window_length))
         windows = size.windows
         progress.show_text(unique_id, f"Magic141 Long Video: {size.describe()}")
+        fixed = None
         if conditioning is not None:
             fixed = magic141_conditioning(conditioning, negative)
             encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)
@@ -123,9 +127,12 @@ class Magic141LongVideo:
                               frames_limit_mb << 20, "frames_limit_mb", "the frames output")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = paths.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
-        dit = native_model.velocity_model(model, "Magic141 Long Video")
-        if conditioning is not None:
+        dit = native_model.velocity_model(model, "Magic141 Long Video", fixed and fixed.image_condition)
+        if fixed is not None:
             check_widths(dit, fixed, "Magic141 Long Video")
+            check_template(dit, fixed, "Magic141 Long Video")
+        else:  # each window's prompt line in the prompt template of the model's family
+            encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
         # No latent previews: the frontend shows a node's previews instead of its outputs and would load them (blob:
         # JPEGs) into this node's <video>, which ./run.sh's CSP refuses: the finished video would never show
         # (docs/comfyui-host.md, "Previews under ./run.sh"). The progress bar still moves with every step.

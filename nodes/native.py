@@ -23,6 +23,7 @@ import dataclasses
 import torch
 
 from ..magic141_core.sampling.conditioning import Conditioning, TextConditioning
+from ..magic141_core.text.prompts import TEMPLATES
 from ..magic141_core.vae import scale_latent, unscale_latent
 
 
@@ -101,13 +102,16 @@ def from_native(conditioning, name: str, latent: dict | None = None
     return text, scale_latent(latent.float()), "concat"
 
 
-def _replaced_frames(latent: dict, name: str) -> torch.Tensor:
+V2_LATENT = ("comes from HunyuanImageToVideo 'v2 (replace)', whose start image is in its LATENT: connect that "
+             "node's latent output (it has a noise mask), not an empty latent")
+
+
+def _replaced_frames(latent: dict, name: str) -> torch.Tensor | None:
     """The SCALED start latent HunyuanImageToVideo v2 wrote into the first frames of `latent` (where its noise_mask
-    is 0). ValueError when the latent has no such frames (it is not v2's)."""
+    is 0); None for a latent without a noise mask. ValueError when its mask keeps no leading frames."""
     samples, noise_mask = latent.get("samples"), latent.get("noise_mask")
     if noise_mask is None:
-        raise ValueError(f"{name} comes from HunyuanImageToVideo 'v2 (replace)', whose start image is in its LATENT: "
-                         "connect that node's latent output (it has a noise mask), not an empty latent")
+        return None
     kept = (noise_mask.reshape(-1, *noise_mask.shape[-3:])[0] == 0).flatten(1).all(dim=1)  # [T] per latent frame
     frames = int(kept.int().cumprod(0).sum())
     if frames == 0 or bool(kept[frames:].any()):
@@ -127,6 +131,17 @@ def check_widths(model, cond: Conditioning, node: str) -> None:
                 f"{text.pooled.shape[-1]}, but this model takes {widths.text_dim} and {widths.pooled_dim}: it was "
                 "encoded for another model; use Magic141 Encode, or TextEncodeHunyuanVideo_ImageToVideo with the "
                 "HunyuanVideo text encoders")
+
+
+def check_template(model, cond: Conditioning, node: str) -> None:
+    """Refuse conditioning whose prompt template does not suit the model's family (`Family.accepts`), naming both
+    and the fix, instead of a video that quietly ignores half its conditioning."""
+    family = model.family
+    if family.is_i2v and not family.accepts(cond.template):
+        raise ValueError(
+            f"{node}: the conditioning was encoded with the {TEMPLATES[cond.template]} prompt template, but the model "
+            f"is {family.describe()}, which reads the {TEMPLATES[family.template]} one. Connect the model to Magic141 "
+            "Encode's model input (its template then follows the model), or choose that template there")
 
 
 class FixedEncoders:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from ..magic141_core.sampling.sampler import sample_latent
 from ..magic141_core.vae import unscale_latent
-from .common import CATEGORY, SAMPLING
+from .common import CATEGORY, CFG, SAMPLING
 from .host import memory, native_model, progress
-from .native import check_widths, magic141_conditioning
+from .native import V2_LATENT, check_template, check_widths, magic141_conditioning
 
 
 class Magic141Sampler:
     DESCRIPTION = (
-        "Denoises one clip in a few Euler steps. Magic141 is distilled to 4 steps with guidance built in, so at "
-        "guidance 1.0 each step is one transformer forward."
+        "Denoises one clip in Euler steps, for every image-to-video family (Magic141, HunyuanVideo-I2V v1 and v2, "
+        "SkyReels-V1). Magic141 is distilled to 4 steps with guidance built in, so at guidance 1.0 each step is "
+        "one transformer forward; the HunyuanVideo-I2V families are not step-distilled (Magic141 Model Loader shows "
+        "what a file needs)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
@@ -23,27 +25,33 @@ class Magic141Sampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
-                                            "33-channel) model from Load Diffusion Model (LoRAs applied)."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (any family), or a native HunyuanVideo "
+                                            "image-to-video model from Load Diffusion Model (LoRAs applied)."}),
                 "conditioning": ("MAGIC141_CONDITIONING,CONDITIONING", {
                     "tooltip": "From Magic141 Image To Video (prompt, image tokens and start-image latent), or a "
-                               "native positive CONDITIONING with the start image (HunyuanImageToVideo v1)."}),
-                "latent": ("LATENT", {"tooltip": "The empty video latent from Magic141 Image To Video; sets the size."}),
+                               "native positive CONDITIONING with the start image (HunyuanImageToVideo v1 or v2)."}),
+                "latent": ("LATENT", {"tooltip": "The video latent from Magic141 Image To Video (sets the size), or "
+                                                 "HunyuanImageToVideo's (v2 keeps the start image in it)."}),
                 **SAMPLING,
             },
             "optional": {
                 "negative": ("CONDITIONING", {"tooltip": "A native negative CONDITIONING; used only for classifier-"
-                                                         "free guidance (guidance > 1 without a guidance embedder)."}),
+                                                         "free guidance (guidance > 1 without a guidance embedder, "
+                                                         "or cfg > 1)."}),
+                **CFG,
             },
         }
 
-    def sample(self, model, conditioning, latent, steps, shift, guidance, seed, negative=None):
+    def sample(self, model, conditioning, latent, steps, shift, guidance, seed, negative=None, cfg=1.0):
         shape = tuple(latent["samples"].shape)
-        conditioning = magic141_conditioning(conditioning, negative)
-        dit = native_model.velocity_model(model, "Magic141 Sampler")
+        conditioning = magic141_conditioning(conditioning, negative, latent)
+        dit = native_model.velocity_model(model, "Magic141 Sampler", conditioning.image_condition)
+        if conditioning.image_condition == "token_replace" and conditioning.reference is None:
+            raise ValueError(f"Magic141 Sampler: the conditioning {V2_LATENT}")
         check_widths(dit, conditioning, "Magic141 Sampler")
+        check_template(dit, conditioning, "Magic141 Sampler")
         out = sample_latent(dit, conditioning, shape, steps=steps, shift=shift, guidance=guidance, seed=seed,
-                            callback=progress.step_callback(steps))
+                            callback=progress.step_callback(steps), cfg=cfg)
         samples = unscale_latent(out).to(memory.intermediate_device())
         return ({"samples": samples},)
 

@@ -80,13 +80,15 @@ def run_video(args, count_windows, prompts: str):
     (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets the frame size, args.frames and the windows, and
     says what it chose on stdout. Returns (path or None on ranks other than 0, windows made)."""
     from ..sampling.sampler import latent_frames
+    from ..text import TemplateEncoders
     from ..video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video, window_prompts, window_seeds
     from ..video.mp4 import Mp4Writer
 
     latent_frames(args.frames)  # validates 4k+1 before anything loads
     settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance, seed=args.seed,
-                                 color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation,
-                                 fps=args.fps, quality=args.crf)  # every value checked before anything loads
+                                 cfg=args.cfg, color_match=not args.no_color_match,
+                                 noise_augmentation=args.noise_augmentation, fps=args.fps,
+                                 quality=args.crf)  # every value checked before anything loads
     args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
@@ -102,11 +104,16 @@ def run_video(args, count_windows, prompts: str):
         paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
         encoders = load_encoders(args, paths) if rank_zero else None
         dit, vae = load_dit_and_vae(args, paths)
+        if rank_zero:
+            family = dit.family
+            print(f"model: {family.describe()}: {dit.family_reason}; {family.recommendation()}", flush=True)
         if profile.enabled:
             encoders.load()  # loading, not the first encode, pays for reading the encoders' files
     bar = StageBar(windows, args.steps, disable=not rank_zero)
     frame_vae = CoreFrameVAE(vae, progress=bar.decoded)
     profile.instrument(dit=dit, encoders=encoders, vae=frame_vae)
+    if encoders is not None:  # every window's prompt in the prompt template of the model's family
+        encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
     if sp is not None:
         from ..parallel import ParallelFrameVAE, RankZeroEncoders
 

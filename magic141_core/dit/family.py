@@ -56,6 +56,15 @@ class Family:
                "none": "text-to-video"}[self.image_condition]
         return f"{self.title} ({how}, {self.in_channels} input channels)"
 
+    def accepts(self, template: str | None) -> bool:
+        """Whether conditioning encoded with prompt `template` suits this family (None: unknown, accepted). The
+        concat + mask layout is one DiT for Magic141 and HunyuanVideo-I2V v1, so both their templates serve it."""
+        if template is None:
+            return True
+        if self.image_condition == "concat_mask":
+            return template in (MAGIC141_TEMPLATE, "hunyuan_i2v")
+        return template == self.template
+
     def recommendation(self) -> str:
         """What the file needs, for the Model Loader's text and the CLI."""
         if not self.is_i2v:
@@ -65,7 +74,8 @@ class Family:
         return f"{distilled}: about {self.steps} steps, shift {self.shift:g}, {guidance}"
 
 
-MAGIC141 = Family("magic141", "Magic141", "concat_mask", "magic141", 0, 4, 5.0, 1.0, 1.0, "")
+MAGIC141_TEMPLATE = "magic141"
+MAGIC141 = Family("magic141", "Magic141", "concat_mask", MAGIC141_TEMPLATE, 0, 4, 5.0, 1.0, 1.0, "")
 HUNYUAN_I2V_V1 = Family("hunyuan_i2v_v1", "HunyuanVideo-I2V v1", "concat_mask", "hunyuan_i2v", 2, 50, 7.0, 1.0, 1.0,
                         "hunyuan_video_image_to_video_720p_bf16.safetensors")
 HUNYUAN_I2V_V2 = Family("hunyuan_i2v_v2", "HunyuanVideo-I2V v2", "token_replace", "hunyuan_i2v", 4, 50, 7.0, 6.0,

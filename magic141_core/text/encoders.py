@@ -264,3 +264,22 @@ def _joint(image_tokens: torch.Tensor | None, tokens: torch.Tensor, mask: torch.
         torch.cat([image_mask, mask], dim=1),  # [B, 402]
         pooled.contiguous(),  # [B, P]
     )
+
+
+class TemplateEncoders:
+    """`encoders` (anything with `encode(prompt, image, negative=..., **options)`) encoding in one prompt template:
+    what Long Video and the CLI use, whose template is the model family's (`dit.family.Family.template`). Other
+    attributes are the wrapped encoders'."""
+
+    def __init__(self, encoders, template: str, image_interleave: int = recipe.DEFAULT_INTERLEAVE):
+        if template not in recipe.TEMPLATES:
+            raise ValueError(f"unknown prompt template {template!r}; choose one of {', '.join(recipe.TEMPLATES)}")
+        self.encoders, self.template = encoders, template
+        self.image_interleave = image_interleave or recipe.DEFAULT_INTERLEAVE
+
+    def encode(self, prompt, image, negative: bool = False, **options) -> Conditioning:
+        return self.encoders.encode(prompt, image, negative=negative, template=self.template,
+                                    image_interleave=self.image_interleave, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.encoders, name)

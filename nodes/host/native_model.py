@@ -164,6 +164,17 @@ def native_family(model, image_condition: str | None):
     return None
 
 
+def family_of(patcher):
+    """The family of any MODEL our nodes take (`dit.family.Family`), or None when it is none of them. ComfyUI's own
+    16-channel HunyuanVideo is taken as HunyuanVideo-I2V v2: connected to an image-to-video node, that is what it
+    must be."""
+    dit = core_dit(patcher)
+    if dit is not None:
+        return dit.family
+    found = native_family(getattr(patcher, "model", None), "token_replace")
+    return None if found is None else found[1]
+
+
 def check_family(model, image_condition: str | None, node: str) -> None:
     """Refuse conditioning prepared for another family than `model`'s (a core DiT or `NativeHunyuanDiT`), naming
     both and the fix. image_condition: what the conditioning's start image was made for (native "concat" = v1,
