@@ -122,3 +122,50 @@ def test_comfyui_0_30s_own_v2_differs_from_the_official_token_replace_only_in_it
 
     monkeypatch.setattr(flux.SingleStreamBlock, "forward", corrected)
     assert (ksample(theirs, positive, negative, latent) - expected).abs().max() <= 1e-4
+
+
+def test_model_loader_shows_the_family_it_found_and_refuses_a_contradicting_choice(pack, family_files, caplog):
+    import logging
+
+    loader = pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"]
+    with caplog.at_level(logging.INFO):
+        run_node(loader, model_name=FAMILIES["v2"][0], weight_dtype="fp32", unique_id="7")
+    assert ("HunyuanVideo-I2V v2 (token replace, 16 input channels): stored in the file. Not step-distilled: about "
+            "50 steps, shift 7, guidance 6.") in caplog.text
+    with pytest.raises(ValueError, match="has 33 input channels but HunyuanVideo-I2V v2 \\(token replace, 16 input "
+                                         "channels\\) needs 16; choose family auto"):
+        run_node(loader, model_name=FAMILIES["v1"][0], weight_dtype="fp32", family="HunyuanVideo-I2V v2")
+
+
+def test_encode_follows_the_models_family_and_image_to_video_makes_its_native_outputs(pack, family_files,
+                                                                                        demo_models, caplog):
+    """Encode with the v2 model connected: HunyuanVideo-I2V's template, interleave 4 (shown); Image To Video then
+    gives what HunyuanImageToVideo v2 gives: guiding_frame_index, the start image in the latent's first frame, kept
+    by its noise mask."""
+    import logging
+
+    import nodes
+
+    from magic141_core.demo.models import DEMO_FILES
+    from magic141_core.vae import unscale_latent
+
+    encoders = run_node(pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"], llava=DEMO_FILES["llava"][1],
+                        llava_vision=DEMO_FILES["vision"][1], clip_l=DEMO_FILES["clip_l"][1], dtype="fp32")[0]
+    model = run_node(pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"], model_name=FAMILIES["v2"][0],
+                     weight_dtype="fp32")[0]
+    image = torch.rand(1, 32, 48, 3, generator=torch.Generator().manual_seed(9))
+    with caplog.at_level(logging.INFO):
+        cond = run_node(pack.NODE_CLASS_MAPPINGS["Magic141Encode"], encoders=encoders, prompt="waves", image=image,
+                        model=model, unique_id="3")[0]
+    assert cond.template == "hunyuan_i2v" and cond.family == "hunyuan_i2v_v2"
+    assert "HunyuanVideo-I2V (image tokens interleaved, one LLaVA pass), image interleave 4 (for HunyuanVideo-I2V " \
+           "v2)" in caplog.text
+    vae = nodes.VAELoader().load_vae(demo_models["vae"].name)[0]
+    out = run_node(pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"], conditioning=cond, vae=vae, start_image=image,
+                   resolution="custom", width=48, height=32, length=9)
+    conditioning, latent, _, positive, negative = out
+    assert positive[0][1]["guiding_frame_index"] == 0 and "concat_latent_image" not in positive[0][1]
+    assert negative[0][1]["guiding_frame_index"] == 0
+    assert torch.equal(latent["noise_mask"][0, 0, :, 0, 0], torch.tensor([0.0, 1.0, 1.0]))
+    assert torch.allclose(latent["samples"][:, :, :1], unscale_latent(conditioning.reference))
+    assert latent["samples"][:, :, 1:].abs().max() == 0
