@@ -101,8 +101,8 @@ def test_other_model_families_and_conditioning_are_refused_by_name(server):
                                                           "guidance": 1.0, "seed": 1}},
         "10": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "native/never"}},
     }
-    assert ("Magic141 Sampler got a BaseModel model with 4 input channels; it needs an image-to-video transformer "
-            "with 33 input channels") in error_of(server, prompt)
+    assert ("Magic141 Sampler got a BaseModel model with 4 input channels; it needs an image-to-video transformer: "
+            "Magic141 Model Loader (any family)") in error_of(server, prompt)
     prompt["9"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["7", 1], "text": "a cat"}}
     prompt["8"]["inputs"] |= {"model": ["3", 0], "conditioning": ["9", 0]}
     assert "the conditioning has text tokens 768 wide" in error_of(server, prompt)
