@@ -159,3 +159,37 @@ def test_every_step_matches_diffusers_image_to_video_pipeline(family):
     if v2:  # the reference frame stays the clean image latent, exactly, as in diffusers
         assert torch.equal(result[:, :, :1], reference) and torch.equal(theirs[-1][:, :, :1], reference)
     assert result[:, :, 1:].abs().max() > 0.1  # a real latent, not a degenerate one
+
+
+def test_int8_with_its_family_and_a_lora_take_the_token_replace_model(tmp_path):
+    """A v2 file chosen as v2 (its name does not say so), quantized on load and saved int8, reloads as v2 by itself
+    (the family stored), computes close to the float model, and a LoRA in official names changes it."""
+    from safetensors.torch import save_file
+
+    from magic141_core import save_dit
+    from magic141_core.dit.loading import load_dit
+    from magic141_core.weights.lora import load_loras_
+
+    float_model = random_dit(tiny(**V2), seed=24)
+    path = tmp_path / "model.safetensors"
+    save_file(float_model.state_dict(), str(path))  # tensors only: auto would take it for text-to-video
+    assert load_dit(path, dtype=torch.float32).family == HUNYUAN_T2V
+    int8 = load_dit(path, dtype=torch.float32, int8=True, family="v2")
+    save_dit(int8, tmp_path / "int8.safetensors")
+    again = load_dit(tmp_path / "int8.safetensors", dtype=torch.float32)
+    assert again.family == HUNYUAN_I2V_V2 and again.family_reason == "stored in the file"
+    g = torch.Generator().manual_seed(3)
+    x, reference = torch.randn(1, 16, 2, 4, 4, generator=g), torch.randn(1, 16, 1, 4, 4, generator=g)
+    text = make_text(valid=[6], seed=5)
+    args = (x, torch.tensor([700.0]), text.tokens, text.mask, text.pooled)
+    with torch.no_grad():
+        want = float_model(*args, reference=reference, guidance=torch.tensor([6.0]))
+        got = again(*args, reference=reference, guidance=torch.tensor([6.0]))
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
+    layer = float_model.double_blocks[0].img_attn_qkv
+    lora = {"diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight": torch.randn(2, layer.in_features),
+            "diffusion_model.double_blocks.0.img_attn_qkv.lora_B.weight": torch.randn(layer.out_features, 2)}
+    save_file(lora, str(tmp_path / "lora.safetensors"))
+    load_loras_(float_model, [(tmp_path / "lora.safetensors", 1.0)])
+    with torch.no_grad():
+        assert (float_model(*args, reference=reference, guidance=torch.tensor([6.0])) - want).abs().max() > 1e-3
