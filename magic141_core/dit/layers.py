@@ -77,8 +77,8 @@ class Modulation(nn.Module):
         self.linear = Linear(hidden_size, factor * hidden_size)
 
     def forward(self, vec: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        vec = vec if vec.ndim == 3 else vec.unsqueeze(1)  # [B, 1 or 2, D]
-        return self.linear(F.silu(vec)).chunk(self.factor, dim=-1)
+        out = self.linear(F.silu(vec))  # [B, factor * D], or [B, 2, factor * D] under token replace
+        return (out if vec.ndim == 3 else out.unsqueeze(1)).chunk(self.factor, dim=-1)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
