@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dit", type=Path, help="the float transformer checkpoint")
     source.add_argument("--llava", type=Path, help="ComfyUI's llava_llama3 text encoder file (or an HF LLaVA folder)")
     p.add_argument("--llava-vision", type=Path, help="llava_llama3_vision.safetensors (with a --llava file)")
+    p.add_argument("--family", default="auto", help="which weights --dit holds (stored in the int8 file): auto, "
+                   "magic141, v1, v2, skyreels (default: %(default)s)")
     add_comfyui_arg(p)
     p.add_argument("--out", type=Path, required=True, help="the int8 .safetensors to write (a new file)")
     p.set_defaults(func=cmd_quantize)

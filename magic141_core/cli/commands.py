@@ -208,7 +208,7 @@ def cmd_quantize(args):
     if args.dit is not None:
         from ..dit.loading import load_dit, save_dit
 
-        model, inputs = load_dit(args.dit, dtype=torch.bfloat16, int8=True), [args.dit]
+        model, inputs = load_dit(args.dit, dtype=torch.bfloat16, int8=True, family=args.family), [args.dit]
         save_dit(model, args.out)
     else:
         from ..text import LlavaSource, load_llava
