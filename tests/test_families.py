@@ -85,6 +85,7 @@ def test_skyreels_concat_matches_diffusers():
     (33, "auto", None, "hunyuan_video_image_to_video_720p_bf16.safetensors", False, HUNYUAN_I2V_V1, "33 input"),
     (33, "auto", None, "magic141.pth", True, MAGIC141, "text_guidance_in"),
     (33, "auto", "magic141", "anything.safetensors", False, MAGIC141, "stored"),
+    (33, "auto", None, "magic141_DEMO_passthrough_dit.safetensors", "pack", MAGIC141, "before it stored families"),
     (32, "auto", None, "skyreels_hunyuan_i2v_bf16.safetensors", False, SKYREELS_V1, "32 input"),
     (16, "auto", None, "hunyuan_video_v2_replace_image_to_video_720p_bf16.safetensors", False, HUNYUAN_I2V_V2,
      "file name"),
@@ -93,7 +94,8 @@ def test_skyreels_concat_matches_diffusers():
     (16, "auto", "hunyuan_i2v_v2", "model.safetensors", False, HUNYUAN_I2V_V2, "stored"),
 ])
 def test_the_family_is_read_from_the_file_and_says_why(channels, choice, stored, name, text_guidance, family, why):
-    found, reason = resolve_family(tiny(in_channels=channels), name, choice, stored, text_guidance=text_guidance)
+    found, reason = resolve_family(tiny(in_channels=channels), name, choice, stored,
+                                   text_guidance=text_guidance is True, pack_written=text_guidance == "pack")
     assert found == family and why in reason
 
 

@@ -124,11 +124,13 @@ def diffusers_image_condition(path: Path) -> str | None:
 
 
 def resolve_family(config: DiTConfig, file: str, choice: str = AUTO, stored: str | None = None,
-                   diffusers_condition: str | None = None, text_guidance: bool = False) -> tuple[Family, str]:
+                   diffusers_condition: str | None = None, text_guidance: bool = False,
+                   pack_written: bool = False) -> tuple[Family, str]:
     """(the family of the DiT file `file`, why). `choice`: "auto" or a family (key / title / short name);
     `stored`: the family key this pack saved in the file's metadata (`FAMILY_METADATA_KEY`);
     `diffusers_condition`: from a diffusers config.json (`diffusers_image_condition`); `text_guidance`: the file has
-    Magic141's `text_guidance_in`.
+    Magic141's `text_guidance_in`; `pack_written`: the file carries this pack's config but no family (written before
+    families were stored, e.g. the demo's: a 33-channel one is Magic141's).
 
     Raises ValueError when a choice contradicts the file's input channels, naming both and the choices that fit."""
     channels = config.in_channels
@@ -149,6 +151,8 @@ def resolve_family(config: DiTConfig, file: str, choice: str = AUTO, stored: str
     if channels == IMAGE_CONDITIONS["concat_mask"]:
         if text_guidance:
             return MAGIC141, "33 input channels and Magic141's text_guidance_in"
+        if pack_written:
+            return MAGIC141, "33 input channels, written by this pack before it stored families"
         return HUNYUAN_I2V_V1, "33 input channels (concat + mask; Magic141's own weights were never published)"
     if _I2V_NAME.search(Path(file).name.lower()):
         return HUNYUAN_I2V_V2, "16 input channels and the file name says image-to-video"

@@ -114,8 +114,8 @@ def load_dit(
             raise CheckpointError(f"{name}: an int8 file must carry its model config; re-create it with this pack")
         config = read_dit_config(sd, name)
         found, reason = resolve_family(config, name, family, metadata.get(FAMILY_METADATA_KEY),
-                                       diffusers_image_condition(Path(path)),
-                                       config.text_guidance_embed)
+                                       diffusers_image_condition(Path(path)), config.text_guidance_embed,
+                                       pack_written=stored is not None)
         config = dataclasses.replace(config, image_condition=found.image_condition)
         with torch.device("meta"):
             model = Magic141DiT(config)
