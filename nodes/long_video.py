@@ -8,13 +8,14 @@ from ..magic141_core.runtime.finite import NonFiniteOutput
 from ..magic141_core.sampling.sampler import latent_frames
 from ..magic141_core.video.long_video import ClipFrames, LongVideoSettings, generate_long_video
 from ..magic141_core.video.mp4 import Mp4Writer
+from ..magic141_core.text import TemplateEncoders
 from ..magic141_core.video.start_image import fit_clip
 from ..magic141_core.video.windows import CONTEXT_FRAMES, DEFAULT_CONTEXT_FRAMES, WindowPlan, count_windows, \
     window_prompts
 from . import inputs
-from .common import CATEGORY, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
+from .common import CATEGORY, CFG, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
 from .host import frame_vae, native_model, paths, progress
-from .native import FixedEncoders, check_widths, magic141_conditioning
+from .native import FixedEncoders, check_template, check_widths, magic141_conditioning
 
 FRAMES_LIMIT_MB = 2048  # the frames output's default memory limit: 81 frames at 720p take 854 MB
 LENGTH_WIDGETS = ("duration", "unit", "window_length", "resolution", "width", "height")
@@ -52,8 +53,8 @@ class Magic141LongVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
-                                            "33-channel) model from Load Diffusion Model."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (any family), or a native HunyuanVideo "
+                                            "image-to-video model from Load Diffusion Model."}),
                 "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
                 "prior": ("IMAGE", {"tooltip": "The image the shot starts from; or a clip to extend, as an image "
                                               "batch (its first frame is then the identity anchor)."}),
@@ -83,7 +84,8 @@ class Magic141LongVideo:
             },
             "optional": {
                 "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: each window's prompt "
-                                                              "line is encoded with the prior's image tokens."}),
+                                                              "line is encoded with the prior's image tokens, in the "
+                                                              "prompt template of the model's family."}),
                 "conditioning": ("CONDITIONING", {"tooltip": "Instead of encoders: native CONDITIONING (e.g. "
                                                              "TextEncodeHunyuanVideo_ImageToVideo) used for every "
                                                              "window; the prompts text is then ignored."}),
@@ -111,6 +113,7 @@ class Magic141LongVideo:
                 "start_video": ("VIDEO", {"tooltip": "A clip to extend (e.g. Load Video): the video continues "
                                                      "from its last frames, fitted to the video size like the "
                                                      "prior; the prior is then the identity anchor only."}),
+                **CFG,
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
@@ -155,6 +158,7 @@ class Magic141LongVideo:
         except ValueError as e:
             raise ValueError(f"{e} ({size.describe()})") from None
         progress.show_text(unique_id, "Magic141 Long Video: " + "; ".join(notes))
+        fixed = None
         if conditioning is not None:
             fixed = magic141_conditioning(conditioning, negative)
             encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)
@@ -164,9 +168,12 @@ class Magic141LongVideo:
                                "the frames output")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = paths.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
-        dit = native_model.velocity_model(model, NODE)
-        if conditioning is not None:
+        dit = native_model.velocity_model(model, NODE, fixed and fixed.image_condition)
+        if fixed is not None:
             check_widths(dit, fixed, NODE)
+            check_template(dit, fixed, NODE)
+        else:  # each window's prompt line in the prompt template of the model's family
+            encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
         # No latent previews: the frontend shows a node's previews instead of its outputs and would load them (blob:
         # JPEGs) into this node's <video>, which ./run.sh's CSP refuses: the finished video would never show
         # (docs/comfyui-host.md, "Previews under ./run.sh"). The progress bar still moves with every step.

@@ -222,3 +222,35 @@ def test_generate_at_the_default_size_makes_the_labelled_draft_on_this_cpu(demo_
     assert read_mp4(out)[0].shape == (17, 80, 160, 3)
     parsed = build_parser().parse_args(["long", "--image", "x.png", "--prompts", "a", "--seconds", "60"])
     assert (parsed.resolution, parsed.frames) == ("auto", 81)  # long shares the default: 2 windows of 9 on a CPU
+
+
+def test_generate_names_the_family_it_found_and_a_text_to_video_family_is_refused(demo_dir, tmp_path):
+    """A tensors-only 16-channel file named as ComfyUI names HunyuanVideo-I2V v2 is found to be v2 (printed with
+    the reason and what it needs) and renders with the family's prompt template; told it is text-to-video, the
+    CLI refuses it by name in one line."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from magic141_core.demo.models import DEMO_FILES, demo_dit_config
+    from magic141_core.dit.loading import random_dit
+    from magic141_core.vae import random_vae, save_vae, tiny_vae
+
+    dit = tmp_path / "hunyuan_video_v2_replace_image_to_video_720p_bf16.safetensors"
+    config = dataclasses.replace(demo_dit_config(), in_channels=16, image_condition="token_replace",
+                                 guidance_embed=True)
+    save_file(random_dit(config, seed=3).state_dict(), str(dit))
+    save_vae(random_vae(tiny_vae(), seed=3), tmp_path / "vae.safetensors")
+    models = {role: demo_dir / folder / name for role, (folder, name) in DEMO_FILES.items()}
+    args = ["generate", "--image", COMFYUI / "input" / "example.png", "--prompt", "waves", "--frames", 5,
+            "--resolution", "64x48", "--steps", 2, "--guidance", 6, "--dit", dit, "--vae", tmp_path / "vae.safetensors",
+            "--llava", models["llava"], "--llava-vision", models["vision"], "--clip-l", models["clip_l"]]
+    result = cli(*args, "--out", tmp_path / "v2.mp4")
+    assert result.returncode == 0, result.stderr
+    assert ("model: HunyuanVideo-I2V v2 (token replace, 16 input channels): 16 input channels and the file name says "
+            "image-to-video; not step-distilled: about 50 steps, shift 7, guidance 6") in result.stdout
+    assert read_mp4(tmp_path / "v2.mp4")[0].shape == (5, 48, 64, 3)
+    result = cli(*args, "--family", "t2v", "--out", tmp_path / "t2v.mp4")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and not (tmp_path / "t2v.mp4").exists()
+    assert "is HunyuanVideo text-to-video (text-to-video, 16 input channels) (chosen): it has no image path" in lines[-1]

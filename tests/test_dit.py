@@ -35,7 +35,8 @@ def diffusers_twin(config: DiTConfig, ours_sd: dict) -> torch.nn.Module:
         pooled_projection_dim=config.pooled_dim,
         rope_theta=config.rope_theta,
         rope_axes_dim=config.rope_axes,
-        image_condition_type="latent_concat" if config.is_i2v else None,
+        image_condition_type={"concat_mask": "latent_concat", "token_replace": "token_replace"}.get(
+            config.image_condition),
     )
     model.load_state_dict(to_diffusers(ours_sd), strict=True)
     return model.eval()
