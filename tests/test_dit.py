@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import diffusers  # the reference: required, so a broken install fails these tests instead of skipping them
 import pytest
 import torch
 from conftest import make_text
@@ -11,8 +12,6 @@ from magic141_core.weights import from_diffusers, to_diffusers
 from magic141_core.dit.loading import random_dit
 from magic141_core.runtime.device import RANGE_SAFE, safe_dtype
 from magic141_core.dit.attention import rope_table
-
-diffusers = pytest.importorskip("diffusers")
 
 PARITY_ATOL = 1e-4  # fp32 on CPU; the only differences are summation order in fused kernels (~1e-6 seen)
 

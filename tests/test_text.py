@@ -4,8 +4,6 @@ saved in Hugging Face layout and as ComfyUI's single files, then loaded back thr
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -357,19 +355,14 @@ def test_alpha_grey_and_odd_sized_images_are_preprocessed_as_the_reference(tiny)
 
 
 # ------------------------------------------------------------------------------------------ the real tokenizer
-def _comfy_llama_tokenizer() -> Path | None:
-    host = Path(os.environ.get("MAGIC141_HOST", Path(__file__).resolve().parents[1] / ".host"))
-    for root in (os.environ.get("MAGIC141_COMFYUI"), host / "ComfyUI"):
-        if root and (Path(root) / "comfy/text_encoders/llama_tokenizer/tokenizer.json").is_file():
-            return Path(root) / "comfy/text_encoders/llama_tokenizer"
-    return None
-
-
-@pytest.mark.skipif(_comfy_llama_tokenizer() is None, reason="ComfyUI's llava-llama-3 tokenizer is not installed")
 def test_real_llava_llama3_tokenizer_crop_is_95_and_vlm_keeps_146():
+    """ComfyUI ships the real llava-llama-3 tokenizer (a required part of the test host: a missing one fails)."""
+    from comfyui_env import COMFYUI, require_host
+
     from magic141_core.text.loading import load_tokenizer
 
-    tok = load_tokenizer(_comfy_llama_tokenizer())
+    require_host()
+    tok = load_tokenizer(COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer")
     assert llm_crop_start(tok) == 95  # the reference's crop_start
     ids, keep = vlm_input_ids(tok, tok.convert_tokens_to_ids("<image>"), 576)
     assert len(ids) == 729 and len(keep) == 146

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import diffusers  # the reference: required, so a broken install fails these tests instead of skipping them
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,10 +28,8 @@ from magic141_core.vae import (
     unscale_latent,
 )
 from magic141_core.vae import causal
-from magic141_core.vae.keys import to_comfy_layout
 from magic141_core.vae.loading import CONFIG_METADATA_KEY
 
-diffusers = pytest.importorskip("diffusers")
 
 PARITY_ATOL = 1e-4  # fp32 CPU; only the summation order of convolution kernels differs (~3e-6 seen)
 # 8-16 channels per GroupNorm group, as in the released VAE (32 groups of 128-512 channels)
@@ -240,7 +239,7 @@ def test_weights_and_activations_in_every_dtype(vae, dtype, monkeypatch):
     to fp32. Bounds: 2x the measured difference."""
     import magic141_core.runtime.device as device
 
-    monkeypatch.setattr(device, "cpu_half_is_fast", lambda dtype: False)  # as on this AVX2 CPU
+    monkeypatch.setattr(device, "cpu_half_is_fast", lambda dtype: False)  # as on a CPU without bf16 units
     z = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(8))
     tiling = Tiling(chunk_frames=1)  # chunks [0, 2), [2, 3): the carried state in that dtype too
     want = vae.decode(z, tiling)
@@ -273,16 +272,18 @@ def test_safetensors_round_trip(tmp_path, vae):
 
 
 @pytest.mark.parametrize("layout", ["official", "comfyui_saved", "official_pt_vae_prefix", "old_attention_names"])
-def test_every_file_layout_loads_the_same_weights(tmp_path, layout):
+def test_every_file_layout_loads_the_same_weights(tmp_path, layout, comfy_base):
     """Official = diffusers = the hunyuan_video_vae_bf16.safetensors ComfyUI users keep; also ComfyUI's own (LDM)
-    names under a checkpoint prefix, and the official training checkpoint's `vae.` prefix in a .pt. No metadata:
-    the config is read off the shapes (with the released VAE's 32 GroupNorm groups)."""
+    names (made by ComfyUI's own conversion) under a checkpoint prefix, and the official training checkpoint's `vae.`
+    prefix in a .pt. No metadata: the config is read off the shapes (with the released VAE's 32 GroupNorm groups)."""
     sd = random_vae(tiny_vae(block_out_channels=(32, 32, 32, 32), norm_groups=32), seed=9).state_dict()
     path = tmp_path / ("vae.pt" if layout == "official_pt_vae_prefix" else "vae.safetensors")
     if layout == "official":
         save_file(sd, path)
     elif layout == "comfyui_saved":
-        comfy = to_comfy_layout(sd)
+        from comfy.diffusers_convert import convert_vae_state_dict
+
+        comfy = convert_vae_state_dict(dict(sd))  # what ComfyUI holds in memory, and what its ModelSave writes
         for name in ("decoder.up.1.upsample.conv.conv.weight", "encoder.down.0.downsample.conv.conv.weight",
                      "encoder.mid.block_1.norm1.weight", "decoder.norm_out.weight", "decoder.mid.attn_1.proj_out.bias"):
             assert name in comfy  # names as ComfyUI's diffusers_convert.convert_vae_state_dict produces them

@@ -129,5 +129,3 @@ def tiny(**overrides) -> DiTConfig:
     )
     return DiTConfig(**{**base, **overrides})
 
-
-PRESETS = {"13b": full_13b, "tiny": tiny}

@@ -184,7 +184,6 @@ class WindowDone:
     index: int
     total: int
     frames_written: int
-    last_frame: torch.Tensor  # [H, W, 3]
 
 
 def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, prompts: list[str], seeds: list[int],
@@ -234,5 +233,5 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
         last = frames[-1:].float() / 255
         reference_image = match_color(last, prior) if settings.color_match else last
         if on_window is not None:
-            on_window(WindowDone(k, len(prompts), written, last[0]))
+            on_window(WindowDone(k, len(prompts), written))
     return written
