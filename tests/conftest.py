@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny random models (the diffusers tester-config idea), seeded inputs, and reference builders."""
+"""Shared fixtures: tiny random models (the diffusers tester-config idea), seeded inputs, and reference builders.
+Also two session-end checks that fail the run: a process the tests started that is still alive (orphans included),
+and a skip that `allowed_skips` in pytest.ini does not list."""
 
 from __future__ import annotations
 
+import fnmatch
+
+import processes
 import pytest
 import torch
 
@@ -112,3 +117,45 @@ def server(tmp_path_factory, comfy_base, demo_models):
 @pytest.fixture(scope="session")
 def object_info(server):
     return server.get("/object_info")
+
+
+# ---- session-end checks -------------------------------------------------------------------------------------------
+def pytest_addoption(parser):
+    parser.addini("allowed_skips", type="linelist", default=[],
+                  help="`<test id pattern> | <reason>`: the only skips that do not fail the run")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(SessionChecks(config), "magic141-session-checks")
+
+
+class SessionChecks:
+    """Fails the run (exit status 1, with a report at the end) when a test was skipped that `allowed_skips` does not
+    list, or when a process the tests started is still alive once the session is over (it is then killed)."""
+
+    LEFTOVER_GRACE_S = 60  # a server stopped in the last teardown may still be exiting; that never takes minutes
+
+    def __init__(self, config):
+        self.token = processes.mark_session()
+        self.allowed = [line.split("|", 1)[0].strip() for line in config.getini("allowed_skips") if "|" in line]
+        self.problems: list[str] = []
+
+    def pytest_runtest_logreport(self, report):
+        if report.skipped and not hasattr(report, "wasxfail"):
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            if not any(fnmatch.fnmatch(report.nodeid, pattern) for pattern in self.allowed):
+                self.problems.append(f"skipped, and not in allowed_skips (tests/pytest.ini): {report.nodeid}: {reason}")
+
+    def pytest_sessionfinish(self, session):
+        left = processes.wait_gone(processes.started_by_session(self.token), self.LEFTOVER_GRACE_S)
+        self.problems += [f"still running after the session (now killed): pid {pid}: "
+                          f"{processes.command_line(pid)[:300]}" for pid in left]
+        processes.kill(left)
+        if self.problems and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.problems:
+            terminalreporter.section("the run FAILED its session-end checks (tests/conftest.py)", sep="!", red=True)
+            for line in self.problems:
+                terminalreporter.line(line, red=True)
