@@ -93,6 +93,10 @@ class ComfyServer:
         self._log.close()
         assert not left, f"still running after ComfyServer.stop(): {[processes.command_line(p) for p in left]}"
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server (run.sh: serve.py and its ComfyUI) used so far: work done, whatever the load."""
+        return processes.cpu_seconds([self.process.pid, *processes.descendants(self.process.pid)])
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
