@@ -76,7 +76,7 @@ def scratch_copy(into: Path) -> Path:
 
 def run_tests(root: Path, tests: list[str], timeout: float = TIMEOUT_S) -> tuple[str, str]:
     """("passed" | "failed" | "timeout", the last lines of pytest's output) for `tests` in the copy at `root`."""
-    cmd = [sys.executable, "-m", "pytest", "-c", "tests/pytest.ini", "-x", "-q", "--no-header", "-p", "no:warnings",
+    cmd = [sys.executable, "-m", "pytest", "-c", "tests/pytest.ini", "-x", "-q", "--no-header", "--tb=line",
            *[f"tests/{t}" for t in tests]]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
@@ -84,7 +84,8 @@ def run_tests(root: Path, tests: list[str], timeout: float = TIMEOUT_S) -> tuple
     except subprocess.TimeoutExpired:
         return "timeout", ""
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    return ("passed" if result.returncode == 0 else "failed"), "\n".join(lines[-6:])
+    failures = [line for line in lines if line.startswith("FAILED") or ": " in line and line.startswith("/")]
+    return ("passed" if result.returncode == 0 else "failed"), "\n".join(failures[:2] or lines[-4:])
 
 
 def plant(root: Path, mutant: Mutant) -> str:
@@ -106,8 +107,9 @@ def try_mutant(root: Path, mutant: Mutant) -> dict:
     finally:
         (root / mutant.path).write_text(original)
     result = {"killed": "SURVIVED" if outcome == "passed" else ("timeout" if outcome == "timeout" else "killed"),
-              "seconds": round(time.monotonic() - start, 1), "tail": tail}
-    print(f"{mutant.name:32} {result['killed']:9} {result['seconds']:7.1f} s  {mutant.behaviour}", flush=True)
+              "seconds": round(time.monotonic() - start, 1), "tail": tail.replace(f"{root}/", "")}
+    why = result["tail"].splitlines()[0][:110] if result["killed"] == "killed" and result["tail"] else ""
+    print(f"{mutant.name:30} {result['killed']:8} {result['seconds']:6.1f} s  {mutant.behaviour:30} {why}", flush=True)
     return result
 
 

@@ -354,6 +354,17 @@ def test_alpha_grey_and_odd_sized_images_are_preprocessed_as_the_reference(tiny)
         to_rgb_images(torch.rand(3, 64, 64, 2))
 
 
+def test_the_built_in_llava_preprocessing_is_the_one_llava_llama_3_ships():
+    """A LLaVA file without a preprocessor_config.json (ComfyUI's single files) gets `llava_image_processor`. It must
+    be what llava-llama-3 ships (openai/clip-vit-large-patch14-336's config): transformers' own CLIP defaults
+    (OpenAI's mean and std, bicubic, rescale, centre crop) at 336 px, pixel for pixel."""
+    from magic141_core.text.images import clip_image_processor_class, llava_image_processor
+
+    reference = clip_image_processor_class()(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    images = to_rgb_images(random_image(13, 300, 500))
+    assert torch.equal(pixel_values(llava_image_processor(336), images), pixel_values(reference, images))
+
+
 # ------------------------------------------------------------------------------------------ the real tokenizer
 def test_real_llava_llama3_tokenizer_crop_is_95_and_vlm_keeps_146():
     """ComfyUI ships the real llava-llama-3 tokenizer (a required part of the test host: a missing one fails)."""
