@@ -8,7 +8,7 @@ copy, run just its tests, restore the file. A mutant is "killed" when its tests 
 "SURVIVED" when they pass: then the tests cannot see that bug. Before any mutant, the same tests must pass on the
 unmutated copy (otherwise a kill would mean nothing).
 
-    .venv/bin/python scripts/mutants.py                 # every mutant, one at a time (about an hour on 2 cores)
+    .venv/bin/python scripts/mutants.py                 # every mutant, one at a time (about 20 min on 2 cores)
     .venv/bin/python scripts/mutants.py --jobs 2        # two scratch copies side by side
     .venv/bin/python scripts/mutants.py --only int8-dequant-scale lora-rank
     .venv/bin/python scripts/mutants.py --list          # the mutants and their tests, nothing run
