@@ -286,7 +286,7 @@ class Check:
         return row | max_diff(self.state["frames"], out) | {"ours / this": ours["median s"] / row["median s"]}
 
     def clip(self):
-        from magic141_core.video.long_video import CoreFrameVAE, generate_long_video
+        from magic141_core.video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video
 
         s = self.setup
         encoders = StandInEncoders(s.config, s.text_len)
@@ -296,8 +296,8 @@ class Check:
         prior = torch.rand(1, s.height, s.width, 3, generator=torch.Generator().manual_seed(5))
         frames = []
         try:
-            generate_long_video(dit, encoders, frame_vae, prior, ["a stand-in prompt"], [39], s.frames,
-                                lambda f: frames.append(f.shape[0]))
+            generate_long_video(dit, encoders, frame_vae, prior, ["a stand-in prompt"], s.frames,
+                                lambda f: frames.append(f.shape[0]), LongVideoSettings(seed=39))
         finally:
             del dit.forward  # the profile's wrapper; later stages time the bare model
         r = profile.report()

@@ -5,7 +5,8 @@ Each process first renders one window and throws it away (kernels, allocator: wa
 the measured run; its first window is set aside too (it alone has no seam to drop and no re-encoded reference).
 Prints the median window time of the later half of the steady windows over the earlier half (1.0: a window costs
 the same however far into the video it is, so cost is linear), their spread ((max - min) / median), the steady
-window time over a 1-window run's window, and peak RSS(8) / peak RSS(1) (~1: flat memory).
+window time over a 1-window run's window, and peak RSS(8) / peak RSS(1) (~1: flat memory). Windows run with the
+shipped settings, so each later window carries the default motion context (5 frames: a 2-latent-frame reference).
 Run:  python benchmarks/long_video.py [--quick] [--json PATH]
 """
 
@@ -29,7 +30,7 @@ def child(windows: int, size: int, frames: int):
 
     from magic141_core import Conditioning, TextConditioning, tiny
     from magic141_core.dit.loading import random_dit
-    from magic141_core.video.long_video import CoreFrameVAE, generate_long_video, window_seeds
+    from magic141_core.video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video
     from magic141_core.vae import random_vae, tiny_vae
 
     class Encoders:  # fixed conditioning: this measures the window loop, not the encoders
@@ -41,8 +42,9 @@ def child(windows: int, size: int, frames: int):
     dit, vae = random_dit(tiny(), seed=0), CoreFrameVAE(random_vae(tiny_vae(), seed=1))
     prior = torch.rand(1, size, size, 3)
     marks = []
-    run = lambda n: generate_long_video(dit, Encoders(), vae, prior, ["go"] * n, window_seeds(0, n), frames,  # noqa
-                                        lambda f: None, on_window=lambda done: marks.append(time.perf_counter()))
+    settings = LongVideoSettings()  # the shipped defaults: motion context of DEFAULT_CONTEXT_FRAMES frames
+    run = lambda n: generate_long_video(dit, Encoders(), vae, prior, ["go"] * n, frames, lambda f: None,  # noqa
+                                        settings, on_window=lambda done: marks.append(time.perf_counter()))
     run(1)  # warm-up (kernels, allocator)
     marks = [time.perf_counter()]
     run(windows)
@@ -57,7 +59,7 @@ def main():
     parser.add_argument("--json", type=Path, help="write the summary here")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    size, frames = (16, 5) if args.smoke else (32, 9) if args.quick else (64, 21)
+    size, frames = (16, 9) if args.smoke else (32, 9) if args.quick else (64, 21)  # windows longer than the context
     if args.child:
         child(args.child, size, frames)
         return

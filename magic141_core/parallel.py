@@ -174,6 +174,10 @@ class VideoShard:
         img = F.pad(img, (0, 0, 0, self.padded_len - self.video_len))
         return img[:, self.start : self.start + self.local_len].clone()
 
+    def leading(self, count: int) -> int:
+        """How many of the first `count` video tokens (token replace's reference frames) are this rank's."""
+        return max(0, min(count - self.start, self.local_len))
+
     def split_rope(self, rope: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE table (cos, sin) [Li + Lt, Dh] -> this rank's rows [L + Lt, Dh]; padding gets the identity."""
         def rows(table: torch.Tensor, identity: float) -> torch.Tensor:
@@ -324,8 +328,8 @@ class ParallelFrameVAE:
         self.sp, self.frame_vae = sp, frame_vae  # frame_vae: a `video.long_video.CoreFrameVAE`
         self.compute_dtype = frame_vae.compute_dtype
 
-    def encode_frame(self, image: torch.Tensor, seed: int) -> torch.Tensor:
-        return self.sp.from_rank_zero(lambda: self.frame_vae.encode_frame(image, seed))
+    def encode_frames(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
+        return self.sp.from_rank_zero(lambda: self.frame_vae.encode_frames(frames, seed))
 
     def decode_frames(self, latent: torch.Tensor) -> Iterator[torch.Tensor]:
         vae = self.frame_vae.vae

@@ -6,32 +6,34 @@ import dataclasses
 
 from ..magic141_core.runtime.finite import NonFiniteOutput
 from ..magic141_core.sampling.sampler import latent_frames
-from ..magic141_core.video.long_video import (
-    ClipFrames,
-    LongVideoSettings,
-    count_windows,
-    generate_long_video,
-    total_frames,
-    window_prompts,
-    window_seeds,
-)
+from ..magic141_core.video.long_video import ClipFrames, LongVideoSettings, generate_long_video
 from ..magic141_core.video.mp4 import Mp4Writer
-from ..magic141_core.video.start_image import DRAFT_WINDOW_FRAMES, DRAFT_WINDOWS, EARLIER_DRAFT_LONG, size_choices
-from .common import CATEGORY, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
+from ..magic141_core.text import TemplateEncoders
+from ..magic141_core.video.start_image import DRAFT_WINDOW_FRAMES, DRAFT_WINDOWS, EARLIER_DRAFT_LONG, fit_clip, \
+    size_choices
+from ..magic141_core.video.windows import CONTEXT_FRAMES, DEFAULT_CONTEXT_FRAMES, WindowPlan, count_windows, \
+    window_prompts
+from . import inputs
+from .common import CATEGORY, CFG, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
 from .host import frame_vae, native_model, paths, progress
-from .native import FixedEncoders, check_widths, magic141_conditioning
+from .native import FixedEncoders, check_template, check_widths, magic141_conditioning
 
 FRAMES_LIMIT_MB = 2048  # the frames output's default memory limit: 81 frames at 720p take 854 MB
 LENGTH_WIDGETS = ("duration", "unit", "window_length", "resolution", "width", "height")
 ANCHORS = {"prior": "prior", "new frame": "frame"}  # the anchor widget's choices -> LongVideoSettings.anchor
+COLOR_ANCHORS = {"start": "start", "previous window": "previous"}  # color_anchor's choices -> the settings' value
+
+NODE = "Magic141 Long Video"
 
 
 class Magic141LongVideo:
     DESCRIPTION = (
-        "Renders a long shot as a chain of windows: each window starts from the previous window's last frame "
-        "(colour-matched to the prior, re-encoded), the prior's image tokens stay the identity anchor, and the "
-        "repeated seam frame is dropped. Each window is appended to the MP4 as soon as it is done, so memory stays "
-        "flat. One prompt per line directs the windows in order (the last line repeats). If you stop the run, the "
+        "Renders a long shot as a chain of windows: each window continues the last frames of the video so far "
+        "(context_frames, colour-matched to the start, re-encoded), so motion keeps its speed across the seams; the "
+        "prior's image tokens stay the identity anchor, and the repeated context frames are dropped. It can also "
+        "extend a clip (start_video, or an image batch as prior). Each window is appended to the MP4 as soon as it "
+        "is done, so memory stays flat. One prompt per line directs the windows in order (the last line repeats). "
+        "If you stop the run, the "
         "finished windows are kept as <name>_partial.mp4. A progress bar shows while it renders; the finished video "
         "plays in the node. The node states the length it renders, in seconds: on a CPU (auto: the draft) the windows "
         f"asked, up to {DRAFT_WINDOWS}, of at most {DRAFT_WINDOW_FRAMES} frames."
@@ -53,10 +55,11 @@ class Magic141LongVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
-                                            "33-channel) model from Load Diffusion Model."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (any family), or a native HunyuanVideo "
+                                            "image-to-video model from Load Diffusion Model."}),
                 "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
-                "prior": ("IMAGE", {"tooltip": "The image the shot starts from."}),
+                "prior": ("IMAGE", {"tooltip": "The image the shot starts from; or a clip to extend, as an image "
+                                              "batch (its first frame is then the identity anchor)."}),
                 "prompts": ("STRING", {"multiline": True, "tooltip": "One prompt per line, one line per window in "
                                        "order; the last line repeats for the remaining windows."}),
                 # whole steps: the frontend shows "3" windows / "60" seconds, not "3.0" (the clip grows in whole
@@ -86,7 +89,8 @@ class Magic141LongVideo:
             },
             "optional": {
                 "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: each window's prompt "
-                                                              "line is encoded with the prior's image tokens."}),
+                                                              "line is encoded with the prior's image tokens, in the "
+                                                              "prompt template of the model's family."}),
                 "conditioning": ("CONDITIONING", {"tooltip": "Instead of encoders: native CONDITIONING (e.g. "
                                                              "TextEncodeHunyuanVideo_ImageToVideo) used for every "
                                                              "window; the prompts text is then ignored."}),
@@ -97,6 +101,24 @@ class Magic141LongVideo:
                                                        "connected and the clip is larger, the run stops before "
                                                        "rendering and says the size needed; use the video output "
                                                        "for long clips (it streams from the file)."}),
+                "context_frames": ("INT", {"default": DEFAULT_CONTEXT_FRAMES, "min": CONTEXT_FRAMES[0],
+                                           "max": CONTEXT_FRAMES[-1], "step": 4,
+                                           "tooltip": "Motion context: each window continues the last N frames of "
+                                                      "the video so far (1, 5, 9 or 13: 1 to 4 latent frames), so a "
+                                                      "pan or a walk keeps its speed across seams. 1: one seam "
+                                                      "frame, as before. Must be shorter than the window."}),
+                "color_anchor": (list(COLOR_ANCHORS), {"default": "start", "advanced": True,
+                                                       "tooltip": "What color_match matches each window's context "
+                                                                  "to: the start (the prior, or the start clip's "
+                                                                  "last frames: no drift) or the previous window "
+                                                                  "(follows colour changes, and drift)."}),
+                "include_start": ("BOOLEAN", {"default": False, "tooltip": "Extending a clip: write its frames "
+                                              "first, so the MP4 is the whole extended clip (unchanged, bit for "
+                                              "bit as 8-bit frames)."}),
+                "start_video": ("VIDEO", {"tooltip": "A clip to extend (e.g. Load Video): the video continues "
+                                                     "from its last frames, fitted to the video size like the "
+                                                     "prior; the prior is then the identity anchor only."}),
+                **CFG,
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
@@ -109,38 +131,66 @@ class Magic141LongVideo:
             f"resolution must be one of {', '.join(choices)}; got {resolution!r}"
 
     def render(self, model, vae, prior, prompts, filename_prefix, encoders=None, conditioning=None, negative=None,
-               frames_limit_mb=FRAMES_LIMIT_MB, prompt=None, extra_pnginfo=None, unique_id=None, **widgets):
+               frames_limit_mb=FRAMES_LIMIT_MB, start_video=None, prompt=None, extra_pnginfo=None, unique_id=None,
+               **widgets):
         """`widgets`: the length and size (`LENGTH_WIDGETS`) and the fields of the core's `LongVideoSettings`, which
-        the CLI's `long` builds the same way."""
+        the CLI's `long` builds the same way (absent optional ones take its defaults)."""
         length = {name: widgets.pop(name) for name in LENGTH_WIDGETS}
-        settings = LongVideoSettings(**{**widgets, "anchor": ANCHORS[widgets["anchor"]]})  # every value checked
+        widgets["anchor"] = ANCHORS[widgets["anchor"]]
+        if "color_anchor" in widgets:
+            widgets["color_anchor"] = COLOR_ANCHORS[widgets["color_anchor"]]
+        settings = LongVideoSettings(**widgets)  # every value checked
         window_length = length["window_length"]
         latent_frames(window_length)  # validates 4k+1
-        count_windows(length["duration"], length["unit"], settings.fps, window_length)  # one message, before work
+        count_windows(length["duration"], length["unit"], settings.fps, window_length, settings.context_frames)
         if (encoders is None) == (conditioning is None):
             raise ValueError("connect either encoders (Magic141 Encoder Loader) or a native conditioning "
                              "(e.g. TextEncodeHunyuanVideo_ImageToVideo), not both and not neither")
+        inputs.image_batch(prior, NODE, "prior")
+        clip = prior if prior.shape[0] > 1 else None  # an image batch: a clip to extend
+        if start_video is not None:
+            if clip is not None:
+                raise ValueError(f"prior is a batch of {prior.shape[0]} images and start_video is connected: give one "
+                                 "clip to extend (start_video, with one prior image as the identity anchor)")
+            clip = paths.video_frames(start_video, "Magic141 Long Video's start_video")
         # the size policy (auto / draft / buckets / custom) is the core's; draft also caps the windows
-        start, size = fit_start_image(prior, length["resolution"], length["width"], length["height"], window_length,
-                                      name="prior", long_video=True, node="Magic141 Long Video")
-        # the windows asked are counted at the window length asked (what the node shows); a draft renders the first
-        # few of them, shorter, and says so in seconds
-        size = size.with_windows(count_windows(length["duration"], length["unit"], settings.fps, window_length))
-        window_length, windows = size.frames, size.windows
+        start, size = fit_start_image(prior[:1], length["resolution"], length["width"], length["height"],
+                                      window_length, name="prior", long_video=True, node=NODE)
+        notes, clip_length = [], 0 if clip is None else len(clip)
+        if clip is not None:  # fitted like the prior: every frame when it is written first, else the context only
+            if tuple(clip.shape[1:3]) != tuple(start.shape[1:3]):
+                notes.append(f"start clip {clip.shape[2]}x{clip.shape[1]} cropped to {start.shape[2]}x{start.shape[1]}"
+                             " like the prior")
+            clip = fit_clip(clip, start.shape[2], start.shape[1],
+                            keep=None if settings.include_start else settings.context_frames)
+        try:
+            # the windows asked are counted at the window length asked (what the node shows); a draft renders the
+            # first few of them, shorter, and says so in seconds
+            size = size.with_windows(count_windows(length["duration"], length["unit"], settings.fps, window_length,
+                                                   settings.context_frames, clip_length))
+            window_length, windows = size.frames, size.windows
+            plan = WindowPlan(windows, window_length, settings.context_frames, clip_length, settings.include_start)
+        except ValueError as e:
+            raise ValueError(f"{e} ({size.describe()})") from None
         asked = f"{length['duration']:g} s" if length["unit"] == "seconds" else None
-        progress.show_text(unique_id, f"Magic141 Long Video: {size.describe(settings.fps, asked)}")
+        notes.insert(0, size.describe(settings.fps, asked, plan.total))
+        progress.show_text(unique_id, "Magic141 Long Video: " + "; ".join(notes))
+        fixed = None
         if conditioning is not None:
             fixed = magic141_conditioning(conditioning, negative)
             encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)
-        clip = None  # unconnected, the whole clip is not held
+        whole = None  # unconnected, the whole clip is not held
         if output_linked(prompt, unique_id, len(self.RETURN_TYPES) - 1):  # refused before rendering if too large
-            clip = ClipFrames(total_frames(windows, window_length), start.shape[1], start.shape[2],
-                              frames_limit_mb << 20, "frames_limit_mb", "the frames output")
+            whole = ClipFrames(plan.total, start.shape[1], start.shape[2], frames_limit_mb << 20, "frames_limit_mb",
+                               "the frames output")
         metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
         path, record = paths.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
-        dit = native_model.velocity_model(model, "Magic141 Long Video")
-        if conditioning is not None:
-            check_widths(dit, fixed, "Magic141 Long Video")
+        dit = native_model.velocity_model(model, NODE, fixed and fixed.image_condition)
+        if fixed is not None:
+            check_widths(dit, fixed, NODE)
+            check_template(dit, fixed, NODE)
+        else:  # each window's prompt line in the prompt template of the model's family
+            encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
         # No latent previews: the frontend shows a node's previews instead of its outputs and would load them (blob:
         # JPEGs) into this node's <video>, which ./run.sh's CSP refuses: the finished video would never show
         # (docs/comfyui-host.md, "Previews under ./run.sh"). The progress bar still moves with every step.
@@ -152,8 +202,8 @@ class Magic141LongVideo:
         def write(frames):
             writer.write(frames)
             last_window[:] = [frames]
-            if clip is not None:
-                clip.append(frames)
+            if whole is not None:
+                whole.append(frames)
 
         def on_step(window, step):
             on_progress(dataclasses.replace(step, index=window * steps + step.index, total=total_steps))
@@ -162,14 +212,14 @@ class Magic141LongVideo:
         try:
             with Mp4Writer(path, settings.fps, settings.quality, metadata, keep_partial=True) as writer:
                 generate_long_video(dit, encoders, frame_vae.NativeFrameVAE(vae), start,
-                                    window_prompts(prompts, windows), window_seeds(settings.seed, windows),
-                                    window_length, write, settings, on_step=on_step)
+                                    window_prompts(prompts, windows), window_length, write, settings, start_clip=clip,
+                                    on_step=on_step)
         except NonFiniteOutput as e:  # a LoRA loader wired into the MODEL is the likeliest cause: named first
             raise native_model.blame_patches(e, model) from None
         name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
         last = last_window[0].float() / 255
         return {"ui": {"images": [record], "animated": (True,)},  # frames unconnected: the last window, not held
-                "result": (last, name, *paths.video_output(path), last if clip is None else clip.image())}
+                "result": (last, name, *paths.video_output(path), last if whole is None else whole.image())}
 
 
 NODE_CLASS_MAPPINGS = {"Magic141LongVideo": Magic141LongVideo}

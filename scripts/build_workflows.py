@@ -15,12 +15,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from magic141_core.demo.models import DEMO_FILES  # noqa: E402
+from magic141_core.dit.family import FAMILIES  # noqa: E402
 from magic141_core.video.start_image import AUTO  # noqa: E402
 from magic141_core.text import NEGATIVE_PROMPT  # noqa: E402
-from scripts.workflow_graph import graph, layout, required_downloads  # noqa: E402
+from magic141_core.video.windows import DEFAULT_CONTEXT_FRAMES  # noqa: E402
+from scripts.workflow_graph import WIDTH, graph, layout, required_downloads  # noqa: E402
 
 OUT = REPO / "example_workflows"
 CARDS = REPO / "web" / "templates.json"  # {title: the card's one-line description}, read by web/templates.js
+# Long Video's optional widgets, at their defaults: frames_limit_mb, context_frames, color_anchor, include_start, cfg
+LONG_VIDEO_OPTIONS = [2048, DEFAULT_CONTEXT_FRAMES, "start", False, 1.0]
 # What the Templates browser shows. The shipped frontend (comfyui-frontend-package 1.47, ComfyUI 0.30.0) builds a
 # pack's template entry from its file name alone (/api/workflow_templates lists names only; the store sets title =
 # name and description = name), so the file name is the title, and web/templates.js writes each card's description
@@ -38,6 +42,9 @@ TEMPLATES = {
     "long_video": ("Long video", "A long shot of chained 4-step windows, a prompt per line."),
     "lora_to_video": ("Image to video with a LoRA", "A LoRA via the native loader; the demo's swaps red and blue."),
     "hunyuan_i2v_long_video": ("HunyuanVideo-I2V long video", "HunyuanVideo-I2V v1 into Long Video."),
+    "hunyuan_i2v_v1_to_video": ("HunyuanVideo-I2V v1 to video", "Public HunyuanVideo-I2V v1 (concat)."),
+    "hunyuan_i2v_v2_to_video": ("HunyuanVideo-I2V v2 to video", "Public I2V v2 (token replace) model."),
+    "skyreels_to_video": ("SkyReels-V1 to video", "The public SkyReels-V1 I2V model."),
 }
 
 
@@ -74,6 +81,15 @@ DOWNLOADS = {
 HUNYUAN_I2V = {"dit": "hunyuan_video_image_to_video_720p_bf16.safetensors", "clip_l": "clip_l.safetensors",
                "llava": "llava_llama3_fp8_scaled.safetensors", "vision": "llava_llama3_vision.safetensors",
                "vae": "hunyuan_video_vae_bf16.safetensors"}
+# One template per image-to-video family: the file ComfyUI's own HunyuanVideo examples name (dit.family), and what
+# it samples with. None is step-distilled: 20 steps (the references use 30-50) at shift 7 (ComfyUI's HunyuanVideo
+# default); v1 has no guidance embedder and runs without CFG (diffusers' 33ch example), v2 embeds guidance 6
+# (diffusers' example), SkyReels-V1 embeds 1 and runs CFG 6 with the negative prompt (its inference code).
+FAMILY_TEMPLATES = {  # key -> (family key, steps, shift, guidance, cfg, prompt)
+    "hunyuan_i2v_v1_to_video": ("hunyuan_i2v_v1", 20, 7.0, 1.0, 1.0, "The camera slowly pushes in; leaves sway."),
+    "hunyuan_i2v_v2_to_video": ("hunyuan_i2v_v2", 20, 7.0, 6.0, 1.0, "The camera slowly pushes in; leaves sway."),
+    "skyreels_to_video": ("skyreels_v1", 20, 7.0, 1.0, 6.0, "FPS-24, the camera slowly pushes in; leaves sway."),
+}
 
 
 def download_size(workflow: dict) -> float:
@@ -218,7 +234,7 @@ def lora_to_video() -> dict:
 def long_video_node(node_id: int, inputs: dict, prompts: str, seconds: float, sampling: list, prefix: str) -> dict:
     return {"id": node_id, "type": "Magic141LongVideo", "size": [420, 880], "inputs": inputs,
             "widgets": [prompts, seconds, "seconds", 81, AUTO, 960, 544, *sampling, True, 0.02, "prior", 24.0, 19,
-                        prefix]}
+                        prefix, *LONG_VIDEO_OPTIONS]}
 
 
 def hunyuan_i2v_long_video() -> dict:
@@ -235,16 +251,48 @@ def hunyuan_i2v_long_video() -> dict:
           "inputs": {"clip": (3, 0), "clip_vision_output": (6, 0)},
           "widgets": ["The camera glides forward along the path; leaves sway in a light breeze.", 4]}],
         [long_video_node(8, {"model": (2, 0), "vae": (5, 0), "prior": (1, 0), "conditioning": (7, 0)},
-                         "(the native conditioning is used for every window)", 20.0, [20, 7.0, 6.0, 39, "fixed"],
+                         "(the native conditioning is used for every window)", 20.0, [20, 7.0, 1.0, 39, "fixed"],
                          "Magic141/hunyuan_i2v_long")],
     ]
     return template(nodes, "HunyuanVideo-I2V with native loaders and encoders into Magic141 Long Video: public "
                            "HunyuanVideo-I2V v1 (concat, 33-channel) weights chained into a long shot with "
-                           "colour-matched windows. The native conditioning serves every window. HunyuanVideo-I2V is "
-                           "not distilled: 20 steps, shift 7 and its embedded guidance 6 (Magic141: 4, 5, 1). Add a "
-                           "LoRA loader after Load Diffusion Model as usual. The files: see each loader (Load "
-                           "Diffusion Model, DualCLIPLoader, Load CLIP Vision, Load VAE); opening the template offers "
-                           "their downloads.")
+                           "colour-matched windows, each continuing the last 5 frames. The native conditioning serves "
+                           "every window. HunyuanVideo-I2V is not distilled: 20 steps at shift 7; v1 has no guidance "
+                           "embedder and runs without CFG, guidance 1 (Magic141: 4 steps, shift 5). Add a LoRA loader "
+                           "after Load Diffusion Model as usual. The files: see each loader (Load Diffusion Model, "
+                           "DualCLIPLoader, Load CLIP Vision, Load VAE); opening the template offers their downloads.")
+
+
+def family_to_video(key: str) -> dict:
+    """One family's public weights through Magic141's nodes: Model Loader (family auto: it shows what it found),
+    Encode with the model connected (the family's prompt template), Image To Video, Sampler at the family's
+    settings, decode, save; every file in properties.models."""
+    family_key, steps, shift, guidance, cfg, text = FAMILY_TEMPLATES[key]
+    family = FAMILIES[family_key]
+    nodes = [
+        [load_image(1), {"id": 2, "type": "VAELoader", "widgets": [HUNYUAN_I2V["vae"]]},
+         {"id": 3, "type": "Magic141ModelLoader", "size": [360, 0],
+          "widgets": [family.comfy_file, "bf16", False, "off", 0, "auto"]}],
+        [{"id": 5, "type": "Magic141Encode", "size": [380, 220],
+          "inputs": {"encoders": (4, 0), "image": (1, 0), "model": (3, 0)},
+          "widgets": [text, NEGATIVE_PROMPT, "auto", 0]},
+         {"id": 6, "type": "Magic141ImageToVideo", "size": [380, 0],
+          "inputs": {"conditioning": (5, 0), "vae": (2, 0), "start_image": (1, 0)},
+          "widgets": [AUTO, 960, 544, 81]},  # auto: 540p on a GPU, draft on a CPU
+         {"id": 4, "type": "Magic141EncoderLoader", "size": [380, 0],
+          "widgets": [HUNYUAN_I2V["llava"], HUNYUAN_I2V["vision"], HUNYUAN_I2V["clip_l"], "auto", "off"]}],
+        [{"id": 7, "type": "Magic141Sampler", "inputs": {"model": (3, 0), "conditioning": (6, 0), "latent": (6, 1)},
+          "widgets": [steps, shift, guidance, 39, "fixed", cfg]},
+         {"id": 8, "type": "Magic141VAEDecode", "inputs": {"samples": (7, 0), "vae": (2, 0)}, "widgets": DECODE}],
+        [{"id": 9, "type": "Magic141SaveMP4", "size": [WIDTH, 320], "inputs": {"images": (8, 0)},
+          "widgets": [24.0, 19, f"Magic141/{family_key}"]}],
+    ]
+    sampling = f"{steps} steps, shift {shift:g}, guidance {guidance:g}" + (f", CFG {cfg:g}" if cfg != 1 else "")
+    return template(nodes, f"{family.describe()}: put {family.comfy_file} in models/diffusion_models (ComfyUI's "
+                           f"HunyuanVideo example files for the encoders and VAE; opening the template offers every "
+                           f"download). Magic141 Model Loader shows the family it found; Encode follows it (its prompt "
+                           f"template). Not step-distilled: {sampling} here (the references use {family.steps}). Long "
+                           f"Video takes the same model.")
 
 
 def long_video() -> dict:
@@ -258,14 +306,17 @@ def long_video() -> dict:
                          "The camera turns towards the sunset.", 60.0, [4, 5.0, 1.0, 39, "fixed"], "Magic141/long")],
     ]
     return template(nodes, "A minute-long shot: 4-step windows chained from the image, one prompt per line directs "
-                           "the windows. The MP4 grows window by window; a stopped run keeps <name>_partial.mp4. On a "
-                           "CPU the draft renders the first 4 windows, 9 frames each, and the node says so in "
-                           "seconds; choose resolution custom (or 540p) for the whole minute.")
+                           "the windows. Each window continues the last 5 frames of the video so far "
+                           "(context_frames), so motion keeps its speed across the seams; connect a VIDEO to "
+                           "start_video to extend a clip instead. The MP4 grows window by window; a stopped run keeps "
+                           "<name>_partial.mp4. On a CPU the draft renders the first 4 windows, 9 frames each, and the "
+                           "node says so in seconds; choose resolution custom (or 540p) for the whole minute.")
 
 
 BUILDERS = {"image_to_video": image_to_video, "text_to_image_to_video": text_to_image_to_video,
             "retrieval_prior_to_video": retrieval_prior_to_video, "prior_switch_to_video": prior_switch_to_video,
-            "long_video": long_video, "lora_to_video": lora_to_video, "hunyuan_i2v_long_video": hunyuan_i2v_long_video}
+            "long_video": long_video, "lora_to_video": lora_to_video, "hunyuan_i2v_long_video": hunyuan_i2v_long_video,
+            **{key: lambda key=key: family_to_video(key) for key in FAMILY_TEMPLATES}}
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_long_video_previews_its_video_in_the_node_under_run_sh_csp(run_sh_page)
     page.wait_for_function(f"() => !!({NODE})()", timeout=30_000)
     page.evaluate(f"""() => {{ const node = ({NODE})();
         const set = (name, value) => {{ node.widgets.find(w => w.name === name).value = value; }};
-        set('unit', 'windows'); set('duration', 2); set('window_length', 5);
+        set('unit', 'windows'); set('duration', 2); set('window_length', 5); set('context_frames', 1);
         set('resolution', 'custom'); set('width', 64); set('height', 48); }}""")
     shown = page.evaluate(f"() => ({NODE})().widgets.find(w => w.name === 'duration')._displayValue")
     assert shown == "2"  # the number the node draws: whole windows, not "2.0"

@@ -23,7 +23,7 @@ from magic141_core import Conditioning, load_dit, sample_latent, save_dit, tiny
 from magic141_core.dit.loading import random_dit
 from magic141_core.runtime.finite import NonFiniteOutput
 from magic141_core.runtime.text_file import MAX_PROMPT_BYTES, read_text
-from magic141_core.video.long_video import window_prompts
+from magic141_core.video.windows import window_prompts
 from magic141_core.weights import CheckpointError
 from magic141_core.weights.lora import apply_lora_, read_lora
 

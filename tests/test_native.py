@@ -139,13 +139,19 @@ def test_int8_and_block_swap_options_work_behind_the_native_model(pack, native_f
 
 def test_other_model_families_get_a_message_naming_them(pack, native_files):
     t2v = native(native_files[1])
-    with pytest.raises(ValueError, match="Magic141 Sampler got a HunyuanVideo text-to-video model \\(16 input "
-                                         "channels\\); it needs an image-to-video transformer with 33 input"):
+    with pytest.raises(ValueError, match="Magic141 Sampler got a HunyuanVideo model with 16 input channels "
+                                         "\\(text-to-video, or HunyuanVideo-I2V v2, which ComfyUI cannot tell apart"):
         magic_sample(pack, t2v, cond())
+    with pytest.raises(ValueError, match="got HunyuanVideo text-to-video \\(text-to-video, 16 input channels\\): it "
+                                         "has no image path. If the file is HunyuanVideo-I2V v2"):
+        magic_sample(pack, ours(pack, native_files[1]), cond())
 
 
 @pytest.mark.parametrize("extras, message", [
-    ({"guiding_frame_index": 0}, "HunyuanImageToVideo 'v2 \\(replace\\)'; Magic141 needs 'v1 \\(concat\\)'"),
+    ({"guiding_frame_index": 0}, "comes from HunyuanImageToVideo 'v2 \\(replace\\)' but the model is Magic141 "
+                                 "\\(concat \\+ mask, 33 input channels\\); set HunyuanImageToVideo's guidance_type to "
+                                 "'v1 \\(concat\\)'"),
+    ({"ref_latent": torch.zeros(1)}, "HunyuanImageToVideo 'custom'"),
     ({"pooled_output": None}, "not HunyuanVideo conditioning"),
 ])
 def test_bad_native_conditioning_is_named(pack, native_files, extras, message):
@@ -160,9 +166,9 @@ def test_bad_native_conditioning_is_named(pack, native_files, extras, message):
 class PoolVAE:
     """A deterministic stand-in `FrameVAE` (8x average pool / nearest upsample, 4x in time)."""
 
-    def encode_frame(self, image, seed):
-        pooled = torch.nn.functional.avg_pool2d(image.movedim(-1, 1), 8)  # [1, 3, h, w]
-        return pooled.repeat(1, 6, 1, 1)[:, :16].unsqueeze(2)
+    def encode_frames(self, frames, seed):
+        pooled = torch.nn.functional.avg_pool2d(frames[::4].movedim(-1, 1), 8)  # [L, 3, h, w]: frames 0, 4, 8, ...
+        return pooled.repeat(1, 6, 1, 1)[:, :16].movedim(0, 1)[None]  # [1, 16, L, h, w]
 
     def decode_frames(self, latent):
         frames = latent[0, :3].movedim(0, -1).repeat_interleave(4, 0)[3:]  # [1 + 4(T-1), h, w, 3]
@@ -180,7 +186,7 @@ def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files)
     for model in (ours(pack, native_files[0]), native(native_files[0])):
         latents = []
         generate_long_video(native_model.velocity_model(model, "test"), FixedEncoders(c), PoolVAE(), prior, ["a"] * 3,
-                            [5, 6, 7], 9, lambda frames: None, LongVideoSettings(),
+                            9, lambda frames: None, LongVideoSettings(seed=5),
                             on_step=lambda k, step: latents.append(step.x) if step.index == step.total - 1 else None)
         runs.append(latents)
     assert len(runs[0]) == len(runs[1]) == 3
@@ -191,10 +197,37 @@ def test_long_video_on_a_native_model_equals_ours_per_window(pack, native_files)
 def test_long_video_needs_encoders_or_a_native_conditioning(pack, native_files):
     node = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"]
     inputs = dict(model=ours(pack, native_files[0]), vae=None, prior=torch.rand(1, 32, 48, 3), prompts="a",
-                  duration=1, unit="windows", window_length=5, resolution="custom", width=48, height=32, steps=1,
+                  duration=1, unit="windows", window_length=5, context_frames=1, resolution="custom", width=48,
+                  height=32, steps=1,
                   shift=5.0, guidance=1.0, seed=1, color_match=True, noise_augmentation=0.0, anchor="prior",
                   fps=24.0, quality=19, filename_prefix="never")
     with pytest.raises(ValueError, match="connect either encoders .* or a native conditioning"):
         run_node(node, **inputs)
     with pytest.raises(ValueError, match="connect either encoders"):
         run_node(node, **inputs, encoders=object(), conditioning=native_pair(pack, cond())[0])
+
+
+def test_a_multi_frame_reference_is_laid_out_as_native_hunyuan_image_to_video(pack, native_files, demo_models):
+    """Motion context: a 5-frame context is 2 latent frames. Native HunyuanImageToVideo (v1 concat) given those 5
+    frames as start_image, through ComfyUI's own HunyuanVideoI2V.concat_cond, makes exactly the reference and mask
+    channels that dit.model.image_to_video_input builds from the same latent: reference in latent frames 0-1, zeros
+    after, mask 1 on frames 0-1."""
+    import comfy.sd
+    import comfy.utils
+    from comfy_extras.nodes_hunyuan import HunyuanImageToVideo
+
+    from magic141_core.dit.model import image_to_video_input
+    from magic141_core.vae import scale_latent
+
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(demo_models["vae"])))
+    frames = torch.rand(5, 32, 48, 3, generator=torch.Generator().manual_seed(3))
+    positive, latent = HunyuanImageToVideo.execute([[torch.zeros(1, 4, 32), {}]], vae, 48, 32, 9, 1, "v1 (concat)",
+                                                   start_image=frames).args
+    values = positive[0][1]
+    noise = torch.randn(1, 16, 3, 4, 6, generator=torch.Generator().manual_seed(4))
+    native_channels = native(native_files[0]).model.concat_cond(noise=noise, device="cpu", **values)
+    assert latent["samples"].shape == noise.shape and values["concat_latent_image"].shape[2] == 2
+    ours = image_to_video_input(noise, scale_latent(values["concat_latent_image"]))[:, 16:]
+    assert ours.shape == native_channels.shape == (1, 17, 3, 4, 6)
+    assert torch.allclose(ours, native_channels, atol=1e-6)
+    assert ours[:, 16, :2].eq(1).all() and ours[:, 16, 2:].eq(0).all() and ours[:, :16, 2:].eq(0).all()

@@ -15,7 +15,7 @@ from magic141_core import Conditioning, sample_latent, tiny
 from magic141_core.dit.loading import random_dit
 from magic141_core.runtime.device import RANGE_SAFE, compute_dtype_for
 from magic141_core.runtime.finite import NonFiniteOutput
-from magic141_core.video.long_video import CoreFrameVAE, generate_long_video
+from magic141_core.video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video
 from magic141_core.vae import Tiling, random_vae, tiny_vae
 from magic141_core.video.mp4 import Mp4Writer
 
@@ -141,8 +141,8 @@ def test_a_nan_long_video_window_is_an_error_and_is_never_written(tmp_path, bad)
     path = tmp_path / "long.mp4"
     with pytest.raises(NonFiniteOutput, match=f"long-video window {bad + 1} of 2 \\(VAE decode\\)"):
         with Mp4Writer(path, 24, keep_partial=True) as writer:
-            generate_long_video(dit, OneTextEncoders(), vae, torch.rand(1, 32, 32, 3), ["a", "b"], [1, 2], 5,
-                                writer.write)
+            generate_long_video(dit, OneTextEncoders(), vae, torch.rand(1, 32, 32, 3), ["a", "b"], 5, writer.write,
+                                LongVideoSettings(context_frames=1))
     assert not path.exists()
     partial = sorted(p.name for p in tmp_path.iterdir())
     # a NaN first window leaves nothing; a NaN second window leaves the good first one, named *_partial (as a stop)

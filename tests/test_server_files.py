@@ -61,6 +61,6 @@ def test_a_prefix_through_a_symlink_out_of_output_is_refused_and_the_next_prompt
 def test_a_nan_duration_passes_comfyuis_range_check_and_gets_our_message(server, object_info):
     prompt, _ = api_prompt(server, object_info, "long_video", Magic141LongVideo={
         "resolution": "custom", "width": 64, "height": 48, "duration": "nan", "unit": "windows", "window_length": 5,
-        "filename_prefix": "never"})  # ComfyUI turns "nan" into float NaN, which no min/max comparison stops
+        "context_frames": 1, "filename_prefix": "never"})  # ComfyUI turns "nan" into float NaN, which no min/max comparison stops
     assert "the number of windows must be a whole number from 1 to 3600, got nan" in error_of(server, prompt)
     assert not list((server.base / "output").glob("never*"))

@@ -41,9 +41,10 @@ def test_every_example_workflow_uses_only_known_nodes(object_info):
         assert types <= set(object_info), f"{path.name} uses unknown nodes {types - set(object_info)}"
 
 
+# sizes only: frame size, clip length (5-frame windows hold one context frame)
 SHRUNK = {"Magic141ImageToVideo": CPU_SIZE, "EmptyLatentImage": {"width": 64, "height": 48},
           "Magic141LongVideo": {"resolution": "custom", "width": 64, "height": 48, "window_length": 5,
-                                "duration": 3, "unit": "windows"}}  # sizes only: frame size, clip length
+                                "context_frames": 1, "duration": 3, "unit": "windows"}}
 
 
 def test_every_shipped_template_runs_from_run_sh_or_names_exactly_its_downloads(server, object_info):
@@ -174,7 +175,7 @@ def test_long_video_writes_the_chained_windows_and_gives_the_whole_clip_to_nativ
     every frame of the MP4. Connected frames over frames_limit_mb stop the run before rendering."""
     prompt, ui = api_prompt(server, object_info, "long_video", Magic141LongVideo={
         "resolution": "custom", "width": 64, "height": 48, "duration": 3, "unit": "windows", "window_length": 5,
-        "filename_prefix": "Magic141/long_test"})
+        "context_frames": 1, "filename_prefix": "Magic141/long_test"})
     node = node_id(prompt, "Magic141LongVideo")
     assert object_info["Magic141LongVideo"]["output_name"] == ["last_window", "filename", "video", "frames"]
     prompt |= {"90": {"class_type": "GetVideoComponents", "inputs": {"video": [node, 2]}},
@@ -197,6 +198,33 @@ def test_long_video_writes_the_chained_windows_and_gives_the_whole_clip_to_nativ
     prompt[node]["inputs"]["frames_limit_mb"] = 0  # frames connected, over its limit
     message = error_of(server, prompt)
     assert "frames_limit_mb" in message and "nothing was rendered" in message
+
+
+def test_long_video_extends_a_loaded_video_and_writes_it_first(server, object_info):
+    """Native Load Video into Long Video's start_video, written first (include_start): the MP4 is the clip (96x48,
+    fitted to the 64x48 video like the prior: its centre, and the node says so) followed by the window's frames after
+    its 5 context frames."""
+    from magic141_core.demo.standins import pan_clip
+    from magic141_core.video.mp4 import to_uint8, write_mp4
+
+    write_mp4(server.base / "input" / "clip_to_extend.mp4", to_uint8(pan_clip(9, width=96, height=48)), fps=24)
+    prompt, _ = api_prompt(server, object_info, "long_video", Magic141LongVideo={
+        "resolution": "custom", "width": 64, "height": 48, "duration": 1, "unit": "windows", "window_length": 9,
+        "include_start": True, "filename_prefix": "Magic141/extended"})
+    node = node_id(prompt, "Magic141LongVideo")
+    prompt["80"] = {"class_type": "LoadVideo", "inputs": {"file": "clip_to_extend.mp4"}}
+    prompt[node]["inputs"]["start_video"] = ["80", 0]
+    history = server.wait(server.queue(prompt))
+    assert history["status"]["status_str"] == "success", history["status"]
+    (video,) = outputs_mp4(server, history)
+    frames = read_mp4(video)[0]
+    assert frames.shape == (9 + 9 - 5, 48, 64, 3)
+    original = read_mp4(server.base / "input" / "clip_to_extend.mp4")[0][:, :, 16:80]
+    error = np.abs(frames[:9].astype(float) - original).mean()  # x264 twice, ComfyUI's decode (chroma upsampling)
+    later = np.abs(frames[:8].astype(float) - original[1:]).mean()  # the same against the next frames: 2 px away
+    print(f"extended clip vs its source: {error:.2f} grey levels (vs the next frame: {later:.2f})")
+    assert error < 6 and error < later / 2
+    assert "start clip 96x48 cropped to 64x48 like the prior" in server.log()
 
 
 def test_changing_only_the_prior_image_reruns_only_downstream_nodes(server, object_info):

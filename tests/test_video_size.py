@@ -119,3 +119,68 @@ def test_bad_entries_and_lengths_are_refused_before_any_cap():
         video_size("1080p", 512, 512, 81)
     with pytest.raises(ValueError, match="custom needs a width and a height"):
         video_size(CUSTOM, 512, 512, 81)
+
+
+# ------------------------------------------------------------------------------------ the official centre crop
+def official_crop(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(resized height, width, crop top, left) as the official preparation computes them, written out: Magic141's
+    datasets/test_image.py resizes to cover (new = int(side x ratio) on the free side), then torchvision's
+    CenterCrop takes crop_top = int(round((image_height - crop_height) / 2.)) (Python's round: half to even)."""
+    ratio = w / h
+    if ratio > width / height:
+        new_h, new_w = height, int(height * ratio)
+    else:
+        new_w, new_h = width, int(width / ratio)
+    return new_h, new_w, int(round((new_h - height) / 2.)), int(round((new_w - width) / 2.))
+
+
+# overshoots 0..7 on either side, then sizes that need a real resize (104x40 -> 48x32 overshoots by 35: 18, not 17)
+CROPS = [(48 + d, 32, 48, 32) for d in range(8)] + [(48, 32 + d, 48, 32) for d in range(8)] + [
+    (104, 40, 48, 32), (67, 31, 32, 16), (1919, 1080, 960, 544), (1080, 1921, 544, 960), (333, 250, 832, 624),
+    (97, 101, 720, 720), (641, 479, 160, 80)]
+
+
+@pytest.mark.parametrize("w, h, width, height", CROPS, ids=lambda v: str(v))
+def test_centre_crop_is_torchvisions_to_the_pixel(w, h, width, height):
+    import torch
+    import torch.nn.functional as F
+
+    from magic141_core.video.start_image import fit_image
+
+    image = torch.rand(1, h, w, 3, generator=torch.Generator().manual_seed(w * h))
+    new_h, new_w, top, left = official_crop(w, h, width, height)
+    resized = F.interpolate(image.movedim(-1, 1), size=(new_h, new_w), mode="bilinear", antialias=True,
+                            align_corners=False).clamp(0, 1)
+    want = resized[:, :, top:top + height, left:left + width].movedim(1, -1)
+    assert torch.equal(fit_image(image, width, height, "crop"), want)
+
+
+def test_the_half_pixel_goes_to_the_even_offset():
+    """The rule in numbers (overshoot -> offset): floor division would give 0, 1, 2, 3, 17."""
+    from magic141_core.video.start_image import center_crop_offsets
+
+    assert [center_crop_offsets(32, 48 + d, 32, 48)[1] for d in (1, 3, 5, 7, 35)] == [0, 2, 2, 4, 18]
+@pytest.mark.parametrize("source, frame", [((300, 180), (160, 80)), ((180, 300), (80, 160)), ((200, 200), (96, 128))],
+                         ids=["wider", "taller", "square-into-portrait"])
+def test_crop_keeps_the_centre_of_an_aspect_preserving_resize(source, frame):
+    """fit "crop", the official preparation: scale the image to cover the frame keeping its aspect ratio, keep the
+    centre. Reference from geometry alone: the image is a ramp (red = x, green = y at each pixel centre, in 0..1),
+    which a resize keeps linear, so each output pixel must hold the source point its centre maps to. Measured
+    within 0.03 pixel of the resized image; bound: one pixel (the integer resize and crop offset may round by up to
+    half a pixel each); a top crop or a squashed image is 8 to 16 pixels off."""
+    import torch
+
+    from magic141_core.video.start_image import fit_image
+
+    (w, h), (width, height) = source, frame
+    xs, ys = (torch.arange(w) + 0.5) / w, (torch.arange(h) + 0.5) / h
+    image = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.full((h, w), 0.5)], -1)[None]
+    out = fit_image(image, width, height, "crop")
+    assert out.shape == (1, height, width, 3)
+    scale = max(width / w, height / h)  # cover the frame
+    want_x = ((torch.arange(width) + 0.5) + (w * scale - width) / 2) / (w * scale)
+    want_y = ((torch.arange(height) + 0.5) + (h * scale - height) / 2) / (h * scale)
+    inner = (slice(2, -2), slice(2, -2))  # the resize filter sees past the image's edge in the outer 2 pixels
+    assert (out[0, ..., 0] - want_x[None, :])[inner].abs().max() <= 1 / (w * scale)
+    assert (out[0, ..., 1] - want_y[:, None])[inner].abs().max() <= 1 / (h * scale)
+    assert torch.allclose(out[0, ..., 2], torch.full((height, width), 0.5))

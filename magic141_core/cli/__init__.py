@@ -37,8 +37,9 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e) if text.lstrip("+-").isdigit() else f"not a whole number: {text!r}")
 
 
-def _video_args(p: argparse.ArgumentParser, default_out: str):
-    p.add_argument("--image", type=Path, required=True, help="the start image (the prior)")
+def _video_args(p: argparse.ArgumentParser, default_out: str, long_video: bool = False):
+    p.add_argument("--image", type=Path, required=not long_video, help="the start image (the prior)" + (
+        "; with --start-video, the identity anchor only (default: the clip's first frame)" if long_video else ""))
     p.add_argument("--out", type=Path, help=f"MP4 to write, a new file (default: {default_out}, or {default_out[:-4]}"
                    "_2.mp4 ... when taken)")
     p.set_defaults(default_out=default_out)
@@ -54,13 +55,34 @@ def _video_args(p: argparse.ArgumentParser, default_out: str):
                         "black bars (keeps the whole image; the bars stay in the video)")
     p.add_argument("--steps", type=int, default=4, help="default: %(default)s (the distilled count)")
     p.add_argument("--shift", type=float, default=5.0, help="default: %(default)s")
-    p.add_argument("--guidance", type=float, default=1.0, help="default: %(default)s (distilled; >1 runs CFG)")
+    p.add_argument("--guidance", type=float, default=1.0, help="default: %(default)s (distilled; >1 runs CFG, or is "
+                   "embedded where the model has a guidance embedder: HunyuanVideo-I2V v2 uses 6)")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance on top of an embedded guidance, "
+                   "with the negative prompt (default: %(default)s = none; SkyReels-V1 uses 6 with --guidance 1)")
     p.add_argument("--seed", type=_seed, default=39, help="0 to 2**64-1 (default: %(default)s)")
     p.add_argument("--fps", type=float, default=24.0, help="default: %(default)s")
     p.add_argument("--crf", type=int, default=19, help="x264 quality, lower is better (default: %(default)s)")
-    p.add_argument("--no-color-match", action="store_true", help="long videos: no colour matching at seams")
-    p.add_argument("--noise-augmentation", type=float, default=0.02, help="long videos: default %(default)s")
+    if long_video:
+        _long_args(p)
     add_model_args(p)
+
+
+def _long_args(p: argparse.ArgumentParser):
+    from ..video.long_video import COLOR_ANCHORS
+    from ..video.windows import CONTEXT_FRAMES, DEFAULT_CONTEXT_FRAMES
+
+    p.add_argument("--context-frames", type=int, choices=CONTEXT_FRAMES, default=DEFAULT_CONTEXT_FRAMES,
+                   help="motion context: each window continues the last N frames of the video so far (1, 2, 3 or 4 "
+                        "latent frames; default: %(default)s)")
+    p.add_argument("--color-anchor", choices=COLOR_ANCHORS, default="start",
+                   help="match each window's context colours to the frames the video started from (start, default: "
+                        "no drift) or to the previous window (previous: follows colour changes, and drift)")
+    p.add_argument("--no-color-match", action="store_true", help="no colour matching at seams")
+    p.add_argument("--noise-augmentation", type=float, default=0.02, help="default %(default)s")
+    p.add_argument("--start-video", type=Path, help="an MP4 to extend: the video continues from its last frames "
+                   "(fitted to the video size like the start image)")
+    p.add_argument("--include-start", action="store_true", help="with --start-video: write its frames first, so the "
+                   "file is the whole extended clip")
 
 
 def _index_args(p: argparse.ArgumentParser):
@@ -91,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--seconds", type=float, help="duration in seconds")
     length.add_argument("--windows", type=int, help="number of windows")
     p.add_argument("--report", action="store_true", help="print the seam and colour-drift report afterwards")
-    _video_args(p, "magic141_long.mp4")
+    _video_args(p, "magic141_long.mp4", long_video=True)
     p.set_defaults(func=cmd_long)
 
     p = sub.add_parser("quantize", help="write an int8 (optimum-quanto) transformer or LLaVA encoder checkpoint",
@@ -101,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dit", type=Path, help="the float transformer checkpoint")
     source.add_argument("--llava", type=Path, help="ComfyUI's llava_llama3 text encoder file (or an HF LLaVA folder)")
     p.add_argument("--llava-vision", type=Path, help="llava_llama3_vision.safetensors (with a --llava file)")
+    p.add_argument("--family", default="auto", help="which weights --dit holds (stored in the int8 file): auto, "
+                   "magic141, v1, v2, skyreels (default: %(default)s)")
     add_comfyui_arg(p)
     p.add_argument("--out", type=Path, required=True, help="the int8 .safetensors to write (a new file)")
     p.set_defaults(func=cmd_quantize)

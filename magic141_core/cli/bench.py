@@ -54,6 +54,17 @@ RATIOS = {
                       "window time spread (max - min) / median": "long video: spread of the steady windows",
                       "steady window / a 1-window run's window": "a window inside a long video vs a single clip",
                       "peak RSS(8) / peak RSS(1)": "long video memory growth (1.0 = flat)"},
+    "long_video_seams.py": {
+        "pan seam / inside change, context 1": "stand-in pan extended, one-frame seams (1.0 = seams move like frames)",
+        "pan speed after the seams / before, context 1": "the pan's speed after the seams (1.0 = kept, 0 = stopped)",
+        "pan seam / inside change, context 5": "the same with the default motion context (5 frames)",
+        "pan speed after the seams / before, context 5": "the pan's speed kept with motion context",
+        "still seam change (grey levels), context 1": "pass-through demo, a still image: change at the seams (0..255)",
+        "still seam change (grey levels), context 5": "the same with the default motion context",
+        "colour drift after 60 windows, start anchor": "1 %-darkening stand-in: mean colour drift (RGB 0..1), fixed "
+                                                       "anchor",
+        "colour drift after 60 windows, previous anchor": "the same, matched to the previous window",
+        "colour drift after 60 windows, no colour match": "the same without colour matching"},
 }
 
 

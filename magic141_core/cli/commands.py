@@ -17,13 +17,14 @@ from .models import REPO, load_dit_and_vae, load_encoders, resolve_models
 log = logging.getLogger("magic141")
 
 
-def start_image_size(path: Path, resolution: str, frames: int, device="cpu", long_video: bool = False):
+def start_image_size(path: Path | None, resolution: str, frames: int, device="cpu", long_video: bool = False,
+                     dimensions: tuple[int, int] | None = None):
     """The clip's `start_image.VideoSize` for the start image file `path` (its aspect ratio picks the bucket): the one size
     policy the nodes use too. resolution: "auto" (540p on a GPU, draft on the CPU; the default), "draft" (1/6 size,
     <=17 frames; long videos <=2 windows of <=9 frames), "540p" / "720p" (the official bucket nearest the image's
     aspect ratio) or "WIDTHxHEIGHT"; frames: the length asked for (4k+1; a window's with long_video); device: where
-    the clip is made. The file's header alone is read. Raises FileNotFoundError, ImageFileError (naming the file) or
-    ValueError."""
+    the clip is made; dimensions: (width, height) to use instead of the file's (a start video's). The file's header
+    alone is read. Raises FileNotFoundError, ImageFileError (naming the file) or ValueError."""
     from ..sampling.sampler import latent_shape
     from ..video.image_files import image_size
     from ..video.start_image import CUSTOM, video_size
@@ -38,7 +39,8 @@ def start_image_size(path: Path, resolution: str, frames: int, device="cpu", lon
                 from None
         latent_shape(1, height, width)  # multiples of 16, at most MAX_SIDE: refused before anything is resized
         resolution = CUSTOM
-    return video_size(resolution, *image_size(path), frames, device, custom=custom, long_video=long_video)
+    return video_size(resolution, *(dimensions or image_size(path)), frames, device, custom=custom,
+                      long_video=long_video)
 
 
 def load_start_image(path: Path, resolution: str, fit: str = "crop", size=None) -> torch.Tensor:
@@ -74,37 +76,87 @@ def new_output(path: Path | None, default: str, suffix: str, flag: str = "--out"
     return path
 
 
+def load_start_clip(path: Path, size, fit: str, keep: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The clip `path` (an MP4) to extend, each frame fitted to `size` (a `VideoSize`) like the start image (`fit`),
+    as uint8 [S', H, W, 3]: every frame (`keep` None) or only the last `keep` (memory follows what is used). Returns
+    (those frames, the first frame as float [1, H, W, 3] (the identity anchor when no image is given), the clip's
+    frame count S). Raises FileNotFoundError or ValueError (naming the file) for a missing, unreadable or empty
+    video."""
+    from collections import deque
+
+    from ..video.mp4 import iter_mp4, mp4_size
+    from ..video.start_image import fit_clip
+
+    mp4_size(path)  # a clear error for a file that is not a video
+    frames, _ = iter_mp4(path)
+    kept, first, count = deque(maxlen=keep), None, 0
+    for frame in frames:  # one at a time: a long clip is never held at its own size
+        kept.append(fit_clip(torch.from_numpy(frame.copy())[None], size.width, size.height, fit)[0])
+        if first is None:
+            first = kept[0].float()[None] / 255
+        count += 1
+    if not count:
+        raise ValueError(f"--start-video {path} has no frames; give a video with at least one frame")
+    return torch.stack(list(kept)), first, count
+
+
 def run_video(args, count_windows, prompts: str, asked: str | None = None):
     """Render the clip (or long video) to args.out.
 
-    count_windows(frames) -> the windows asked for at `frames` per window (None: a single clip); asked: the duration
-    asked for, as said back ("60 s"). The size policy (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets
-    the frame size, args.frames and the windows (a draft: the first of the windows asked at args.frames, shorter),
-    and says what it chose on stdout (a long video: its length in seconds). Returns (path or None on ranks other
-    than 0, windows made)."""
+    count_windows(frames, start_frames) -> the windows asked for at `frames` per window when extending a clip of
+    `start_frames` frames (0: from the image); None: a single clip. asked: the duration asked for, as said back
+    ("60 s"). The size policy (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets the frame size,
+    args.frames and the windows (a draft: the first of the windows asked at args.frames, shorter), and says what it
+    chose on stdout (a long video: its length in seconds). Returns (path or None on ranks other than 0, the
+    `WindowPlan` made)."""
     from ..sampling.sampler import latent_frames, latent_shape
-    from ..video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video, window_prompts, window_seeds
-    from ..video.mp4 import Mp4Writer
+    from ..text import TemplateEncoders
+    from ..video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video
+    from ..video.mp4 import Mp4Writer, mp4_size
+    from ..video.windows import WindowPlan, window_prompts
 
     latent_frames(args.frames)  # validates 4k+1 before anything loads
+    long_video = count_windows is not None
+    extra = dict(color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation,
+                 context_frames=args.context_frames, color_anchor=args.color_anchor,
+                 include_start=args.include_start) if long_video else dict(context_frames=1)
     settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance, seed=args.seed,
-                                 color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation,
-                                 fps=args.fps, quality=args.crf)  # every value checked before anything loads
+                                 cfg=args.cfg, fps=args.fps, quality=args.crf,
+                                 **extra)  # every value checked before anything loads
+    start_video = getattr(args, "start_video", None)
+    if settings.include_start and start_video is None:
+        raise ValueError("--include-start writes the frames of --start-video first; give --start-video")
     args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
-    size = start_image_size(args.image, args.resolution, args.frames, args.device, long_video=count_windows is not None)
-    if count_windows is not None:
-        size = size.with_windows(count_windows(args.frames))
+    clip_size = mp4_size(start_video) if start_video is not None else None
+    size = start_image_size(args.image, args.resolution, args.frames, args.device, long_video=long_video,
+                            dimensions=None if args.image is not None else clip_size)
+    start_clip, start_frames = None, 0
+    if start_video is not None:
+        start_clip, first, start_frames = load_start_clip(start_video, size, args.fit,
+                                                          None if settings.include_start else settings.context_frames)
+    if long_video:  # the windows asked, counted at the window length asked; a draft renders the first few, shorter
+        size = size.with_windows(count_windows(args.frames, start_frames))
     args.frames, windows = size.frames, size.windows or 1
+    try:
+        plan = WindowPlan(windows, args.frames, settings.context_frames, start_frames, settings.include_start)
+    except ValueError as e:  # e.g. context frames the draft's shorter windows cannot hold: say which size
+        raise ValueError(f"{e} ({size.describe()})") from None
     if rank_zero:  # stdout, like "wrote": stderr is for the bar and errors
-        print(f"size: {size.describe(args.fps if count_windows else None, asked)}", flush=True)
-    prior = load_start_image(args.image, args.resolution, args.fit, size)
+        print(f"size: {size.describe(args.fps if long_video else None, asked, plan.total)}", flush=True)
+        if clip_size is not None and clip_size != (size.width, size.height):
+            print(f"start video: {clip_size[0]}x{clip_size[1]}, fitted ({args.fit}) to {size.width}x{size.height} "
+                  "like the start image", flush=True)
+    prior = load_start_image(args.image, args.resolution, args.fit, size) if args.image is not None else first
     profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)
     with profile.stage("load"):
         paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
         encoders = load_encoders(args, paths) if rank_zero else None
         dit, vae = load_dit_and_vae(args, paths)
+        if rank_zero:
+            family = dit.family
+            print(f"model: {family.describe()}: {dit.family_reason}; {family.recommendation()}", flush=True)
         if profile.enabled:
             encoders.load()  # loading, not the first encode, pays for reading the encoders' files
     frame_vae = CoreFrameVAE(vae)
@@ -114,6 +166,8 @@ def run_video(args, count_windows, prompts: str, asked: str | None = None):
     bar = StageBar(windows, args.steps, chunks, disable=not rank_zero)
     frame_vae.progress = bar.decoded
     profile.instrument(dit=dit, encoders=encoders, vae=frame_vae)
+    if encoders is not None:  # every window's prompt in the prompt template of the model's family
+        encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
     if sp is not None:
         from ..parallel import ParallelFrameVAE, RankZeroEncoders
 
@@ -125,13 +179,12 @@ def run_video(args, count_windows, prompts: str, asked: str | None = None):
             else nullcontext(_NoWriter()))
     try:
         with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
-            generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows),
-                                window_seeds(settings.seed, windows), args.frames,
-                                profile.wrap("MP4 write", writer.write), settings, on_step=bar.sampled,
-                                on_stage=bar.staged)
+            generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows), args.frames,
+                                profile.wrap("MP4 write", writer.write), settings, start_clip=start_clip,
+                                on_step=bar.sampled, on_stage=bar.staged)
     finally:
         bar.close()  # also on an error (a full disk while writing): its message then starts on a line of its own
-    return (Path(args.out) if rank_zero else None), windows
+    return (Path(args.out) if rank_zero else None), plan
 
 
 class StageBar:
@@ -200,23 +253,26 @@ def cmd_generate(args):
 
 def cmd_long(args):
     from ..runtime.text_file import MAX_PROMPT_BYTES, read_text
-    from ..video.long_video import count_windows
+    from ..video.windows import count_windows
 
+    if args.image is None and args.start_video is None:
+        raise ValueError("give --image (the start image) or --start-video (a clip to extend), or both")
     duration, unit = (args.windows, "windows") if args.windows is not None else (args.seconds, "seconds")
-    count_windows(duration, unit, args.fps, args.frames)  # a bad duration is refused before the image is read
+    count_windows(duration, unit, args.fps, args.frames, args.context_frames)  # refused before any file is read
     prompts = read_text(args.prompts[1:], MAX_PROMPT_BYTES, "the prompts file") if args.prompts.startswith("@") \
         else args.prompts
-    out, windows = run_video(args, lambda frames: count_windows(duration, unit, args.fps, frames), prompts,
-                             f"{duration:g} s" if unit == "seconds" else None)
+    out, plan = run_video(args, lambda frames, start: count_windows(duration, unit, args.fps, frames,
+                                                                    args.context_frames, start), prompts,
+                          f"{duration:g} s" if unit == "seconds" else None)
     if out is None:  # not rank 0
         return
-    print(f"wrote {out} ({windows} windows)")
+    print(f"wrote {out} ({plan.windows} windows)")
     if args.report:
         from ..video.mp4 import iter_mp4
-        from ..video.seams import measure_seams, seam_frames
+        from ..video.seams import measure_seams
 
         frames, _ = iter_mp4(out)
-        print(measure_seams(frames, seam_frames(args.frames, windows)).summary())
+        print(measure_seams(frames, plan.seams()).summary())
 
 
 def cmd_quantize(args):
@@ -226,7 +282,7 @@ def cmd_quantize(args):
     if args.dit is not None:
         from ..dit.loading import load_dit, save_dit
 
-        model, inputs = load_dit(args.dit, dtype=torch.bfloat16, int8=True), [args.dit]
+        model, inputs = load_dit(args.dit, dtype=torch.bfloat16, int8=True, family=args.family), [args.dit]
         save_dit(model, args.out)
     else:
         from ..text import LlavaSource, load_llava

@@ -148,7 +148,7 @@ class StageProfile:
             if encoders is not None and hasattr(encoders, attr):
                 setattr(encoders, attr, self.wrap(name, getattr(encoders, attr)))
         if vae is not None:
-            vae.encode_frame = self.wrap("VAE encode", vae.encode_frame)
+            vae.encode_frames = self.wrap("VAE encode", vae.encode_frames)
             vae.decode_frames = self.wrap_iter("decode", vae.decode_frames)
 
     def report(self) -> dict:

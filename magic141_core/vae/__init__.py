@@ -1,7 +1,7 @@
 """The HunyuanVideo causal 3-D VAE: load it, encode images and clips, decode latents tiled and streamed.
 
     vae = load_vae("models/vae/hunyuan_video_vae_bf16.safetensors")
-    reference = scale_latent(vae.encode(image).sample(torch.Generator().manual_seed(seed)))   # what the DiT sees
+    reference = scale_latent(vae.encode(image).sample(seed))                                 # what the DiT sees
     for frames in vae.decode_stream(unscale_latent(latent)):                                  # [B, 3, f, H, W] in 0..1
         writer.append(frames)
 """

@@ -122,7 +122,7 @@ class HunyuanVideoVAE(nn.Module):
         """Encode frames [B, 3, 4k+1, H, W] (or one image [B, 3, H, W]) in [-1, 1], RGB.
 
         Returns the posterior over the UNSCALED latent [B, 16, k+1, H/8, W/8] (float32, on the input's device); take
-        `.sample(generator)` (what the official pipeline does) or `.mode()`, then `scale_latent` for the DiT.
+        `.sample(seed)` (what the official pipeline does) or `.mode()`, then `scale_latent` for the DiT.
         """
         x = check_video(x, self.config.in_channels)
         return LatentDistribution(encode_tiled(self, x, tiling, memory_budget))

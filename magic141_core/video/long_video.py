@@ -1,13 +1,26 @@
-"""Long video by a test-time sliding window (Magic141 paper, §4): clips of the model's native length, chained.
+"""Long video by a test-time sliding window (Magic141 paper, §4): clips of the model's native length, chained with
+motion context.
 
-Window k+1 starts from the last frame of window k: that frame, colour-matched to the original prior (drift guard 1)
-and re-encoded by the VAE (+ a little noise, drift guard 2), is its reference latent. The VLM image tokens keep
-describing the original prior (the identity anchor), unless `anchor="frame"`. Window k+1's first frame duplicates
-window k's last, so it is dropped: N windows of F frames make N(F-1)+1 frames, with no stutter at the seams.
+Window k+1 is conditioned on the last N frames of the video so far (N = 1, 5, 9 or 13: 1 to 4 latent frames of the
+causal VAE), so a pan or a walk keeps its speed and direction across the seam; those frames, colour-matched to the
+anchor (drift guard 1) and re-encoded by the VAE (+ a little noise, drift guard 2), are its reference latent
+[1, 16, L, h, w], which every model family takes in its own way (concat models: the reference and mask cover the
+first L latent frames, as ComfyUI's HunyuanImageToVideo does with several start frames). The window renders those N
+frames again at its start; they are dropped, so every frame is written once (`windows.WindowPlan`). The VLM image
+tokens keep describing the original prior (the identity anchor), unless `anchor="frame"`. A long video can also
+continue a clip (`start_clip`): window 0 then starts from the clip's last frames, and the clip can be written first.
 
-Cost is linear in N and memory is flat: each window is sampled, decoded, and appended to the video file as soon as
-it is done; only the last frame is carried over. On an interrupt (raised from `callback`) the caller gets the file
-of the finished windows: see `Mp4Writer(keep_partial=True)`, which names it `*_partial.mp4`.
+Colour anchor: "start" matches every context to the colour statistics of the frames the video started from (the
+start image, or the start clip's last frames): drift cannot accumulate. "previous" matches it to the previous
+window's frames: legitimate colour changes (a pan into a darker room) carry on, and so does drift.
+
+Random draws: window k's initial noise, the posterior sample of its reference and its noise augmentation each come
+from their own stream (seed, purpose, k) of `sampling.noise`.
+
+Cost is linear in the number of windows and memory is flat: each window is sampled, decoded, and appended to the
+video file as soon as it is done; only the `Handover` (the last N frames and six colour statistics) is carried
+over. On an interrupt (raised from `callback`) the caller gets the file of the finished windows: see
+`Mp4Writer(keep_partial=True)`, which names it `*_partial.mp4`.
 """
 
 from __future__ import annotations
@@ -22,80 +35,16 @@ import torch
 
 from ..runtime.errors import oom_advice
 from ..runtime.finite import VAE_ADVICE, check_finite
-from ..runtime.text_file import check_text_size
 from ..sampling.euler import Step
-from ..sampling.noise import check_seed
+from ..sampling.noise import INITIAL_NOISE, NOISE_AUGMENTATION, POSTERIOR_SAMPLE, check_seed, stream_noise, stream_seed
 from ..sampling.sampler import latent_shape, sample_latent
 from ..sampling.schedule import flow_sigmas
 from ..vae import scale_latent, unscale_latent
-from .color import match_color
+from .color import ColorStats, color_stats, match_color
 from .mp4 import check_settings, to_uint8
+from .windows import DEFAULT_CONTEXT_FRAMES, WindowPlan, check_context_frames
 
-
-def window_prompts(prompts: str | list[str], windows: int) -> list[str]:
-    """One prompt per window: a list, or a text with one prompt per line; the last one repeats when short. A text
-    of more than `runtime.text_file.MAX_PROMPT_BYTES` characters raises ValueError before it is split."""
-    if isinstance(prompts, str):
-        check_text_size(prompts, "the prompts text")
-    lines = [p.strip() for p in (prompts.splitlines() if isinstance(prompts, str) else prompts)]
-    lines = [p for p in lines if p]
-    if not lines:
-        raise ValueError("give at least one prompt (one per line directs the windows in order)")
-    return [lines[min(k, len(lines) - 1)] for k in range(windows)]
-
-
-MAX_SECONDS = 3600.0  # the Long Video node's duration limit: an hour
-MAX_WINDOWS = 3600  # the same limit counted in windows (lists sized by it are built before the first window)
-
-
-def window_seeds(seed: int, windows: int) -> list[int]:
-    """Window k's noise seed: seed + k (reproducible, and each window differs)."""
-    return [(check_seed(int(seed)) + k) % 2**64 for k in range(check_windows(windows))]
-
-
-def check_windows(windows) -> int:
-    """`windows` as an int when it is a whole number from 1 to MAX_WINDOWS, else ValueError saying what is wrong."""
-    if isinstance(windows, bool) or not isinstance(windows, int) or not (1 <= windows <= MAX_WINDOWS):
-        raise ValueError(f"the number of windows must be a whole number from 1 to {MAX_WINDOWS}, got {windows!r}")
-    return windows
-
-
-def check_window_frames(window_frames: int) -> int:
-    """A long video's window length: 4k+1 frames with k >= 1 (each window must add frames after the seam)."""
-    if isinstance(window_frames, bool) or not isinstance(window_frames, int) or window_frames < 5 \
-            or (window_frames - 1) % 4:
-        raise ValueError(f"a long video's window length must be 4k+1 frames, at least 5 (5, 9, ..., 81), got "
-                         f"{window_frames!r}")
-    return window_frames
-
-
-def windows_for(seconds: float, fps: float, window_frames: int = 81) -> int:
-    """Windows needed for at least `seconds` of video (N windows give N(F-1)+1 frames). ValueError for a duration
-    outside (0, MAX_SECONDS], an fps outside (0, 240] (NaN and inf included) or a bad window length."""
-    check_window_frames(window_frames)
-    if not (0 < fps <= 240):
-        raise ValueError(f"fps must be a number in (0, 240], got {fps!r}")
-    if not (0 < seconds <= MAX_SECONDS):
-        raise ValueError(f"the duration must be a number of seconds in (0, {MAX_SECONDS:g}], got {seconds!r}")
-    return max(1, math.ceil((seconds * fps - 1) / (window_frames - 1)))
-
-
-def count_windows(duration: float, unit: str, fps: float, window_frames: int) -> int:
-    """The number of windows of a long video whose `duration` is counted in `unit` ("seconds" or "windows"; a
-    fractional window count is rounded, at least 1), validated with one clear ValueError for every caller (the CLI's
-    --seconds / --windows, the Long Video node's duration)."""
-    if unit == "seconds":
-        return windows_for(duration, fps, window_frames)
-    if unit != "windows":
-        raise ValueError(f"unit must be 'seconds' or 'windows', got {unit!r}")
-    check_window_frames(window_frames)
-    if not (0 < duration <= MAX_WINDOWS):  # NaN and inf fail here, before round()
-        raise ValueError(f"the number of windows must be a whole number from 1 to {MAX_WINDOWS}, got {duration!r}")
-    return max(1, round(duration))
-
-
-def total_frames(windows: int, window_frames: int) -> int:
-    return windows * (window_frames - 1) + 1
+COLOR_ANCHORS = ("start", "previous")
 
 
 @dataclass
@@ -106,19 +55,28 @@ class LongVideoSettings:
     steps: int = 4
     shift: float = 5.0
     guidance: float = 1.0
-    seed: int = 0  # window k's noise seed is seed + k (`window_seeds`)
-    color_match: bool = True  # drift guard: match each new reference frame's L*a*b* mean/std to the prior's
-    noise_augmentation: float = 0.02  # drift guard: std of noise added to each re-encoded reference latent
+    seed: int = 0  # window k draws from the streams (seed, purpose, k) (`sampling.noise.stream_seed`)
+    cfg: float = 1.0  # classifier-free guidance on top of an embedded guidance (`sampling.guidance`); 1: none
+    color_match: bool = True  # drift guard: match each window's context frames' L*a*b* mean/std to `color_anchor`
+    noise_augmentation: float = 0.02  # drift guard: std of noise added to each re-encoded context latent
     anchor: str = "prior"  # VLM image tokens from the original "prior" or from each window's "frame"
     fps: float = 24.0
     quality: int = 19  # x264 CRF: lower is better
+    context_frames: int = DEFAULT_CONTEXT_FRAMES  # N: the last N frames condition the next window (1, 5, 9, 13)
+    color_anchor: str = "start"  # match contexts to the "start" frames' colours (fixed) or the "previous" window's
+    include_start: bool = False  # extending a clip: write its frames first, so the file is the whole clip
 
     def __post_init__(self):
         flow_sigmas(self.steps, self.shift)  # steps and shift checked before the first window, not at it
         check_seed(self.seed)
         check_settings(self.fps, self.quality)
+        check_context_frames(self.context_frames)
         if self.anchor not in ("prior", "frame"):
             raise ValueError(f"anchor must be 'prior' or 'frame', got {self.anchor!r}")
+        if self.color_anchor not in COLOR_ANCHORS:
+            raise ValueError(f"color_anchor must be one of {COLOR_ANCHORS}, got {self.color_anchor!r}")
+        if not (math.isfinite(self.cfg) and self.cfg >= 0):
+            raise ValueError(f"cfg must be a finite number >= 0, got {self.cfg} (1: no classifier-free guidance)")
         if not (0 <= self.noise_augmentation <= 1):
             raise ValueError(f"noise augmentation must be in [0, 1], got {self.noise_augmentation}")
 
@@ -126,7 +84,8 @@ class LongVideoSettings:
 class FrameVAE(Protocol):
     """What the runner needs from a VAE, with frames as [F, H, W, 3] float 0..1 (ComfyUI's IMAGE layout)."""
 
-    def encode_frame(self, image: torch.Tensor, seed: int) -> torch.Tensor:  # [1,H,W,3] -> unscaled [1,16,1,h,w]
+    def encode_frames(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
+        """[1 + 4(L-1), H, W, 3] -> unscaled [1, 16, L, h, w]; `seed`: the posterior sample's stream seed."""
         ...
 
     def decode_frames(self, latent: torch.Tensor) -> Iterator[torch.Tensor]:  # unscaled [1,16,T,h,w] -> chunks
@@ -155,9 +114,9 @@ class CoreFrameVAE:
     def compute_dtype(self) -> torch.dtype:
         return self.vae.activation_dtype
 
-    def encode_frame(self, image, seed):
-        pixels = image.movedim(-1, 1).to(self.vae.device) * 2 - 1  # [1, 3, H, W] in [-1, 1]
-        return self.vae.encode(pixels, memory_budget=self.memory_budget).sample(torch.Generator().manual_seed(seed))
+    def encode_frames(self, frames, seed):
+        pixels = frames.movedim(-1, 0).unsqueeze(0).to(self.vae.device) * 2 - 1  # [1, 3, F, H, W] in [-1, 1]
+        return self.vae.encode(pixels, memory_budget=self.memory_budget).sample(seed)
 
     def decode_frames(self, latent):
         for chunk in self.vae.decode_stream(latent.to(self.vae.device), self.tiling, memory_budget=self.memory_budget,
@@ -194,47 +153,105 @@ class ClipFrames:
         return self.buffer[: self.count].float().div_(255)
 
 
+def as_float(frames: torch.Tensor) -> torch.Tensor:
+    """Frames as float32 0..1: uint8 / 255, floats as they are."""
+    return frames.float() / 255 if frames.dtype == torch.uint8 else frames.float()
+
+
+@dataclass
+class Handover:
+    """What window `window` needs from the video before it, and nothing more: small enough to keep beside the file
+    and resume from. Built by `start`, then `after` each window."""
+
+    window: int  # the index of the window it feeds
+    context: torch.Tensor  # [n, H, W, 3] float 0..1: the video's last n frames, not yet colour-matched
+    color_anchor: ColorStats  # what the context's colours are matched to
+    frames_written: int
+    from_video: bool  # the context is frames of a video (matched and noise-augmented), not the start image
+
+    @staticmethod
+    def start(prior: torch.Tensor, start_clip: torch.Tensor | None, plan: WindowPlan) -> Handover:
+        """Window 0's: the start image [1, H, W, 3], or the last frames of `start_clip` [S, H, W, 3] (written
+        first when the plan includes it)."""
+        context = prior if start_clip is None else as_float(start_clip[-plan.context(0):])
+        return Handover(0, context, color_stats(context), plan.start_frames * plan.include_start,
+                        start_clip is not None)
+
+    def after(self, new: torch.Tensor, plan: WindowPlan, settings: LongVideoSettings) -> Handover:
+        """The handover to the next window, once this one wrote its `new` frames [f, H, W, 3] uint8."""
+        frames = new.float() / 255
+        context = torch.cat([self.context, frames])[-plan.context(self.window + 1):]
+        anchor = self.color_anchor if settings.color_anchor == "start" else color_stats(frames)
+        return Handover(self.window + 1, context, anchor, self.frames_written + len(new), True)
+
+    def model_context(self, settings: LongVideoSettings) -> torch.Tensor:
+        """The context as the model sees it [n, H, W, 3]: colour-matched to the anchor when it is video frames."""
+        if self.from_video and settings.color_match:
+            return match_color(self.context, self.color_anchor)
+        return self.context
+
+    def reference(self, vae: FrameVAE, context: torch.Tensor, settings: LongVideoSettings) -> torch.Tensor:
+        """The scaled reference latent [1, 16, L, h, w] of `context` (`model_context`): the VAE's posterior sample,
+        plus noise augmentation when it is video frames, each from its own stream (seed, purpose, window)."""
+        seed = stream_seed(settings.seed, POSTERIOR_SAMPLE, self.window)
+        reference = scale_latent(vae.encode_frames(context, seed).float())
+        if self.from_video and settings.noise_augmentation > 0:
+            noise = stream_noise(tuple(reference.shape), settings.seed, NOISE_AUGMENTATION, self.window)
+            reference = reference + settings.noise_augmentation * noise.to(reference.device)
+        return reference
+
+
 @dataclass
 class WindowDone:
     index: int
     total: int
     frames_written: int
-    last_frame: torch.Tensor  # [H, W, 3]
+    handover: Handover  # what the next window starts from
 
 
-def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, prompts: list[str], seeds: list[int],
-                        window_frames: int, write: Callable[[torch.Tensor], None],
-                        settings: LongVideoSettings = LongVideoSettings(),
+def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, prompts: list[str], window_frames: int,
+                        write: Callable[[torch.Tensor], None], settings: LongVideoSettings = LongVideoSettings(), *,
+                        start_clip: torch.Tensor | None = None,
                         on_step: Callable[[int, Step], None] | None = None,
                         on_window: Callable[[WindowDone], None] | None = None,
                         on_stage: Callable[[int, str], None] | None = None) -> int:
-    """Render len(prompts) windows from `prior` ([1, H, W, 3] float 0..1, already at the video size) and pass each
-    window's new frames to `write` ([f, H, W, 3] uint8) as soon as the window is decoded. Returns the number of
-    frames written. `on_step(window, step)` runs after every denoising step (raise from it to stop);
-    `on_stage(window, name)` after the other stages of a window: "text encode", "VAE encode", "write" (the VAE's
-    decode reports its own chunks). A window whose
-    latent or frames hold NaN / inf raises `runtime.finite.NonFiniteOutput` before any of its frames is written."""
-    if len(prompts) != len(seeds) or not prompts:
-        raise ValueError(f"need one seed per window prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
+    """Render len(prompts) windows of `window_frames` frames and pass each window's new frames to `write`
+    ([f, H, W, 3] uint8) as soon as the window is decoded. Returns the number of frames written.
+
+    prior: [1, H, W, 3] float 0..1 at the video size: the identity anchor (the VLM's image) and, without
+    `start_clip`, the start image. start_clip: [S, H, W, 3] float 0..1 or uint8 at the video size, a clip to continue
+    from its last frames: the whole clip with `settings.include_start` (written first, bit for bit as uint8), else at
+    least its last `context_frames` frames. `on_step(window, step)` runs after every denoising
+    step (raise from it to stop); `on_stage(window, name)` after the other stages of a window: "text encode", "VAE
+    encode", "write" (the VAE's decode reports its own chunks). A window whose latent or frames hold NaN / inf raises
+    `runtime.finite.NonFiniteOutput` before any of its frames is written. ValueError (before any work) for a bad
+    plan (`windows.WindowPlan`) or a start clip that is empty or not of the prior's size."""
+    if start_clip is not None and (start_clip.ndim != 4 or not len(start_clip)
+                                   or start_clip.shape[1:] != prior.shape[1:]):
+        raise ValueError(f"the start clip must be frames [S >= 1, H, W, 3] of the prior's size "
+                         f"{tuple(prior.shape[1:])}, got {tuple(start_clip.shape)}")
+    plan = WindowPlan(len(prompts), window_frames, settings.context_frames,
+                      0 if start_clip is None else len(start_clip), settings.include_start)
     _, height, width, _ = prior.shape
     shape = latent_shape(window_frames, height, width)
-    reference_image, written = prior, 0
-    for k, (prompt, seed) in enumerate(zip(prompts, seeds)):
+    handover = Handover.start(prior, start_clip, plan)
+    if plan.include_start:
+        write(to_uint8(start_clip))
+    for k, prompt in enumerate(prompts):
         def done(name, k=k):
             if on_stage is not None:
                 on_stage(k, name)
 
-        anchor = prior if settings.anchor == "prior" else reference_image
-        cond = encoders.encode(prompt, anchor, negative=settings.guidance != 1.0)
+        context = handover.model_context(settings)
+        cond = encoders.encode(prompt, prior if settings.anchor == "prior" else context[-1:],
+                               negative=settings.guidance != 1.0 or settings.cfg != 1.0)
         done("text encode")
-        reference = scale_latent(vae.encode_frame(reference_image, seed).float())
+        reference = handover.reference(vae, context, settings)
         done("VAE encode")
-        if k > 0 and settings.noise_augmentation > 0:
-            noise = torch.randn(reference.shape, generator=torch.Generator().manual_seed(seed))
-            reference = reference + settings.noise_augmentation * noise.to(reference.device)
         cond = dataclasses.replace(cond, reference=reference)
         latent = sample_latent(model, cond, shape, steps=settings.steps, shift=settings.shift,
-                               guidance=settings.guidance, seed=seed,
+                               guidance=settings.guidance, seed=stream_seed(settings.seed, INITIAL_NOISE, k),
+                               cfg=settings.cfg,
                                callback=None if on_step is None else (lambda step, k=k: on_step(k, step)))
         # the whole window as uint8 (a quarter of float32), then written at once: a stop never splits a window
         stage = f"long-video window {k + 1} of {len(prompts)} (VAE decode)"
@@ -242,12 +259,10 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
             frames = torch.cat([to_uint8(check_finite(chunk, stage, getattr(vae, "compute_dtype", chunk.dtype),
                                                       VAE_ADVICE))
                                 for chunk in vae.decode_frames(unscale_latent(latent))])
-        frames = frames[0 if k == 0 else 1:]  # drop the seam frame duplicated from the last window
-        write(frames)
+        new = frames[plan.dropped(k):]  # the context frames, rendered again, are already in the video
+        write(new)
         done("write")
-        written += len(frames)
-        last = frames[-1:].float() / 255
-        reference_image = match_color(last, prior) if settings.color_match else last
+        handover = handover.after(new, plan, settings)
         if on_window is not None:
-            on_window(WindowDone(k, len(prompts), written, last[0]))
-    return written
+            on_window(WindowDone(k, len(prompts), handover.frames_written, handover))
+    return handover.frames_written

@@ -238,6 +238,21 @@ def iter_mp4(path) -> tuple[Iterator[np.ndarray], float]:
     return (np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3) for f in reader), float(info["fps"])
 
 
+def mp4_size(path) -> tuple[int, int]:
+    """(width, height) of a video file, from its header (no frame is decoded). FileNotFoundError for a missing file,
+    ValueError naming a file ffmpeg cannot read as a video."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no video file {path}")
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        width, height = next(reader)["size"]
+    except (OSError, RuntimeError, StopIteration) as e:
+        raise ValueError(f"{path} is not a video ffmpeg can read ({' '.join(str(e).split())[:200]})") from None
+    finally:
+        reader.close()
+    return width, height
+
+
 def read_mp4(path) -> tuple[np.ndarray, float]:
     """Decode a video to uint8 frames [F, H, W, 3] and its frame rate."""
     frames, fps = iter_mp4(path)

@@ -1,7 +1,7 @@
 """Judging a long render: how visible the window seams are, and how far the colour drifts over time.
 
-seam ratio = mean |frame[i] - frame[i-1]| at the first frame of every window after the first, divided by the same
-mean over all other consecutive pairs. 1.0 means seams move like any other frame; well above 1 is a visible jump.
+seam ratio = mean |frame[i] - frame[i-1]| at the first written frame of every window that follows written frames
+(`windows.WindowPlan.seams`), divided by the same mean over all other consecutive pairs. 1.0 means seams move like any other frame; well above 1 is a visible jump.
 colour drift = per-frame mean RGB over time; the report gives its largest distance from the first frame's.
 Works streaming (frames are read once, one at a time).
 
@@ -65,14 +65,10 @@ class SeamReport:
         return seams + "\n" + colour
 
 
-def seam_frames(window_frames: int, windows: int) -> list[int]:
-    """Indices of the first new frame of windows 2..N in a video of windows that share their seam frame."""
-    return [1 + (window_frames - 1) * k for k in range(1, windows)]
-
-
 def measure_seams(frames: Iterable, seams: Iterable[int]) -> SeamReport:
     """Frames: an iterable of [H, W, 3] arrays (uint8 or float 0..1), in order; seams: indices of the first frame of
-    each window after the first (`seam_frames`). ValueError if fewer than two frames lie inside windows."""
+    each window that follows written frames (`windows.WindowPlan.seams`). ValueError if fewer than two frames lie
+    inside windows."""
     seams = set(seams)
     previous, seam_diffs, within_diffs, colors = None, [], [], []
     for i, frame in enumerate(frames):

@@ -174,6 +174,13 @@ def video_size(resolution: str, image_width: int, image_height: int, frames: int
 FITS = ("crop", "pad")
 
 
+def center_crop_offsets(image_height: int, image_width: int, height: int, width: int) -> tuple[int, int]:
+    """(top, left) of a height x width crop centred in an image_height x image_width picture, as torchvision's
+    `CenterCrop` (the official preprocessing) computes them: int(round(overshoot / 2.0)), Python's round (half to
+    even). Floor division differs by one pixel whenever the overshoot is 4k + 3 (e.g. 35 -> 18, not 17)."""
+    return int(round((image_height - height) / 2.0)), int(round((image_width - width) / 2.0))
+
+
 def fit_image(images: torch.Tensor, width: int, height: int, fit: str = "crop") -> torch.Tensor:
     """[B, H, W, C] in 0..1 -> [B, height, width, C] keeping the aspect ratio (bilinear, antialiased).
 
@@ -189,22 +196,37 @@ def fit_image(images: torch.Tensor, width: int, height: int, fit: str = "crop") 
     _, h, w, _ = images.shape
     if (w, h) == (width, height):
         return images
-    wider = w / h > width / height
-    if wider == (fit == "crop"):  # crop a wider image / pad a taller one: match heights
-        new_h, new_w = height, int(height * w / h)
+    ratio = w / h
+    if (ratio > width / height) == (fit == "crop"):  # crop a wider image / pad a taller one: match heights
+        new_h, new_w = height, int(height * ratio)  # the official arithmetic (int of height x ratio), to the pixel
     else:
-        new_w, new_h = width, int(width * h / w)
+        new_w, new_h = width, int(width / ratio)
     new_h, new_w = (max(height, new_h), max(width, new_w)) if fit == "crop" else (min(height, new_h), min(width, new_w))
     new_h, new_w = max(1, new_h), max(1, new_w)
     x = F.interpolate(images.movedim(-1, 1).float(), size=(new_h, new_w), mode="bilinear", antialias=True,
                       align_corners=False).clamp(0, 1)
     if fit == "crop":
-        top, left = (new_h - height) // 2, (new_w - width) // 2
+        top, left = center_crop_offsets(new_h, new_w, height, width)
         return x[:, :, top:top + height, left:left + width].movedim(1, -1).to(images.dtype)
     out = x.new_zeros(x.shape[0], x.shape[1], height, width)
     top, left = (height - new_h) // 2, (width - new_w) // 2
     out[:, :, top:top + new_h, left:left + new_w] = x
     return out.movedim(1, -1).to(images.dtype)
+
+
+def fit_clip(frames: torch.Tensor, width: int, height: int, fit: str = "crop", keep: int | None = None) -> torch.Tensor:
+    """The frames of a clip to extend [S, H, W, C] (float 0..1 or uint8), fitted to width x height like the start
+    image (`fit_image`, one frame at a time: memory follows the output size), as uint8 [S', height, width, 3] (how
+    the video file stores them: frames already at the size come out bit for bit): all S frames, or the last `keep`.
+    Raises ValueError for an empty clip or a bad `fit`."""
+    if frames.ndim != 4 or not len(frames):
+        raise ValueError(f"the clip to extend has no frames (shape {tuple(frames.shape)}); give at least one frame")
+    frames = rgb(frames[-keep:] if keep else frames)
+    out = torch.empty(len(frames), height, width, 3, dtype=torch.uint8)
+    for i, frame in enumerate(frames):
+        image = frame[None].float() / 255 if frame.dtype == torch.uint8 else frame[None].float()
+        out[i] = (fit_image(image, width, height, fit)[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    return out
 
 
 def rgb(images: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 class NativeFrameVAE:
-    """ComfyUI's native VAE as the long-video runner's `FrameVAE`: encode one frame, decode one window.
+    """ComfyUI's native VAE as the long-video runner's `FrameVAE`: encode a window's context frames (1 + 4(L-1)
+    frames into L latent frames, as native HunyuanImageToVideo encodes several start frames), decode one window.
 
     Each window is decoded in one temporal piece (spatially tiled, `tile` px with `overlap`): a window split in time
     by the native tiled decode differs from the one-pass decode after the split (a visible jump mid-window), while
@@ -20,8 +21,8 @@ class NativeFrameVAE:
         """The dtype ComfyUI runs the VAE in (named in a non-finite-output error)."""
         return getattr(self.vae, "vae_dtype", "ComfyUI's VAE dtype")
 
-    def encode_frame(self, image, seed):
-        return self.vae.encode(image[..., :3])[:, :, :1]
+    def encode_frames(self, frames, seed):
+        return self.vae.encode(frames[..., :3])  # [F, H, W, 3] -> [1, 16, L, h, w]
 
     def decode_frames(self, latent):
         spatial = self.vae.spacial_compression_decode()

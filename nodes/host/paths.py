@@ -142,6 +142,18 @@ def video_output(path: Path) -> tuple:
     return (VideoFromFile(str(path)),) if VideoFromFile is not None else ()
 
 
+def video_frames(video, what: str):
+    """The frames of a native VIDEO (Load Video, a node's VIDEO output) as IMAGE [F, H, W, 3] float 0..1, decoded by
+    ComfyUI itself (`get_components`, as Get Video Components does). ValueError naming `what` when it is not a VIDEO
+    or holds no frame (nothing is rendered or written then)."""
+    if not hasattr(video, "get_components"):
+        raise ValueError(f"{what} must be a VIDEO (e.g. from Load Video), got {type(video).__name__}")
+    images = video.get_components().images
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f"{what} has no frames (an empty video); connect a video with at least one frame")
+    return images
+
+
 def metadata_enabled() -> bool:
     from comfy.cli_args import args
 
