@@ -31,6 +31,15 @@ FLOWS = {
     "hunyuan_i2v_v2_to_video": "HunyuanVideo-I2V v2 (token replace)  >  video",
     "skyreels_to_video": "SkyReels-V1 (concat)  >  video",
 }
+# A template that needs public weights has no demo result; its thumbnail shows the start image beside the files to
+# download, on a panel in the colour of its model, with how that model takes the image, so the four (same start
+# image, nearly the same files) stay apart at a glance. key -> (panel colour, how the model takes the image)
+PANELS = {
+    "hunyuan_i2v_long_video": ((84, 44, 40), "v1: image latent + mask concatenated (33 ch)"),
+    "hunyuan_i2v_v1_to_video": ((36, 56, 104), "v1: image latent + mask concatenated (33 ch)"),
+    "hunyuan_i2v_v2_to_video": ((30, 88, 56), "v2: image tokens replace frame 0 (16 ch)"),
+    "skyreels_to_video": ((88, 44, 100), "SkyReels-V1: image latent concatenated (32 ch)"),
+}
 
 
 def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -78,21 +87,25 @@ def thumbnail(key: str, description: str, start: Image.Image, results: list[Imag
         tile = _fit(start, 200, area[1])
         canvas.paste(tile, (14, TOP + (area[1] - tile.height) // 2))
         x, y = 14 + tile.width + 16, TOP + 6
+        colour, how = PANELS[key]
+        draw.rectangle((x - 8, TOP - 2, SIZE[0] - 6, SIZE[1] - 6), fill=colour)
         total = sum(size for _, size in downloads)
         draw.text((x, y), f"Needs downloads ({total / 1e9:.1f} GB):", fill=(250, 200, 120), font=_font(15))
         for name, size in downloads:
             y += 24
             label = name if len(name) <= 34 else name[:31] + "..."
             draw.text((x, y), f"{label}  {size / 1e9:.1f} GB", fill=(235, 235, 240), font=_font(12))
-        draw.text((x, y + 30), "opening the template offers them", fill=(175, 180, 190), font=_font(12))
+        draw.text((x, y + 26), "opening the template offers them", fill=(205, 208, 215), font=_font(12))
+        draw.text((x, y + 50), how, fill=(250, 200, 120), font=_font(12))
     return canvas
 
 
 def write_thumbnail(key: str, description: str, start: Image.Image, results: list[Image.Image],
                     downloads: list[tuple[str, float]] = (), sources: list[tuple[str, Image.Image]] = ()) -> None:
     """example_workflows/<title>.jpg of the template `key` (a key of build_workflows.TEMPLATES)."""
-    if key not in TEMPLATES or key not in FLOWS:
-        raise KeyError(f"{key}: not a template with a flow text (TEMPLATES in build_workflows.py, FLOWS here)")
+    if key not in TEMPLATES or key not in FLOWS or (not results and key not in PANELS):
+        raise KeyError(f"{key}: not a template with a flow text (TEMPLATES in build_workflows.py, FLOWS here) and, "
+                       "without results, a panel (PANELS)")
     thumbnail(key, description, start, results, downloads, sources).save(template_path(key).with_suffix(".jpg"),
                                                                          quality=88)
 

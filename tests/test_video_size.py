@@ -92,7 +92,7 @@ def test_a_long_video_draft_renders_the_windows_asked_up_to_its_cap(asked, made)
 
 
 def test_a_long_video_says_its_length_in_seconds_and_why_it_is_short():
-    from magic141_core.video.long_video import windows_for
+    from magic141_core.video.windows import WindowPlan, windows_for
 
     asked = windows_for(60, 24.0, 81)  # 18: 18 x 80 + 1 = 1441 frames
     long = video_size(AUTO, 1920, 1080, 81, "cpu", long_video=True).with_windows(asked)
@@ -104,6 +104,12 @@ def test_a_long_video_says_its_length_in_seconds_and_why_it_is_short():
         "custom: 64x48, 3 windows of 5 frames = 13 frames = 0.5 s at 24 fps"  # nothing cut: nothing to explain
     gpu = video_size(AUTO, 1920, 1080, 81, "cuda", long_video=True).with_windows(asked).describe(24.0, "60 s")
     assert gpu == "auto on cuda -> 540p: 960x544, 18 windows of 81 frames = 1441 frames = 60.0 s at 24 fps"
+    # with motion context (5 frames, the default) each later window adds F - 5 frames: the plan's total is said
+    asked = windows_for(60, 24.0, 81, 5)  # 19: 81 + 18 x 76 = 1449 frames
+    long = video_size(AUTO, 1920, 1080, 81, "cpu", long_video=True).with_windows(asked)
+    assert long.describe(24.0, "60 s", WindowPlan(long.windows, long.frames, 5).total).startswith(
+        "auto on cpu -> draft: 160x80, 4 windows of 9 frames = 21 frames = 0.9 s at 24 fps (60 s asked = 19 windows "
+        "of 81 frames; ")
 
 
 def test_the_earlier_long_video_draft_entry_still_means_two_windows():
