@@ -41,21 +41,22 @@ OUTPUTS = {
 }
 
 # What a run adds below a node's widgets, so it never grows into the node under it (measured in Chromium with
-# frontend 1.47, 1600x1000: a sampler's latent preview grew Magic141 Sampler by 212 px; the size text that Image To
-# Video, Long Video and Retrieve Prior show after a run, by 50)
-ROOM_AFTER_RUN = {"Magic141Sampler": 230, "KSampler": 230, "Magic141ImageToVideo": 60, "Magic141LongVideo": 60,
-                  "Magic141RetrievePrior": 60}
+# frontend 1.47, 1600x1000: a sampler's latent preview grew Magic141 Sampler by 220 px; the text a node shows after
+# a run (Image To Video's size, Long Video's length, Retrieve Prior's choice, Encode's prompt template, Model
+# Loader's family), by 42-50 whatever its length). Added on top of a node's given or smallest size.
+ROOM_AFTER_RUN = {"Magic141Sampler": 240, "KSampler": 240, "Magic141ImageToVideo": 60, "Magic141LongVideo": 60,
+                  "Magic141RetrievePrior": 60, "Magic141Encode": 60, "Magic141ModelLoader": 60}
 TITLE, GAP, WIDTH = 30, 20, 320  # LiteGraph draws a node's title bar above `pos`; space between nodes; default width
 
 
 def min_size(node: dict) -> list[int]:
     """The smallest size the frontend draws the node at (it grows a node to this when opened, so a smaller stored
     size would make neighbours overlap): a row per slot (inputs beside outputs), a row per widget, a multiline text
-    box per prompt, plus `ROOM_AFTER_RUN`."""
+    box per prompt."""
     rows = max(len(node.get("inputs", {})), len(OUTPUTS[node["type"]]))
     if node["type"] == "Reroute":
         return [75, 26]
-    return [200, 22 * rows + 26 * len(node.get("widgets", [])) + 16 + ROOM_AFTER_RUN.get(node["type"], 0)]
+    return [200, 22 * rows + 26 * len(node.get("widgets", [])) + 16]
 
 
 def layout(columns: list[list[dict]], x0: int = 0, y0: int = 60) -> list[dict]:
@@ -66,7 +67,8 @@ def layout(columns: list[list[dict]], x0: int = 0, y0: int = 60) -> list[dict]:
     for column in columns:
         y, width = y0, 0
         for node in column:
-            node["size"] = [max(a, b) for a, b in zip(node.get("size", [WIDTH, 0]), min_size(node))]  # min 200 wide
+            w, h = [max(a, b) for a, b in zip(node.get("size", [WIDTH, 0]), min_size(node))]  # >= 200 wide
+            node["size"] = [w, h + ROOM_AFTER_RUN.get(node["type"], 0)]
             node["pos"] = [x + node.pop("dx", 0), y]
             y += node["size"][1] + GAP + TITLE
             width = max(width, node["size"][0] + node["pos"][0] - x)

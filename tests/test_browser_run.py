@@ -190,8 +190,9 @@ def test_cancel_reads_as_a_native_cancel_and_long_video_and_retrieval_say_what_t
     assert ours == native
     long, said = run_and_cancel(page, "long_video", "Magic141LongVideo", ready="fps")
     assert long == native
-    assert said == ("Magic141 Long Video: auto on cpu -> draft: 112x112, 4 windows of 9 frames = 33 frames = 1.4 s at "
-                    "24 fps (60 s asked = 18 windows of 81 frames; a draft renders at most 4 windows of at most 9 "
+    # each later window adds 9 - 5 frames (the default motion context: 5 frames)
+    assert said == ("Magic141 Long Video: auto on cpu -> draft: 112x112, 4 windows of 9 frames = 21 frames = 0.9 s at "
+                    "24 fps (60 s asked = 19 windows of 81 frames; a draft renders at most 4 windows of at most 9 "
                     "frames: for all of it choose resolution 540p, or custom, whose window_length applies)")
     _, chose = run_and_cancel(page, "retrieval_prior_to_video", "Magic141RetrievePrior", ready="chose")
     assert chose.startswith("chose dawn_harbour.png (score 1.00); runner-up: "), chose

@@ -50,7 +50,8 @@ def nearest_bucket(width: int, height: int, resolution: str = "540p") -> tuple[i
 DRAFT_DIVISOR = 6  # draft frame: each side of the 540p bucket / 6, rounded down to a multiple of 16
 DRAFT_FRAMES = 17  # draft clip: at most 17 frames (4k+1)
 DRAFT_WINDOW_FRAMES = 9  # draft long video: windows of at most 9 frames ...
-DRAFT_WINDOWS = 4  # ... the windows asked, up to 4 (three seams to judge): 33 frames, 1.4 s at 24 fps
+DRAFT_WINDOWS = 4  # ... the windows asked, up to 4 (three seams to judge): 21 frames, 0.9 s at 24 fps with the
+# default motion context (5 frames: each later window adds 4), 33 frames with one seam frame
 # The combo entries (their text is stored in saved workflows: never change a shipped one, add a new one). Each says
 # what it does; `size_mode` reads any entry starting with "auto" / "draft" (the CLI's short names too).
 AUTO = "auto (540p on a GPU, draft on CPU)"
@@ -124,8 +125,8 @@ class VideoSize:
         `with_windows`), with `fps` and the duration `asked` ("60 s"): "auto on cpu -> draft: 160x80, 4 windows of 9
         frames = 33 frames = 1.4 s at 24 fps (60 s asked = 18 windows of 81 frames; a draft renders at most 4
         windows of at most 9 frames: for all of it choose resolution 540p, or custom, whose window_length applies)".
-        total_frames: the video's frames when windows share more than their seam frame (default windows x
-        (frames - 1) + 1)."""
+        total_frames: the video's frames (`windows.WindowPlan.total`) when windows share more than their seam frame
+        (default windows x (frames - 1) + 1)."""
         how = f"auto on {self.device} -> {self.mode}" if self.requested.startswith("auto") else self.mode
         if self.windows is None:
             text = f"{how}: {self.width}x{self.height}, {self.frames} frames"
