@@ -2,7 +2,7 @@
 Content-Security-Policy, and its demo models): a Long Video run previews the finished video in place, a playable MP4
 from the server, with no console error, its duration reading "2" windows, not "2.0"; the Templates browser opens
 where the README says, each card saying what its template does; every demo template opens without an error and the
-one for public weights lists exactly its files, each with a Download button; Cancel on Image To Video and Long Video
+ones for public weights list exactly their files, each with a Download button; Cancel on Image To Video and Long Video
 reads exactly as on a native KSampler; Long Video on this CPU says up front how many seconds it renders and why; and
 Retrieve Prior shows the demo prior its prompt names, with its score and the runner-up.
 
@@ -111,9 +111,9 @@ def open_template(page, key: str) -> None:
 
 def test_cards_say_what_each_template_does_and_every_template_runs_or_offers_its_downloads(run_sh_page):
     """The Templates browser's cards: each one's line is its description (web/templates.js), not its title again.
-    Opened on ./run.sh's demo models, every demo template shows no error; the one for public HunyuanVideo-I2V
-    weights shows the frontend's missing-models panel listing exactly the files it declares, each with a Download
-    button (the frontend's offer, from the loaders' properties.models)."""
+    Opened on ./run.sh's demo models, every demo template shows no error; each one for public HunyuanVideo-I2V /
+    SkyReels-V1 weights shows the frontend's missing-models panel listing exactly the files it declares, each with a
+    Download button (the frontend's offer, from the loaders' properties.models)."""
     page = run_sh_page
     cards = json.loads(CARDS.read_text())
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
