@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import comfy.model_base
+import comfy.patcher_extension
 import comfy.supported_models
 import torch
 
@@ -23,7 +24,9 @@ NATIVE_MODES = {"concat": "v1 (concat)", "token_replace": "v2 (replace)"}  # Hun
 
 
 class _CoreDiTModel:
-    """What our DiT needs from ComfyUI's model class: the forward call with our argument names."""
+    """What our DiT needs from ComfyUI's model class: the forward call with our argument names, inside ComfyUI's
+    diffusion-model wrappers, with the MODEL's transformer options and ControlNet residuals handed to the DiT, which
+    applies them where ComfyUI's own HunyuanVideo does (`magic141_core/dit/hooks.py`)."""
 
     def get_dtype(self):
         return self.diffusion_model.img_in.proj.weight.dtype
@@ -37,7 +40,7 @@ class _CoreDiTModel:
         mask = kwargs.get("attention_mask")
         if mask is None:
             mask = torch.ones(c_crossattn.shape[:2], dtype=torch.long, device=c_crossattn.device)
-        dit = self.diffusion_model
+        dit = self.diffusion_model  # TorchCompileModel's compiled module while its wrapper runs
         guidance = kwargs.get("guidance") if dit.guidance_embedder is not None else None
         if guidance is not None:
             guidance = guidance.float().reshape(-1).expand(x.shape[0]) if guidance.numel() == 1 else guidance
@@ -50,7 +53,19 @@ class _CoreDiTModel:
                 f"KSampler: the model is {dit.family.describe()}; its conditioning must carry the start image as "
                 "HunyuanImageToVideo 'v2 (replace)' sets it (and its latent into KSampler), or come from Magic141 "
                 "Image To Video with the model connected to Magic141 Encode")
-        v = dit(xc, timestep, c_crossattn, mask.to(xc.device), kwargs["y"], reference=reference, guidance=guidance)
+        options = transformer_options
+
+        def forward(x, timestep, context, y, attention_mask, reference, guidance, control, transformer_options):
+            return dit(x, timestep, context, attention_mask, y, reference=reference, guidance=guidance,
+                       control=control, transformer_options=transformer_options)
+
+        # as ComfyUI's HunyuanVideo.forward: DIFFUSION_MODEL wrappers (EasyCache, ...) around the forward; their
+        # executor's class_obj is the core DiT, the last argument the transformer options
+        wrappers = comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                            options)
+        v = comfy.patcher_extension.WrapperExecutor.new_class_executor(forward, getattr(dit, "_orig_mod", dit),
+                                                                       wrappers).execute(
+            xc, timestep, c_crossattn, kwargs["y"], mask.to(xc.device), reference, guidance, control, options)
         return self.model_sampling.calculate_denoised(sigma, v.float(), x)
 
 
@@ -75,15 +90,19 @@ _CLASSES = {  # image_condition -> (our model class, ComfyUI's supported-model c
 }
 
 
-def native_model(dit) -> comfy.model_base.BaseModel:
+def native_model(dit, weight_dtype: torch.dtype | None = None,
+                 compute_dtype: torch.dtype | None = None) -> comfy.model_base.BaseModel:
     """Put a core `Magic141DiT` behind ComfyUI's HunyuanVideo model class of its family (it becomes
     `diffusion_model`, so the state-dict keys LoRA loaders see are `diffusion_model.<official key>`). Sampling shift
-    5 (Magic141's)."""
+    5 (Magic141's). `weight_dtype` / `compute_dtype`: the storage and compute dtypes, which ComfyUI's memory
+    estimates and casting read (`manual_cast_dtype` when they differ)."""
     model_class, config_class = _CLASSES[dit.config.image_condition]
     unet_config = {"image_model": "hunyuan_video", "in_channels": dit.config.in_channels,
                    "disable_unet_model_creation": True}
     config = config_class(unet_config)
     config.sampling_settings["shift"] = MAGIC141_SHIFT
+    if weight_dtype is not None:
+        config.set_inference_dtype(weight_dtype, None if compute_dtype in (None, weight_dtype) else compute_dtype)
     model = model_class(config, device=dit.img_in.proj.weight.device)
     model.diffusion_model = dit
     return model
