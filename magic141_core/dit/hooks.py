@@ -26,11 +26,12 @@ OUTPUT_PATCH = "attn1_output_patch"
 
 
 def describe(fn) -> str:
-    """Where a patch function comes from, for messages: the class (node) that defined it and its module."""
+    """Where a patch function comes from, for messages: its name, the class (node) or function that made it, and its
+    module, e.g. "skip from SkipLayerGuidanceDiT (comfy_extras.nodes_slg)"."""
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     module = getattr(fn, "__module__", None) or type(fn).__module__
-    owner = qualname.split(".<locals>")[0].split(".")[0]
-    return f"{owner} ({module})" if owner != qualname.split(".")[-1] else f"{qualname} ({module})"
+    name, owner = qualname.split(".")[-1], qualname.split(".<locals>")[0].split(".")[0]
+    return f"{name} ({module})" if owner == name else f"{name} from {owner} ({module})"
 
 
 def check_options(options: dict, double_blocks: int, single_blocks: int) -> dict:

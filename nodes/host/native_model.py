@@ -17,6 +17,7 @@ from ...magic141_core.dit.family import HUNYUAN_I2V_V1, HUNYUAN_I2V_V2, SKYREELS
 from ...magic141_core.dit.model import image_to_video_input
 from ...magic141_core.runtime.finite import DIT_ADVICE, NonFiniteOutput, lora_advice
 from .memory import load
+from .patches import WithOptions, check_own_sampling, per_forward_options
 
 log = logging.getLogger("magic141")
 MAGIC141_SHIFT = 5.0  # the official sampler's shift: native "simple" sigmas at 4 steps = ours
@@ -162,8 +163,9 @@ class NativeHunyuanDiT:
                 raise ValueError("the text mask must be right-padded (ones, then zeros)")
             g = None if guidance is None or self.guidance_embedder is None else guidance[rows].to(dtype)
             frame = torch.zeros(len(rows), device=x.device) if replaced else None
+            options = {**self.options, "sigmas": t[rows].float() / 1000.0}
             v = self.dit(xc[rows].to(dtype), t[rows].float(), txt[rows, :n].to(dtype), y=pooled[rows].to(dtype),
-                         guidance=g, attention_mask=None, guiding_frame_index=frame, transformer_options=self.options)
+                         guidance=g, attention_mask=None, guiding_frame_index=frame, transformer_options=options)
             out[rows] = v.float()
         out[:, :, :replaced] = 0  # the reference frames are held, not denoised
         return out
@@ -217,9 +219,11 @@ def check_family(model, image_condition: str | None, node: str) -> None:
 
 def velocity_model(patcher, node: str, image_condition: str | None = None):
     """Load a MODEL for our sampler and return what `sample_latent` drives: our core DiT (Magic141 Model Loader) or
-    a `NativeHunyuanDiT` (ComfyUI's own HunyuanVideo image-to-video model of any family). image_condition: what
-    the conditioning was prepared for (see `check_family`). A model of another family, or a text-to-video one, gets
-    a ValueError naming what it is and what is needed."""
+    a `NativeHunyuanDiT` (ComfyUI's own HunyuanVideo image-to-video model of any family), with the MODEL's
+    per-forward transformer options (`patches.py`). image_condition: what the conditioning was prepared for (see
+    `check_family`). A model of another family, or a text-to-video one, gets a ValueError naming what it is and what
+    is needed; so does a MODEL carrying patches that only ComfyUI's own sampling runs."""
+    check_own_sampling(patcher, node)
     dit = core_dit(patcher)
     model = getattr(patcher, "model", None)
     if dit is None:
@@ -235,6 +239,8 @@ def velocity_model(patcher, node: str, image_condition: str | None = None):
                 "channels) checkpoint, or HunyuanVideo-I2V v2 (16 channels) with HunyuanImageToVideo 'v2 (replace)' "
                 "conditioning")
         dit = NativeHunyuanDiT(patcher, *found)
+    elif per_forward_options(patcher):
+        dit = WithOptions(dit, per_forward_options(patcher))
     check_family(dit, image_condition, node)
     load(patcher)
     return dit
