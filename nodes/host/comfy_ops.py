@@ -8,11 +8,14 @@ loader become ComfyUI's own fp8 tensors here, which its casting, LoRA patching a
 
 from __future__ import annotations
 
+import json
 import logging
+import types
 
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.ops
 import comfy.quant_ops
+import comfy.utils
 import torch
 
 log = logging.getLogger("magic141")
@@ -37,39 +40,53 @@ def operations(weight_dtype: torch.dtype, compute_dtype: torch.dtype):
     return type(f"Magic141{base.__name__}", (base,), {"attention": staticmethod(attention)})
 
 
-def _fp8_tensor(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype):
-    """ComfyUI's per-tensor fp8 tensor (`QuantizedTensor`, TensorCoreFP8Layout) for an fp8 weight and its scale, as
-    ComfyUI loads a scaled-fp8 layer; None where this ComfyUI has no such tensor type."""
-    layout = "TensorCoreFP8Layout"
-    get_class = getattr(comfy.quant_ops, "get_layout_class", None)
-    layout_class = get_class(layout) if get_class is not None else None
-    params_class = getattr(layout_class, "Params", None)
-    if params_class is None:
+def _quantized_ops(compute_dtype: torch.dtype):
+    """ComfyUI's ops for per-layer quantized files (`mixed_precision_ops`, the classes ComfyUI loads a scaled-fp8
+    checkpoint into), or None on a ComfyUI without that format (0.3.x)."""
+    if not hasattr(comfy.utils, "convert_old_quants"):
         return None
-    params = params_class(scale=scale.float().reshape(()), orig_dtype=dtype, orig_shape=tuple(weight.shape))
-    return comfy.quant_ops.QuantizedTensor(weight, layout, params)
+    return comfy.ops.pick_operations(None, compute_dtype, model_config=types.SimpleNamespace(
+        quant_config={"mixed_ops": True}))
+
+
+def _quantized_linear(ops, layer, scale: torch.Tensor):
+    """A ComfyUI quantized Linear holding `layer`'s fp8 weight and per-tensor scale, loaded by ComfyUI's own code
+    (`weight`, `weight_scale` and `comfy_quant` as its scaled-fp8 loader writes them for one layer)."""
+    weight = layer.weight.data
+    new = ops.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device=weight.device)
+    layout = json.dumps({"format": str(weight.dtype).removeprefix("torch.")}).encode("utf-8")
+    sd = {"weight": weight, "weight_scale": scale.float().reshape(()),
+          "comfy_quant": torch.tensor(list(layout), dtype=torch.uint8)}
+    if layer.bias is not None:
+        sd["bias"] = layer.bias.data
+    missing, unexpected = new.load_state_dict(sd, strict=False)
+    if missing or unexpected or not isinstance(new.weight, comfy.quant_ops.QuantizedTensor):
+        raise RuntimeError(f"ComfyUI's quantized Linear did not take an fp8 layer (missing {missing}, unexpected "
+                           f"{unexpected})")
+    return new.requires_grad_(False)
 
 
 def adopt_fp8_(dit, dtype: torch.dtype) -> int:
-    """Turn each scaled-fp8 layer the core loader kept (fp8 `weight` + `weight_scale`) into one ComfyUI handles: its
-    weight becomes ComfyUI's fp8 tensor (cast and scaled per use, LoRA-patchable); a per-channel scale, or a ComfyUI
-    without that tensor type, is dequantized into `dtype` once (logged). Plain fp8 weights need nothing: ComfyUI's
+    """Hand each scaled-fp8 layer the core loader kept (fp8 `weight` + `weight_scale`) to ComfyUI: it becomes
+    ComfyUI's own quantized Linear (the class ComfyUI loads scaled-fp8 files into: fp8 tensor, cast and scaled per
+    use, native LoRAs merged by dequantize / re-quantize, low-VRAM patches applied at use). A per-channel scale, or a
+    ComfyUI without that format, is dequantized into `dtype` once (logged). Plain fp8 weights need nothing: ComfyUI's
     casting ops take them as they are. Returns the number of layers kept in fp8."""
-    kept, dequantized = 0, []
-    for name, layer in dit.named_modules():
+    ops, kept, dequantized = _quantized_ops(dtype), 0, []
+    for name, layer in list(dit.named_modules()):
         scale = layer._buffers.pop("weight_scale", None)
         if scale is None:
             continue
-        tensor = _fp8_tensor(layer.weight.data, scale, dtype) if scale.numel() == 1 else None
-        if tensor is None:
-            weight = layer.weight.data.to(torch.float32)
-            weight.mul_(scale.reshape(()) if scale.numel() == 1 else scale.reshape(-1, *[1] * (weight.ndim - 1)))
-            tensor = weight.to(dtype)
-            dequantized.append(name)
-        else:
+        if ops is not None and scale.numel() == 1 and hasattr(layer, "in_features"):
+            parent, _, leaf = name.rpartition(".")
+            setattr(dit.get_submodule(parent) if parent else dit, leaf, _quantized_linear(ops, layer, scale))
             kept += 1
-        layer.weight = torch.nn.Parameter(tensor, requires_grad=False)
+            continue
+        weight = layer.weight.data.to(torch.float32)
+        weight.mul_(scale.reshape(()) if scale.numel() == 1 else scale.reshape(-1, *[1] * (weight.ndim - 1)))
+        layer.weight = torch.nn.Parameter(weight.to(dtype), requires_grad=False)
+        dequantized.append(name)
     if dequantized:
         log.info("Magic141: %d scaled-fp8 layers dequantized to %s at load (per-channel scales, or a ComfyUI "
-                 "without its fp8 tensor type), e.g. %s", len(dequantized), dtype, dequantized[0])
+                 "without its per-layer fp8 format), e.g. %s", len(dequantized), dtype, dequantized[0])
     return kept
