@@ -81,17 +81,31 @@ class Magic141ModelLoader:
         if int8 == "pre-quantized" and QUANT_METADATA_KEY not in read_metadata(path):
             raise ValueError(f"{model_name} is not a pre-quantized int8 file; choose 'quantize on load' to quantize "
                              "it now, or save one with Magic141 Save int8 Checkpoint")
-        dtype, device = DTYPES[weight_dtype], memory.compute_device()
-        compute = compute_dtype_for(device, dtype, RANGE_SAFE)
-        model = load_dit(path, dtype=dtype, apply_text_guidance=apply_text_guidance, int8=int8 == "quantize on load",
-                         family=family, operations=comfy_ops.operations(dtype, compute))
-        comfy_ops.adopt_fp8_(model, compute)
+        patcher = load_native(path, weight_dtype, apply_text_guidance, int8, block_swap, family)
+        model = native_model.core_dit(patcher)
         advice = model.family.recommendation()
         progress.show_text(unique_id, f"{model.family.describe()}: {model.family_reason}. "
                                       f"{advice[0].upper()}{advice[1:]}.")
-        swap = install_block_swap(model, block_swap, device)
-        native = native_model.native_model(model, dtype, compute)
-        return (memory.managed(native, swap.resident_bytes(model) if swap else None, whole=memory.streams_itself(model)),)
+        return (patcher,)
+
+
+def load_native(path, weight_dtype: str, apply_text_guidance=False, int8="off", block_swap=0, family=AUTO,
+                disable_dynamic=False):
+    """The transformer file `path` as a native MODEL: built from ComfyUI's ops for these dtypes (scaled fp8 layers
+    as ComfyUI's own), behind ComfyUI's model class of its family, in a patcher of the kind native loaders give.
+    Registered as the patcher's `cached_patcher_init`, so ComfyUI can load a fresh copy (TorchCompileModel's
+    non-dynamic clone, multi-GPU) as it does for its own loaders."""
+    dtype, device = DTYPES[weight_dtype], memory.compute_device()
+    compute = compute_dtype_for(device, dtype, RANGE_SAFE)
+    model = load_dit(path, dtype=dtype, apply_text_guidance=apply_text_guidance, int8=int8 == "quantize on load",
+                     family=family, operations=comfy_ops.operations(dtype, compute))
+    comfy_ops.adopt_fp8_(model, compute)
+    swap = install_block_swap(model, block_swap, device)
+    patcher = memory.managed(native_model.native_model(model, dtype, compute),
+                             swap.resident_bytes(model) if swap else None, whole=memory.streams_itself(model),
+                             dynamic=not disable_dynamic)
+    patcher.cached_patcher_init = (load_native, (path, weight_dtype, apply_text_guidance, int8, block_swap, family))
+    return patcher
 
 
 NODE_CLASS_MAPPINGS = {"Magic141ModelLoader": Magic141ModelLoader}

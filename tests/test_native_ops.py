@@ -82,6 +82,12 @@ def test_our_layers_are_comfyuis_ops_and_a_partial_load_of_a_third_equals_the_fu
     without_lora = forward(load(pack, files["dit"]), 1e30)
     assert (full - without_lora).abs().max() > 1e-3  # the LoRA is applied, by merging or at use
     assert (partial - full).abs().max() <= 1e-5 * max(1.0, full.abs().max().item())
+    # what ComfyUI calls for a fresh, non-dynamic copy (TorchCompileModel on Dynamic VRAM, multi-GPU): the same model
+    import comfy.model_patcher
+
+    factory, args = patcher.cached_patcher_init
+    fresh = factory(*args, disable_dynamic=True)
+    assert type(fresh) is comfy.model_patcher.ModelPatcher and torch.equal(forward(fresh, 1e30), without_lora)
 
 
 def test_int8_loads_whole_under_a_partial_budget(pack, files):

@@ -124,7 +124,8 @@ class TimestepEmbedder(nn.Module):
         super().__init__()
         ops = operations or CoreOps
         self.frequency_dim = frequency_dim
-        self.mlp = nn.Sequential(ops.Linear(frequency_dim, hidden_size), nn.SiLU(), ops.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(ops.Linear(frequency_dim, hidden_size), nn.SiLU(),
+                                 ops.Linear(hidden_size, hidden_size))
 
     def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return self.mlp(timestep_embedding(t, self.frequency_dim).to(dtype))

@@ -102,7 +102,8 @@ def load_dit(
     the linears keep their fp8 weights in memory and cast them per layer at use (about half the memory of bf16; the
     other tensors take `dtype`); with `keep_fp8=False` every weight is dequantized layer by layer into `dtype`; with
     `int8=True` into int8. int8: quantize on load (qint8 weights); ignored for a pre-quantized file, which is always
-    loaded as int8. operations: the layer factory (`dit.layers.CoreOps`; ComfyUI's ops inside ComfyUI). apply_text_guidance: see `Magic141DiT`. family: "auto" (read from the file: stored metadata, a
+    loaded as int8. operations: the layer factory (`dit.layers.CoreOps`; ComfyUI's ops inside ComfyUI).
+    apply_text_guidance: see `Magic141DiT`. family: "auto" (read from the file: stored metadata, a
     diffusers config.json beside it, the input channels, for 16 channels the file name) or a family's title / key /
     short name; the model's `family` and `family_reason` say what was found and why. Raises CheckpointError for a
     file that is not a transformer, or an official fp8 file without its `*_map.pt`; ValueError for a family that

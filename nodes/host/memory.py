@@ -35,14 +35,15 @@ def streams_itself(module) -> bool:
         getattr(m, "weight_qtype", None) is not None for m in module.modules())
 
 
-def managed(module, size: int | None = None, text_encoder: bool = False,
-            whole: bool = False) -> comfy.model_patcher.ModelPatcher:
+def managed(module, size: int | None = None, text_encoder: bool = False, whole: bool = False,
+            dynamic: bool = True) -> comfy.model_patcher.ModelPatcher:
     """Hand a model to ComfyUI's memory management: it loads to the compute device on use and offloads on demand.
 
     The patcher is the kind native loaders use: `CoreModelPatcher` where the host has it (ComfyUI swaps in its
     Dynamic VRAM patcher there on NVIDIA), else `ModelPatcher`; `whole`: a `WholeModelPatcher` (see there). Text
     encoders take ComfyUI's text-encoder devices (which --lowvram and friends may point at the CPU), everything else
-    the diffusion model's. `size`: bytes on the device (default: ComfyUI's count of the state dict)."""
+    the diffusion model's. `size`: bytes on the device (default: ComfyUI's count of the state dict). `dynamic`
+    False: never the Dynamic VRAM patcher (what ComfyUI asks of a loader's `cached_patcher_init`)."""
     size = size or mm.module_size(module)
     if text_encoder:
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
@@ -51,6 +52,8 @@ def managed(module, size: int | None = None, text_encoder: bool = False,
     patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)  # read at call time
     if whole:
         patcher = WholeModelPatcher
+    elif not dynamic:
+        patcher = comfy.model_patcher.ModelPatcher
     return patcher(module, load_device=load_device, offload_device=offload_device, size=size)
 
 
