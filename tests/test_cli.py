@@ -156,17 +156,60 @@ def test_index_and_retrieve(tmp_path):
     assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 2
 
 
-def test_run_command_starts_comfyui_with_the_pack_and_templates(tmp_path, demo_dir, pack):
+def test_run_sh_serves_checks_says_a_port_is_held_and_stops_its_comfyui_on_sigterm(tmp_path, demo_dir, pack):
+    """The README's ./run.sh, as a script or a service manager drives it: the first serves until SIGTERM to its own
+    process (serve.py, after run.sh's exec), which ends the ComfyUI it started (no orphan holding the port); a
+    second `./run.sh --check` on the port the first holds says so in one line, starts on a free one, checks the pack's
+    nodes and templates, and leaves nothing running either. (Ctrl-C / SIGINT is how every run.sh fixture stops its
+    server: comfy_server.py checks the same there.)"""
+    import re
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    import processes
+
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "models").symlink_to(demo_dir, target_is_directory=True)  # demo models already made
     env = {**os.environ, "MAGIC141_VENV": sys.prefix, "MAGIC141_BASE": str(tmp_path / "base")}
-    result = subprocess.run(["bash", str(REPO / "run.sh"), "--check", "--port", "8191"], capture_output=True,
-                            text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Magic141 is running: http://127.0.0.1:" in result.stdout
-    assert f"check: {len(pack.NODE_CLASS_MAPPINGS)} Magic141 nodes" in result.stdout
-    assert "Image to video" in result.stdout  # the templates' file names are their titles
-    assert (tmp_path / "base" / "custom_nodes" / "Magic141").resolve() == REPO
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "first.log"
+    with open(log, "wb") as out:
+        first = subprocess.Popen(["bash", str(REPO / "run.sh"), "--port", str(port)], stdout=out,
+                                 stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 600  # a first start on a busy 2-core machine takes minutes, never ten
+        while f"Magic141 is running: http://127.0.0.1:{port}" not in log.read_text(errors="replace"):
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        comfyui = processes.descendants(first.pid)  # run.sh exec'd serve.py; its child is ComfyUI
+        assert comfyui
+
+        second = subprocess.run(["bash", str(REPO / "run.sh"), "--check", "--port", str(port)], capture_output=True,
+                                text=True, env=env, timeout=600)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        held = [line for line in second.stdout.splitlines() if line.startswith(f"port {port} is in use")]
+        assert len(held) == 1 and "a ComfyUI already answers there" in held[0], second.stdout
+        other = int(re.search(r"starting on port (\d+) instead", held[0])[1])
+        assert f"Magic141 is running: http://127.0.0.1:{other}" in second.stdout
+        assert f"check: {len(pack.NODE_CLASS_MAPPINGS)} Magic141 nodes" in second.stdout
+        assert "Image to video" in second.stdout  # the templates' file names are their titles
+        assert (tmp_path / "base" / "custom_nodes" / "Magic141").resolve() == REPO
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/system_stats", timeout=30):
+            pass  # the first still serves
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0  # serve.py: 10 s for ComfyUI's own shutdown, then SIGTERM, then SIGKILL
+        assert processes.wait_gone(comfyui, 30) == [], [processes.command_line(pid) for pid in comfyui]
+        for checked in (port, other):
+            with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+                s.connect(("127.0.0.1", checked))  # nothing answers on either port any more
+    finally:
+        if first.poll() is None:
+            first.kill()
 
 
 def test_generate_profile_times_every_stage_and_counts_four_forwards(demo_dir, tmp_path):

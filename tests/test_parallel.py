@@ -218,7 +218,9 @@ def test_a_rank_that_raises_ends_the_launch_quickly(launch):
     _, out, seconds_after_failure, result = launch
     assert result.returncode != 0 and "injected failure on rank 1" in result.stderr
     assert not (out / "rank0 finished").exists()
-    assert seconds_after_failure < 20  # torchrun stopped rank 0 (it waits 120 s; the collective timeout is 10 min)
+    # torchrun stopped rank 0, which would wait 120 s (the collective timeout is 10 min): about 5 s quiet, and a
+    # bound a loaded machine does not reach
+    assert seconds_after_failure < 90
 
 
 def test_cli_generate_under_torchrun_writes_one_video_from_rank_0(launch):

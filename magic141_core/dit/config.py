@@ -157,5 +157,3 @@ def tiny(**overrides) -> DiTConfig:
     )
     return DiTConfig(**{**base, **overrides})
 
-
-PRESETS = {"13b": full_13b, "tiny": tiny}

@@ -33,7 +33,6 @@ LLM_TEMPLATE = (
     "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
     "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
 )
-LLM_CROP_START = 95  # the reference's constant: BOS + the template before `{}`, in llava-llama-3 tokens
 LLM_MAX_PROMPT_TOKENS = 256  # tokens kept after the crop
 LLM_SKIP_LAYERS = 2  # hidden_states[-(2 + 1)]: the output of the third-from-last layer, before any final norm
 

@@ -195,7 +195,6 @@ class WindowDone:
     index: int
     total: int
     frames_written: int
-    last_frame: torch.Tensor  # [H, W, 3]
     handover: Handover  # what the next window starts from
 
 
@@ -254,5 +253,5 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
         done("write")
         handover = handover.after(new, plan, settings)
         if on_window is not None:
-            on_window(WindowDone(k, len(prompts), handover.frames_written, new[-1].float() / 255, handover))
+            on_window(WindowDone(k, len(prompts), handover.frames_written, handover))
     return handover.frames_written
