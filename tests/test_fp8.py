@@ -171,6 +171,21 @@ def test_the_view_hides_scales_and_markers_and_dequantizes_per_channel():
     with pytest.raises(CheckpointError, match="3 values for a weight of shape"):
         dequantize(weight, torch.ones(3))
 
+@pytest.mark.parametrize("stored", [FP8, torch.float32])
+def test_a_scaled_weight_is_scaled_at_use_and_never_in_place(stored):
+    """`cast_weight` scales the cast's own copy in place (one temporary): a weight already in the compute dtype is
+    the stored tensor itself and must come out scaled without changing, however often the layer runs."""
+    from magic141_core.dit.layers import Linear
+
+    layer = Linear(2, 2, bias=False)
+    layer.weight.data = torch.tensor([[1.0, -2.0], [4.0, 8.0]]).to(stored)
+    layer.register_buffer("weight_scale", torch.tensor([0.5, 0.25]))
+    x = torch.tensor([[1.0, 1.0]])
+    for _ in range(2):
+        assert torch.equal(layer(x), torch.tensor([[-0.5, 3.0]]))  # (1 - 2) x 0.5, (4 + 8) x 0.25
+    assert torch.equal(layer.weight.float(), torch.tensor([[1.0, -2.0], [4.0, 8.0]]))
+
+
 
 @pytest.mark.parametrize(("weight_dtype", "int8"), [("bf16", "off"), ("fp16", "quantize on load")])
 def test_the_model_loader_node_loads_a_comfyui_scaled_fp8_file(pack, comfy_base, float_model, want, weight_dtype,

@@ -35,7 +35,10 @@ def cast_weight(layer: nn.Module, like: torch.Tensor) -> torch.Tensor:
     if scale is None:
         return weight
     scale = cast(scale, like)
-    return weight * (scale.reshape(()) if scale.numel() == 1 else scale.reshape(-1, *[1] * (weight.ndim - 1)))
+    scale = scale.reshape(()) if scale.numel() == 1 else scale.reshape(-1, *[1] * (weight.ndim - 1))
+    if weight.dtype == layer.weight.dtype:  # `cast` may have returned the stored weight itself: never scale it in place
+        return weight * scale
+    return weight.mul_(scale)  # the cast's own copy (fp8 -> float always copies): one temporary, not two
 
 
 class Linear(nn.Linear):
