@@ -8,7 +8,8 @@ from ..magic141_core.runtime.finite import NonFiniteOutput
 from ..magic141_core.sampling.sampler import latent_frames
 from ..magic141_core.video.long_video import ClipFrames, LongVideoSettings, generate_long_video
 from ..magic141_core.video import shots as video_shots
-from ..magic141_core.video.resume import LongVideoFile, check_continues, check_models, continued_board, first_window
+from ..magic141_core.video.resume import LongVideoFile, check_continues, check_models, continued_board, first_window, \
+    known_shots
 from ..magic141_core.video.sidecar import SidecarReader, fingerprint, locate_sidecar, sidecar_folder
 from ..magic141_core.video.start_image import fit_clip
 from ..magic141_core.video.windows import CONTEXT_FRAMES, CUT, DEFAULT_CONTEXT_FRAMES, MAX_WINDOWS, WindowPlan, \
@@ -189,7 +190,7 @@ class Magic141LongVideo:
                             clip_length if clip is not None else old.record.start_frames, start)
             notes.append(f"continues {old.folder.name} from window {first + 1}: {first} window(s) reused")
         shots, sources = video_shots.shot_priors(board, start.shape[2], start.shape[1], shot_images, shot_priors,
-                                                 first)
+                                                 first, () if old is None else known_shots(old, board))
         progress.show_text(unique_id, "Magic141 Long Video: " + "; ".join(notes))
         dit = native_model.velocity_model(model, NODE)
         if conditioning is not None:

@@ -120,7 +120,7 @@ def run_video(args, count_windows, prompts: str, continued=None):
         settings, prior, board, start_clip = continued.settings, continued.prior, continued.board, None
         args.out = new_output(args.out, args.default_out, ".mp4")
         args.frames, windows = continued.old.record.window_frames, len(board)
-        plan = continued.old.record.plan(windows)
+        plan = continued.old.record.plan(windows, frozenset(k for k, p in enumerate(board) if p.cut))
         if rank_zero:
             print(f"size: {prior.shape[2]}x{prior.shape[1]}, {windows} windows of {args.frames} frames (as recorded)",
                   flush=True)
@@ -159,10 +159,15 @@ def run_video(args, count_windows, prompts: str, continued=None):
         prior = load_start_image(args.image, args.resolution, args.fit, size) if args.image is not None else first
     shots, sources, first_window = {}, {}, 0 if continued is None else continued.first
     if plan.cuts:  # rank 0 retrieves the shots' priors, every rank renders from them
+        from ..video.resume import known_shots
         from ..video.shots import shot_priors
 
         def find():
-            return shot_priors(board, prior.shape[2], prior.shape[1], folder=args.shot_folder(), first=first_window)
+            known = () if continued is None else known_shots(continued.old, board)
+            if not [k for k in plan.cuts if k >= first_window and k not in known]:
+                return {}, {}  # every cut to render is recorded: no folder to index
+            return shot_priors(board, prior.shape[2], prior.shape[1], folder=args.shot_folder(), first=first_window,
+                               known=known)
 
         shots, sources = find() if sp is None else sp.from_rank_zero(find)
     profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)

@@ -69,6 +69,12 @@ def continued_board(old: SidecarReader, first: int, board: list[WindowPrompt] | 
     return made + later[first:]
 
 
+def known_shots(old: SidecarReader, board: list[WindowPrompt]) -> set[int]:
+    """The cut windows of a continued `board` whose prior the sidecar holds: cuts recorded with the same prompt."""
+    return {int(k) for k in old.record.shots if int(k) < len(board) and board[int(k)].cut
+            and board[int(k)].text == old.record.board[int(k)]["text"]}
+
+
 def check_continues(old: SidecarReader, settings: LongVideoSettings, width: int, height: int, window_frames: int,
                     start_frames: int, prior: torch.Tensor | None = None) -> None:
     """RecordError unless this run can continue the recorded video: the same size, window length, start clip, the
@@ -158,8 +164,9 @@ class LongVideoFile:
         `first` reused from it, the rest rendered by this run; `board` from `continued_board`; `shots`: the prior
         image of each cut at or after `first` (earlier ones come from `old`)."""
         prior, recorded_shots = old.priors()
-        shots = {**{k: v for k, v in recorded_shots.items() if k < first}, **(shots or {})}
-        sources = {**{int(k): v for k, v in old.record.shots.items() if int(k) < first}, **(shot_sources or {})}
+        kept = {k for k in recorded_shots if k < first} | known_shots(old, board)  # unchanged cuts keep their prior
+        shots = {**{k: recorded_shots[k] for k in kept}, **(shots or {})}
+        sources = {**{k: old.record.shots[str(k)] for k in kept}, **(shot_sources or {})}
         plan = old.record.plan(len(board), frozenset(k for k, p in enumerate(board) if p.cut))
         if set(shots) != set(plan.cuts):
             raise ValueError(f"a prior image is needed for each cut {sorted(plan.cuts)}, got {sorted(shots)}")
@@ -284,4 +291,5 @@ def _reuse(source: Path, target: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
-__all__ = ["LongVideoFile", "RECORD", "check_continues", "check_models", "continued_board", "first_window"]
+__all__ = ["LongVideoFile", "RECORD", "check_continues", "check_models", "continued_board", "first_window",
+           "known_shots"]

@@ -98,8 +98,8 @@ def measure_seams(frames: Iterable, seams: Iterable[int], window_starts: Iterabl
     """Frames: an iterable of [H, W, 3] arrays (uint8 or float 0..1), in order; seams: indices of the first frame of
     each window that follows written frames (`windows.WindowPlan.seams`); window_starts: each window's first frame
     (`WindowPlan.window_starts`), for the drift per window; cuts: the first frames of new shots, where the colour
-    reference starts again (cuts are not seams). Also keeps the two frames before and after the worst seam. ValueError
-    if fewer than two frames lie inside windows."""
+    reference starts again (a cut is neither a seam nor motion inside a window: its change is not measured). Also
+    keeps the two frames before and after the worst seam. ValueError if fewer than two frames lie inside windows."""
     seams, starts, cuts = set(seams), set(window_starts), set(cuts)
     previous, seam_diffs, within_diffs, colors, drift = None, [], [], [], []
     recent, worst, shot_color = deque(maxlen=4), (-1.0, []), None
@@ -114,7 +114,7 @@ def measure_seams(frames: Iterable, seams: Iterable[int], window_starts: Iterabl
         if drift:
             drift[-1] = max(drift[-1], float(np.linalg.norm(colors[-1] - shot_color)))
         recent.append(frame)
-        if previous is not None:
+        if previous is not None and i not in cuts:  # a cut changes the picture on purpose: not measured
             diff = float(np.abs(frame - previous).mean())
             if i in seams:
                 seam_diffs.append((i, diff))

@@ -13,21 +13,24 @@ SOURCES = "shot images (Long Video's shot_images) or a prior folder (shot_priors
 
 
 def shot_priors(board: list[WindowPrompt], width: int, height: int, images: torch.Tensor | None = None,
-                folder=None, first: int = 0, fit: str = "crop") -> tuple[dict[int, torch.Tensor], dict[int, str]]:
+                folder=None, first: int = 0, known=(), fit: str = "crop") -> tuple[dict[int, torch.Tensor],
+                                                                                   dict[int, str]]:
     """({cut window: its prior [1, height, width, 3] float 0..1}, {cut window: where it came from}) for the cuts of
-    `board` from window `first` on. Cut i of the whole board (counted from window 0, so a re-roll keeps the images
-    where they were) takes image i of `images` [B, H, W, C]; or, with `folder` (a `priors.FolderPrior`), the image
-    nearest its prompt. ValueError naming the cut when there is no source, both are given, or the batch is short."""
+    `board` from window `first` on, except the `known` windows (a continued video's unchanged cuts). Cut i of the
+    whole board (counted from window 0, so a re-roll keeps the images where they were) takes image i of `images`
+    [B, H, W, C]; or, with `folder` (a `priors.FolderPrior`), the image nearest its prompt. ValueError naming the
+    cuts when there is no source, both are given, or the batch is short."""
     cuts = [k for k, prompt in enumerate(board) if prompt.cut]
-    if not cuts:
+    needed = [k for k in cuts if k >= first and k not in known]
+    if not needed:
         return {}, {}
     if (images is None) == (folder is None):
         have = "both are given" if images is not None else "none is given"
-        raise ValueError(f"the prompt lines starting with {CUT} (windows {', '.join(str(k + 1) for k in cuts)}) each "
-                         f"start a new shot from a new prior: give one source of those priors, {SOURCES}; {have}")
+        raise ValueError(f"the prompt lines starting with {CUT} (windows {', '.join(str(k + 1) for k in needed)}) "
+                         f"each start a new shot from a new prior: give one source of those priors, {SOURCES}; {have}")
     shots, sources = {}, {}
     for i, k in enumerate(cuts):
-        if k < first:
+        if k not in needed:
             continue
         if images is not None:
             if i >= len(images):
