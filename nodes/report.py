@@ -66,7 +66,8 @@ class Magic141LongVideoReport:
         found = measure_seams(clip, plan.seams(), starts, [starts[k] for k in plan.cuts])
         progress.show_text(unique_id, found.verdict())
         text = "\n".join(filter(None, [found.verdict(), found.summary(), found.details()]))
-        return (text, torch.from_numpy(strip(found.worst_frames)).float()[None])
+        return {"ui": {"text": [found.verdict()]}, "result": (text, torch.from_numpy(strip(found.worst_frames))
+                                                               .float()[None])}
 
 
 NODE_CLASS_MAPPINGS = {"Magic141LongVideoReport": Magic141LongVideoReport}

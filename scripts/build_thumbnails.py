@@ -30,6 +30,7 @@ FLOWS = {
     "long_video": "image  >  window 1  >  window 2  >  window 3 ...",
     "lora_to_video": "image  +  LoRA  >  video",
     "hunyuan_i2v_long_video": "HunyuanVideo-I2V  >  long video",
+    "long_video_storyboard": "shot 1  >  [cut]  >  shot 2  >  report",
 }
 
 
