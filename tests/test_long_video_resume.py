@@ -262,3 +262,45 @@ def test_a_sidecar_of_another_size_model_or_prior_is_refused(full):
         first_window(old, None)
     with pytest.raises(RecordError, match="re-roll from window 1 to 5"):
         first_window(old, 5)
+
+
+def test_long_video_node_refuses_a_resume_outside_output_and_a_lone_from_window(pack, comfy_base):
+    from conftest import run_node
+    from test_motion_context import long_video_inputs
+
+    node = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"]
+    before = sorted((comfy_base / "output").rglob("*"))
+    with pytest.raises(ValueError, match="from_window 3 re-rolls a recorded video: give its sidecar as resume"):
+        run_node(node, **long_video_inputs(pack, from_window=3))
+    for resume in ("../input/x.m141", "/etc", "Magic141/../../x.m141"):
+        with pytest.raises(ValueError, match="must be a path inside the output folder"):
+            run_node(node, **long_video_inputs(pack, resume=resume))
+    (comfy_base / "output" / "out_link.m141").symlink_to(comfy_base / "input", target_is_directory=True)
+    with pytest.raises(ValueError, match="points outside the output folder"):
+        run_node(node, **long_video_inputs(pack, resume="out_link.m141"))
+    (comfy_base / "output" / "out_link.m141").unlink()
+    with pytest.raises(FileNotFoundError, match="is not a long video's sidecar"):
+        run_node(node, **long_video_inputs(pack, resume="Magic141/none_00001_.mp4"))
+    assert sorted((comfy_base / "output").rglob("*")) == before  # nothing written
+
+
+def test_report_node_gives_the_figures_and_the_worst_seam_strip(pack, full):
+    """The node on the video's frames as IMAGE, with the window layout from its widgets: the same figures as the
+    core on the decoded file, its verdict first, and the strip of the worst seam (two frames before, two from it)."""
+    from conftest import run_node
+
+    from magic141_core.video.seams import measure_seams
+    from magic141_core.video.windows import WindowPlan
+
+    frames = torch.from_numpy(read_mp4(full)[0]).float() / 255
+    out = run_node(pack.NODE_CLASS_MAPPINGS["Magic141LongVideoReport"], window_length=WINDOW, context_frames=5,
+                   frames=frames)
+    text, image = out["result"]
+    plan = WindowPlan(4, WINDOW, 5)
+    want = measure_seams(frames.numpy(), plan.seams(), plan.window_starts())
+    assert text.splitlines()[0] == want.verdict() == out["ui"]["text"][0]
+    assert text.endswith(want.details()) and len(want.details().splitlines()) == 3 + 4  # 3 seams, 4 windows
+    worst = max(want.seams, key=lambda s: s[1])[0]
+    assert image.shape == (1, 32, 4 * 32, 3) and torch.equal(image[0, :, 64:96], frames[worst])
+    with pytest.raises(ValueError, match="connect the video or its frames"):
+        run_node(pack.NODE_CLASS_MAPPINGS["Magic141LongVideoReport"], window_length=9, context_frames=5)
