@@ -5,7 +5,9 @@ uninterrupted run's frames, and what the sidecar costs on disk and to read at 54
   another seed; the ratio is the re-roll's cost (reading and checking the sidecar, linking the 7 reused windows,
   rendering 5, joining 12) over the full render's, in CPU seconds of this process and its ffmpeg children (wall
   time on a shared machine swings by 2x between two identical runs; CPU time does not, with torch on one thread
-  so that no idle worker spins). 5/12 = 0.417 is the rendering share alone.
+  so that no idle worker spins). 5/12 = 0.417 is the rendering share alone, were every window alike (window 1 is
+  cheaper: its reference is one frame, not five), so a second row compares the re-roll with the same 5 windows
+  inside the full render (1.0: nothing but those windows; above it, the sidecar reads and the join of 12 windows).
 - cancel: the same 12 windows stopped (KeyboardInterrupt, as Cancel) in window 5, then resumed from the sidecar: the
   share of the resumed MP4's decoded frames equal to the uninterrupted MP4's, bit for bit (1.0).
 - sidecar at 540p: three 81-frame windows of 960 x 544 frames (the demo photo, upscaled, panning 2 px a frame; no
@@ -55,15 +57,23 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def render(models, video: LongVideoFile, settings, stop_at=None) -> None:
+def render(models, video: LongVideoFile, settings, stop_at=None) -> list[float]:
+    """Render what `video` asks for; returns the CPU-time mark after each window (its files written)."""
+    marks = []
+
     def on_step(window, step):
         if window == stop_at:
             raise KeyboardInterrupt
 
+    def on_window(done):
+        video.window_done(done)
+        marks.append(cpu_seconds())
+
     with video:
         generate_long_video(models[0], Encoders(), models[1], video.prior, video.prompts, video.plan.window_frames,
                             video.write, settings, plan=video.plan, shots=video.shots, resume=video.handover,
-                            on_step=on_step, on_window=video.window_done)
+                            on_step=on_step, on_window=on_window)
+    return marks
 
 
 def editing(folder: Path, size: int, frames: int, windows: int, reroll: int, cancel: int) -> dict:
@@ -75,15 +85,17 @@ def editing(folder: Path, size: int, frames: int, windows: int, reroll: int, can
     board = [WindowPrompt("go")] * windows
     render(models, LongVideoFile.create(folder / "warm-up.mp4", settings, board[:1], prior, frames), settings)
     start = cpu_seconds()
-    render(models, LongVideoFile.create(folder / "full.mp4", settings, board, prior, frames), settings)
+    marks = render(models, LongVideoFile.create(folder / "full.mp4", settings, board, prior, frames), settings)
     full = cpu_seconds() - start
+    same = marks[-1] - marks[reroll - 2]  # windows reroll..windows of the full render
 
     start = cpu_seconds()
     old = SidecarReader.read(sidecar_folder(folder / "full.mp4"))
     first = first_window(old, reroll - 1)
     again = dataclasses.replace(settings, seed=6)
-    render(models, LongVideoFile.resume(folder / "reroll.mp4", old, first, again, continued_board(old, first, None)),
-           again)
+    video = LongVideoFile.resume(folder / "reroll.mp4", old, first, again, continued_board(old, first, None))
+    reads = cpu_seconds() - start  # the sidecar read and checked, the reused windows' files hashed and linked
+    render(models, video, again)
     rerolled = cpu_seconds() - start
 
     try:
@@ -99,7 +111,8 @@ def editing(folder: Path, size: int, frames: int, windows: int, reroll: int, can
     equal = float((a == b).all(axis=(1, 2, 3)).mean()) if a.shape == b.shape else 0.0
     print(f"full render {full:.2f} CPU s, re-roll from window {reroll} of {windows} {rerolled:.2f} CPU s; resumed "
           f"after a stop in window {cancel}: {equal:.3f} of the frames equal", flush=True)
-    return {"re-roll": rerolled / full, "equal": equal, "cpu seconds": [full, rerolled]}
+    return {"re-roll": rerolled / full, "same windows": rerolled / same, "equal": equal,
+            "cpu seconds": {"full": full, "re-roll": rerolled, "sidecar reads": reads, "the same windows": same}}
 
 
 def sidecar_540p(folder: Path, frames: int, windows: int, width: int = 960, height: int = 544) -> dict:
@@ -141,11 +154,12 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="the smallest run: every row, in seconds")
     parser.add_argument("--json", type=Path, help="write the summary here")
     args = parser.parse_args()
-    size, frames = (16, 9) if args.smoke else (32, 9) if args.quick else (64, 21)
+    size, frames = (16, 9) if args.smoke else (32, 9) if args.quick else (128, 21)
     with tempfile.TemporaryDirectory() as tmp:  # the smoke run: 4 windows, re-roll from 3, stop in 2; 160 x 96
         edit = editing(Path(tmp), size, frames, *((4, 3, 2) if args.smoke else (12, 8, 5)))
         disk = sidecar_540p(Path(tmp), *((9, 2, 160, 96) if args.smoke else (81, 3)))
     ratios = {"re-roll from window 8 of 12 / full render": edit["re-roll"],
+              "re-roll from window 8 of 12 / those 5 windows in the full render": edit["same windows"],
               "resumed after Cancel in window 5: frames equal to the uninterrupted run": edit["equal"],
               "sidecar MB per window, 540p": disk["bytes"] / 1e6,
               "sidecar read and check seconds per window, 540p": disk["read"]}

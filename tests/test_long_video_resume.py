@@ -304,3 +304,22 @@ def test_report_node_gives_the_figures_and_the_worst_seam_strip(pack, full):
     assert image.shape == (1, 32, 4 * 32, 3) and torch.equal(image[0, :, 64:96], frames[worst])
     with pytest.raises(ValueError, match="connect the video or its frames"):
         run_node(pack.NODE_CLASS_MAPPINGS["Magic141LongVideoReport"], window_length=9, context_frames=5)
+
+
+def test_a_full_disk_stops_the_run_and_it_resumes_elsewhere(models, full, tmp_path):
+    """The video's folder fills up in the middle of the run (a 96 KiB tmpfs): the error names the full disk, the
+    sidecar keeps every window finished before it, and the run resumes into another folder (another file system: the
+    reused files are copied, not linked) to the uninterrupted run's frames."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True)
+    assert mounted.returncode == 0, f"a full disk is made as a tmpfs (root, as test_server_hostile): {mounted.stderr}"
+    try:
+        with pytest.raises(OSError, match="the disk is full"):
+            render(models, new_video(disk / "full.mp4"))
+        old = SidecarReader.read(disk / "full.m141")
+        assert 1 <= len(old.record.windows) < 4
+        continue_video(models, disk / "full.mp4", tmp_path / "elsewhere.mp4")
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert (read_mp4(tmp_path / "elsewhere.mp4")[0] == read_mp4(full)[0]).all()
