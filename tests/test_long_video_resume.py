@@ -105,6 +105,9 @@ def test_resume_after_cancel_gives_the_uninterrupted_video(models, full, tmp_pat
         render(models, new_video(stopped), stop_at=2)
     assert not stopped.exists() and len(read_mp4(tmp_path / "stopped_partial.mp4")[0]) == 9 + 4
     assert not (sidecar_folder(stopped) / "window_0002.mp4").exists()  # the unfinished window left nothing
+    with pytest.raises(KeyboardInterrupt):
+        render(models, new_video(tmp_path / "early.mp4"), stop_at=0)
+    assert not list(tmp_path.glob("early*"))  # stopped before a window was finished: nothing is kept
     before = snapshot(tmp_path)
     assert continue_video(models, stopped, tmp_path / "resumed.mp4") == [2, 3]  # nothing rendered twice
     resumed, uninterrupted = read_mp4(tmp_path / "resumed.mp4")[0], read_mp4(full)[0]
@@ -253,7 +256,7 @@ def test_a_sidecar_of_another_size_model_or_prior_is_refused(full):
     with pytest.raises(RecordError, match="differs from the video recorded in long.m141 in: size 64x32 \\(recorded "
                                           "32x32\\), context_frames 1 \\(recorded 5\\). A video continues"):
         check_continues(old, dataclasses.replace(SETTINGS, context_frames=1), 64, 32, WINDOW, 0)
-    with pytest.raises(RecordError, match="was made with another transformer \\(fingerprint none, this one abc\\)"):
+    with pytest.raises(RecordError, match="was made with another transformer \\(fingerprint none, this one abc: other"):
         check_models(old, {"transformer": "abc"})
     with pytest.raises(RecordError, match="the prior image is not the one long.m141 was made with"):
         check_continues(old, SETTINGS, 32, 32, WINDOW, 0, prior_image().flip(1))

@@ -246,8 +246,8 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
     if (plan.windows, plan.window_frames, plan.context_frames) != (len(prompts), window_frames,
                                                                    settings.context_frames):
         raise ValueError(f"the plan ({plan.windows} windows of {plan.window_frames} frames, context "
-                         f"{plan.context_frames}) does not match the {len(prompts)} prompts, {window_frames} frames and "
-                         f"context {settings.context_frames} asked")
+                         f"{plan.context_frames}) does not match the {len(prompts)} prompts, {window_frames} frames "
+                         f"and context {settings.context_frames} asked")
     if set(shots) != set(plan.cuts) or any(image.shape != prior.shape for image in shots.values()):
         raise ValueError(f"shots must give one image of the prior's shape {tuple(prior.shape)} for each cut "
                          f"{sorted(plan.cuts)}; got windows {sorted(shots)}")

@@ -102,8 +102,9 @@ def check_models(old: SidecarReader, models: dict[str, str]) -> None:
     for role, print_ in models.items():
         if old.record.models.get(role, "") != print_:
             raise RecordError(f"{old.folder.name} was made with another {role} (fingerprint "
-                              f"{old.record.models.get(role) or 'none'}, this one {print_ or 'none'}): windows of two "
-                              "models do not join. Load the model it was made with, or start a new video")
+                              f"{old.record.models.get(role) or 'none'}, this one {print_ or 'none'}: other weights, "
+                              "another precision or other LoRAs): windows of two models do not join. Load the model "
+                              "as it was made with, or start a new video")
 
 
 class LongVideoFile:
@@ -260,15 +261,18 @@ class LongVideoFile:
 
     def abort(self) -> Path | None:
         """After a stop: drop the unfinished window's file, join the finished windows into `<stem>_partial.mp4`
-        (None when there are none, or that fails: the sidecar keeps them either way)."""
+        (None when there are none, or that fails: the sidecar keeps them either way). A stop before any window was
+        finished leaves nothing: its sidecar is removed too (it would only repeat the start)."""
         if self._pending is not None:
             self._pending[1].unlink(missing_ok=True)
-        if self.record.windows:
-            try:
-                self.partial = join_mp4(self.parts(), next_free(self.path.with_name(f"{self.path.stem}_partial.mp4")),
-                                        self.metadata)
-            except (OSError, RuntimeError) as e:  # a full disk: the sidecar still holds every finished window
-                log.warning("could not join the finished windows into a partial video: %s", e)
+        if not self.record.windows:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        try:
+            self.partial = join_mp4(self.parts(), next_free(self.path.with_name(f"{self.path.stem}_partial.mp4")),
+                                    self.metadata)
+        except (OSError, RuntimeError) as e:  # a full disk: the sidecar still holds every finished window
+            log.warning("could not join the finished windows into a partial video: %s", e)
         return self.partial
 
     def __enter__(self) -> LongVideoFile:

@@ -86,8 +86,9 @@ class SeamReport:
     def details(self) -> str:
         """Per seam its jump against the motion inside windows, per window its colour drift: one line each."""
         within = self.within_diff
-        lines = [f"seam {i + 1} at frame {frame}: change {diff:.4f}, {diff / within if within > 0 else float('inf'):.2f}x"
-                 f" the motion inside windows ({within:.4f})" for i, (frame, diff) in enumerate(self.seams)]
+        ratio = (lambda diff: diff / within) if within > 0 else (lambda diff: float("inf"))
+        lines = [f"seam {i + 1} at frame {frame}: change {diff:.4f}, {ratio(diff):.2f}x the motion inside windows "
+                 f"({within:.4f})" for i, (frame, diff) in enumerate(self.seams)]
         lines += [f"window {k + 1}: colour drift {drift:.4f} from its shot's first frame"
                   for k, drift in enumerate(self.window_drift)]
         return "\n".join(lines)

@@ -215,7 +215,8 @@ class SidecarReader:
 
     def tensors(self, ref: dict, expected: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, torch.Tensor]:
         """The tensors of a state file, checked against `expected` {name: (shape, dtype)} before any is read."""
-        budget = sum(math.prod(shape) * (1 if dtype == "uint8" else 4) for shape, dtype in expected.values()) + (1 << 20)
+        budget = sum(math.prod(shape) * (1 if dtype == "uint8" else 4)
+                     for shape, dtype in expected.values()) + (1 << 20)
         file = self.path(ref, budget)
         try:
             with open_state_dict(file, prefixes=()) as sd:
