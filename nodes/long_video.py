@@ -10,7 +10,7 @@ from ..magic141_core.video.long_video import ClipFrames, LongVideoSettings, gene
 from ..magic141_core.video import shots as video_shots
 from ..magic141_core.video.resume import LongVideoFile, check_continues, check_models, continued_board, first_window, \
     known_shots
-from ..magic141_core.video.sidecar import SidecarReader, fingerprint, locate_sidecar, sidecar_folder
+from ..magic141_core.video.sidecar import SidecarReader, fingerprint, locate_sidecar
 from ..magic141_core.video.start_image import fit_clip
 from ..magic141_core.video.windows import CONTEXT_FRAMES, CUT, DEFAULT_CONTEXT_FRAMES, MAX_WINDOWS, WindowPlan, \
     WindowPrompt, count_windows, storyboard
@@ -238,9 +238,15 @@ class Magic141LongVideo:
                                     on_step=on_step, on_window=video.window_done)
         except NonFiniteOutput as e:  # a LoRA loader wired into the MODEL is the likeliest cause: named first
             raise native_model.blame_patches(e, model) from None
+        except BaseException:  # Cancel, a full disk: say where the finished windows are kept
+            if video.record.windows:
+                progress.show_text(unique_id, f"Magic141 Long Video stopped after {len(video.record.windows)} of "
+                                   f"{windows} windows: set resume to {paths.output_relative(video.folder)} to finish "
+                                   "it (the finished windows are reused)")
+            raise
         name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
         last = last_window[0].float() / 255
-        sidecar = paths.output_relative(sidecar_folder(path))
+        sidecar = paths.output_relative(video.folder)
         return {"ui": {"images": [record], "animated": (True,)},  # frames unconnected: the last window, not held
                 "result": (last, name, *paths.video_output(path), last if whole is None else whole.image(), sidecar)}
 
