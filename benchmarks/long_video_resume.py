@@ -132,7 +132,7 @@ def sidecar_540p(folder: Path, frames: int, windows: int, width: int = 960, heig
         video.write(new)
         handover = handover.after(new, video.plan, settings)
         written += len(new)
-        video.window_done(WindowDone(k, windows, written, new[-1].float() / 255, handover, new))
+        video.window_done(WindowDone(k, windows, written, handover))
     video.close()
     sidecar = sidecar_folder(folder / "540p.mp4")
     per_window = [sum((sidecar / w[name]["name"]).stat().st_size for name in ("segment", "state"))

@@ -174,6 +174,10 @@ class VideoShard:
         img = F.pad(img, (0, 0, 0, self.padded_len - self.video_len))
         return img[:, self.start : self.start + self.local_len].clone()
 
+    def leading(self, count: int) -> int:
+        """How many of the first `count` video tokens (token replace's reference frames) are this rank's."""
+        return max(0, min(count - self.start, self.local_len))
+
     def split_rope(self, rope: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE table (cos, sin) [Li + Lt, Dh] -> this rank's rows [L + Lt, Dh]; padding gets the identity."""
         def rows(table: torch.Tensor, identity: float) -> torch.Tensor:

@@ -68,6 +68,11 @@ SAMPLING = {
 }
 
 
+CFG = {"cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "advanced": True,
+                         "tooltip": "Classifier-free guidance on top of an embedded guidance, with the negative "
+                                    "prompt (twice the compute). 1: none. SkyReels-V1 samples at 6 with guidance 1."})}
+
+
 def fit_start_image(image, resolution: str, width: int, height: int, frames: int, fit: str = "crop",
                     name: str = "start_image", long_video: bool = False, node: str = "Magic141 Image To Video") -> tuple:
     """(the start image as RGB at the video size, the VideoSize): the size by the core's `video.start_image.video_size`

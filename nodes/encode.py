@@ -1,26 +1,51 @@
-"""Conditioning nodes: prompt + prior image -> Magic141 conditioning; start image + VAE -> reference latent."""
+"""Conditioning nodes: prompt + prior image -> conditioning (in the prompt template of the model's family); start
+image + VAE -> reference latent, and the native outputs the family's native nodes would make."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import torch
-
+from ..magic141_core.dit.family import FAMILIES
 from ..magic141_core.sampling.sampler import latent_shape
 from ..magic141_core.text import NEGATIVE_PROMPT
+from ..magic141_core.text.prompts import DEFAULT_INTERLEAVE, TEMPLATES
 from ..magic141_core.vae import scale_latent
 from ..magic141_core.video.start_image import rgb
 from . import inputs
 from .common import CATEGORY, FIT, VIDEO_SIZE, fit_start_image
-from .host import memory, progress
-from .native import to_native
+from .host import memory, native_model, progress
+from .native import native_latent, to_native
+
+TEMPLATE_CHOICES = {"auto": None, "Magic141": "magic141", "HunyuanVideo-I2V": "hunyuan_i2v",
+                    "HunyuanVideo text only": "hunyuan_text"}
+
+
+def prompt_template(template: str, interleave: int, model, node: str = "Magic141 Encode"):
+    """(template key, image interleave, family or None, what to show): `template` "auto" follows the connected
+    `model`'s family (Magic141's without a model, as before families existed); interleave 0 is the family's (v1 2,
+    v2 4; else 2, ComfyUI's default). ValueError for a model that is no image-to-video family."""
+    family = None
+    if model is not None:
+        family = native_model.family_of(model)
+        if family is None or not family.is_i2v:
+            what = family.describe() if family else native_model.describe_model(model)
+            raise ValueError(f"{node}: the model is {what}, which has no image-to-video path; connect an image-to-"
+                             "video model (or none, and choose the template)")
+    key = TEMPLATE_CHOICES[template] or (family.template if family else "magic141")
+    interleave = interleave or (family.image_interleave if family and family.image_interleave else DEFAULT_INTERLEAVE)
+    shown = TEMPLATES[key] + (f", image interleave {interleave}" if key == "hunyuan_i2v" else "")
+    if template == "auto" and family is not None:
+        shown += f" (for {family.title})"
+    return key, interleave, family, shown
 
 
 class Magic141Encode:
     DESCRIPTION = (
-        "Encodes the prompt (LLaVA's Llama-3 and CLIP-L) and the prior image (LLaVA's vision branch) into Magic141 "
-        "conditioning: [image tokens ; text tokens]. The prompt never goes to the vision model. The negative prompt "
-        "is only used when the sampler runs classifier-free guidance."
+        "Encodes the prompt (LLaVA's Llama-3 and CLIP-L) and the prior image (LLaVA's vision branch) in the prompt "
+        "template of the model's family: Magic141's [146 image tokens ; text], HunyuanVideo-I2V's (one LLaVA pass, "
+        "image tokens interleaved 2 for v1, 4 for v2), or text only (SkyReels-V1). Connect the model and the "
+        "template follows it; the node shows which it used. The negative prompt is only used when the sampler runs "
+        "classifier-free guidance."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MAGIC141_CONDITIONING", "CONDITIONING", "CONDITIONING")
@@ -41,15 +66,32 @@ class Magic141Encode:
             },
             "optional": {
                 "negative_prompt": ("STRING", {"multiline": True, "default": NEGATIVE_PROMPT, "advanced": True,
-                                               "tooltip": "Used only for guidance > 1 without a guidance embedder."}),
+                                               "tooltip": "Used only for classifier-free guidance (guidance > 1 "
+                                                          "without a guidance embedder, or cfg > 1)."}),
+                "model": ("MODEL", {"tooltip": "The model the conditioning is for (Magic141 Model Loader or a native "
+                                               "HunyuanVideo image-to-video model): the template follows its family, "
+                                               "and Image To Video makes its native outputs for it."}),
+                "template": (list(TEMPLATE_CHOICES), {
+                    "default": "auto", "tooltip": "auto: the connected model's family's (without a model: "
+                    "Magic141's). HunyuanVideo-I2V: its own template (v1 and v2). Text only: SkyReels-V1."}),
+                "image_interleave": ("INT", {
+                    "default": 0, "min": 0, "max": 64, "advanced": True,
+                    "tooltip": "HunyuanVideo-I2V template: keep every n-th image token (more = less image, more "
+                               "text). 0: the family's (v1 2, v2 4; without a model 2)."}),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def encode(self, encoders, prompt, image, negative_prompt=NEGATIVE_PROMPT):
+    def encode(self, encoders, prompt, image, negative_prompt=NEGATIVE_PROMPT, model=None, template="auto",
+               image_interleave=0, unique_id=None):
         if not prompt.strip():
             raise ValueError("the prompt is empty; describe the motion you want (e.g. 'the camera slowly pans left')")
         image = rgb(inputs.image_batch(image, "Magic141 Encode", "image"))
-        conditioning = encoders.encode(prompt, image, negative=True, negative_prompt=negative_prompt)
+        key, interleave, family, shown = prompt_template(template, image_interleave, model)
+        progress.show_text(unique_id, f"Magic141 Encode: {shown}")
+        conditioning = encoders.encode(prompt, image, negative=True, negative_prompt=negative_prompt,
+                                       template=key, image_interleave=interleave)
+        conditioning = dataclasses.replace(conditioning, family=family.key if family else None)
         return (conditioning, to_native(conditioning.positive), to_native(conditioning.negative))
 
 
@@ -58,17 +100,20 @@ class Magic141ImageToVideo:
         "Prepares an image-to-video clip: fits the start image to the video size (auto: 540p on a GPU, draft on a "
         "CPU; draft: 1/6 size, at most 17 frames; an official 540p/720p bucket nearest its aspect ratio; or a custom "
         "size; centre crop, or pad with black bars; the size chosen is shown on the node), encodes it with the VAE "
-        "as the reference latent of frame 0, and makes the empty video latent for the sampler. One start image: a "
-        "batch of several is refused (pick one with Image From Batch)."
+        "as the reference latent of frame 0, and makes the empty video latent for the sampler. Its conditioning "
+        "serves every family; its native positive / negative / latent are what HunyuanImageToVideo makes for the "
+        "family Magic141 Encode was told (v1 concat by default, v2 replace for HunyuanVideo-I2V v2). One start "
+        "image: a batch of several is refused (pick one with Image From Batch)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MAGIC141_CONDITIONING", "LATENT", "IMAGE", "CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("conditioning", "latent", "start_image", "positive", "negative")
     OUTPUT_TOOLTIPS = ("The conditioning with the start image's latent.", "Empty video latent (sets size and length).",
                        "The start image as fitted to the video size.",
-                       "Native positive CONDITIONING with the start image set as HunyuanImageToVideo v1 sets it "
-                       "(concat_latent_image, concat_mask): for native KSampler on a Magic141 or HunyuanVideo-I2V "
-                       "model.", "Native negative CONDITIONING (the negative prompt, with the start image).")
+                       "Native positive CONDITIONING with the start image set as HunyuanImageToVideo sets it for the "
+                       "family (v1: concat_latent_image, concat_mask; v2: guiding_frame_index, the image in the "
+                       "latent): for native KSampler.", "Native negative CONDITIONING (the negative prompt, with the "
+                       "start image).")
     FUNCTION = "prepare"
 
     @classmethod
@@ -97,10 +142,12 @@ class Magic141ImageToVideo:
             raise ValueError(f"the VAE gave a latent of shape {tuple(reference.shape)}; Magic141 needs the "
                              "HunyuanVideo VAE (16 channels, 8x spatial): choose hunyuan_video_vae in Load VAE")
         conditioning = dataclasses.replace(conditioning, reference=reference)
-        latent = torch.zeros(shape, device=memory.intermediate_device())
-        native = [to_native(text, reference, shape[2]) if text is not None else None
+        family = FAMILIES.get(conditioning.family)
+        image_condition = family.image_condition if family else "concat_mask"
+        latent = native_latent(shape, reference, image_condition, memory.intermediate_device())
+        native = [to_native(text, reference, shape[2], image_condition) if text is not None else None
                   for text in (conditioning.positive, conditioning.negative)]
-        return (conditioning, {"samples": latent}, fitted, *native)
+        return (conditioning, latent, fitted, *native)
 
 
 NODE_CLASS_MAPPINGS = {"Magic141Encode": Magic141Encode, "Magic141ImageToVideo": Magic141ImageToVideo}

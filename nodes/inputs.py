@@ -33,10 +33,11 @@ def _latent_kind(samples: torch.Tensor) -> str:
     return f"a tensor of shape {shape}"
 
 
-def video_latent(latent, node: str, fix: str) -> torch.Tensor:
+def video_latent(latent, node: str, fix: str, noise_mask_ok: bool = False) -> torch.Tensor:
     """The HunyuanVideo latent [B, 16, T, h, w] (floating point) of a native LATENT dict; ValueError otherwise,
     naming `node`, what arrived and `fix` (where a right one comes from). A latent carrying a noise mask (Set
-    Latent Noise Mask) is refused too: these nodes denoise or decode the whole clip and would ignore it."""
+    Latent Noise Mask) is refused too, unless `noise_mask_ok` (the caller reads the mask itself: HunyuanImageToVideo
+    v2's marks the start frames): these nodes denoise or decode the whole clip and would ignore it."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if not isinstance(samples, torch.Tensor):
         raise ValueError(f"{node} needs a LATENT holding 'samples'; got {_what(latent)}: {fix}")
@@ -44,10 +45,15 @@ def video_latent(latent, node: str, fix: str) -> torch.Tensor:
             or 0 in samples.shape:
         raise ValueError(f"{node} needs a HunyuanVideo video latent [B, {LATENT_CHANNELS}, T, H/8, W/8]; this is "
                          f"{_latent_kind(samples)}: {fix}")
-    if latent.get("noise_mask") is not None:
-        raise ValueError(f"{node}: the latent carries a noise mask (Set Latent Noise Mask), which it would ignore: "
-                         "Magic141 works on the whole clip. Remove the mask node")
+    if latent.get("noise_mask") is not None and not noise_mask_ok:
+        refuse_noise_mask(node)
     return samples
+
+
+def refuse_noise_mask(node: str):
+    """ValueError: a noise mask the node would ignore (it denoises or decodes the whole clip)."""
+    raise ValueError(f"{node}: the latent carries a noise mask (Set Latent Noise Mask), which it would ignore: "
+                     "Magic141 works on the whole clip. Remove the mask node")
 
 
 def image_batch(images, node: str, name: str) -> torch.Tensor:

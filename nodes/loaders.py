@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from ..magic141_core.dit.family import AUTO, CHOICES
 from ..magic141_core.dit.loading import load_dit
 from ..magic141_core.runtime.device import RANGE_SAFE, compute_dtype_for
 from ..magic141_core.runtime.offload import install_block_swap
 from ..magic141_core.weights import QUANT_METADATA_KEY, read_metadata
 from .common import CATEGORY
-from .host import memory, native_model, paths
+from .host import memory, native_model, paths, progress
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INT8_MODES = ["off", "quantize on load", "pre-quantized"]
@@ -29,9 +30,11 @@ def weight_dtype_tooltip() -> str:
 
 class Magic141ModelLoader:
     DESCRIPTION = (
-        "Loads the Magic141 image-to-video transformer (HunyuanVideo-13B architecture, 33 input channels) from "
-        "models/diffusion_models. Accepts .safetensors and weights-only .pth/.pt in official, ComfyUI or diffusers "
-        "layout, bf16/fp16/fp32 or fp8 (plain, ComfyUI scaled fp8, or the official fp8 .pt with its _map.pt beside it)."
+        "Loads a HunyuanVideo-13B image-to-video transformer from models/diffusion_models: Magic141 or "
+        "HunyuanVideo-I2V v1 (concat, 33 input channels), HunyuanVideo-I2V v2 (token replace, 16), SkyReels-V1 "
+        "(concat, 32). The family found, why, and the steps and guidance it needs are shown on the node. Accepts "
+        ".safetensors and weights-only .pth/.pt in official, ComfyUI or diffusers layout, bf16/fp16/fp32 or fp8 "
+        "(plain, ComfyUI scaled fp8, or the official fp8 .pt with its _map.pt beside it)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
@@ -62,16 +65,26 @@ class Magic141ModelLoader:
                     "default": 0, "min": 0, "max": 60, "advanced": True,
                     "tooltip": "Keep this many of the last transformer blocks in CPU memory and copy each to the GPU "
                                "just before it runs: less GPU memory, a bit slower. No effect on the CPU."}),
+                "family": (CHOICES, {
+                    "default": AUTO, "tooltip": "Which weights these are. auto reads the file: what it stores, 33 "
+                    "input channels = HunyuanVideo-I2V v1 (or Magic141 when the file says so), 32 = SkyReels-V1, 16 "
+                    "= HunyuanVideo-I2V v2 when the file name says image-to-video, else text-to-video (no image "
+                    "path). Choose when auto is wrong; the node shows what it found and why."}),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def load(self, model_name, weight_dtype, apply_text_guidance=False, int8="off", block_swap=0):
+    def load(self, model_name, weight_dtype, apply_text_guidance=False, int8="off", block_swap=0, family=AUTO,
+             unique_id=None):
         path = paths.model_file("diffusion_models", model_name)
         if int8 == "pre-quantized" and QUANT_METADATA_KEY not in read_metadata(path):
             raise ValueError(f"{model_name} is not a pre-quantized int8 file; choose 'quantize on load' to quantize "
                              "it now, or save one with Magic141 Save int8 Checkpoint")
         model = load_dit(path, dtype=DTYPES[weight_dtype], apply_text_guidance=apply_text_guidance,
-                         int8=int8 == "quantize on load")
+                         int8=int8 == "quantize on load", family=family)
+        advice = model.family.recommendation()
+        progress.show_text(unique_id, f"{model.family.describe()}: {model.family_reason}. "
+                                      f"{advice[0].upper()}{advice[1:]}.")
         swap = install_block_swap(model, block_swap, memory.compute_device())
         return (memory.managed(native_model.native_model(model), swap.resident_bytes(model) if swap else None),)
 

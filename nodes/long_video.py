@@ -7,6 +7,7 @@ import dataclasses
 from ..magic141_core.runtime.finite import NonFiniteOutput
 from ..magic141_core.sampling.sampler import latent_frames
 from ..magic141_core.video.long_video import ClipFrames, LongVideoSettings, generate_long_video
+from ..magic141_core.text import TemplateEncoders
 from ..magic141_core.video import shots as video_shots
 from ..magic141_core.video.resume import LongVideoFile, check_continues, check_models, continued_board, first_window, \
     known_shots
@@ -15,9 +16,9 @@ from ..magic141_core.video.start_image import fit_clip
 from ..magic141_core.video.windows import CONTEXT_FRAMES, CUT, DEFAULT_CONTEXT_FRAMES, MAX_WINDOWS, WindowPlan, \
     WindowPrompt, count_windows, storyboard
 from . import inputs
-from .common import CATEGORY, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
+from .common import CATEGORY, CFG, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
 from .host import frame_vae, native_model, paths, progress
-from .native import FixedEncoders, check_widths, magic141_conditioning
+from .native import FixedEncoders, check_template, check_widths, magic141_conditioning
 
 FRAMES_LIMIT_MB = 2048  # the frames output's default memory limit: 81 frames at 720p take 854 MB
 LENGTH_WIDGETS = ("duration", "unit", "window_length", "resolution", "width", "height")
@@ -59,8 +60,8 @@ class Magic141LongVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
-                                            "33-channel) model from Load Diffusion Model."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (any family), or a native HunyuanVideo "
+                                            "image-to-video model from Load Diffusion Model."}),
                 "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
                 "prior": ("IMAGE", {"tooltip": "The image the shot starts from; or a clip to extend, as an image "
                                               "batch (its first frame is then the identity anchor)."}),
@@ -90,7 +91,8 @@ class Magic141LongVideo:
             },
             "optional": {
                 "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: each window's prompt "
-                                                              "line is encoded with the prior's image tokens."}),
+                                                              "line is encoded with the prior's image tokens, in the "
+                                                              "prompt template of the model's family."}),
                 "conditioning": ("CONDITIONING", {"tooltip": "Instead of encoders: native CONDITIONING (e.g. "
                                                              "TextEncodeHunyuanVideo_ImageToVideo) used for every "
                                                              "window; the prompts text is then ignored."}),
@@ -118,6 +120,7 @@ class Magic141LongVideo:
                 "start_video": ("VIDEO", {"tooltip": "A clip to extend (e.g. Load Video): the video continues "
                                                      "from its last frames, fitted to the video size like the "
                                                      "prior; the prior is then the identity anchor only."}),
+                **CFG,  # (issue 28) before this issue's inputs: saved workflows keep their widget order
                 "resume": ("STRING", {"default": "", "tooltip": "Continue a recorded long video: its sidecar "
                                       "(<name>.m141, the sidecar output) or its MP4 (<name>.mp4 or "
                                       "<name>_partial.mp4), inside the output folder. A new MP4 and sidecar are "
@@ -177,6 +180,7 @@ class Magic141LongVideo:
             WindowPlan(windows, window_length, settings.context_frames, clip_length, settings.include_start)
         except ValueError as e:
             raise ValueError(f"{e} ({size.describe()})") from None
+        fixed = None
         if conditioning is not None:  # the prompts text is not used: no lines, no cuts
             fixed = magic141_conditioning(conditioning, negative)
             encoders, board = FixedEncoders(fixed), [WindowPrompt("(native conditioning)")] * windows
@@ -192,9 +196,12 @@ class Magic141LongVideo:
         shots, sources = video_shots.shot_priors(board, start.shape[2], start.shape[1], shot_images, shot_priors,
                                                  first, () if old is None else known_shots(old, board))
         progress.show_text(unique_id, "Magic141 Long Video: " + "; ".join(notes))
-        dit = native_model.velocity_model(model, NODE)
-        if conditioning is not None:
+        dit = native_model.velocity_model(model, NODE, fixed and fixed.image_condition)
+        if fixed is not None:
             check_widths(dit, fixed, NODE)
+            check_template(dit, fixed, NODE)
+        else:  # each window's prompt line in the prompt template of the model's family
+            encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
         frames_vae = frame_vae.NativeFrameVAE(vae)
         models = {"transformer": fingerprint(dit), "VAE": fingerprint(frames_vae)}
         if old is not None:

@@ -6,17 +6,19 @@ from ..magic141_core.runtime.finite import NonFiniteOutput
 from ..magic141_core.sampling.sampler import sample_latent
 from ..magic141_core.vae import unscale_latent
 from . import inputs
-from .common import CATEGORY, SAMPLING
+from .common import CATEGORY, CFG, SAMPLING
 from .host import memory, native_model, progress
-from .native import check_widths, magic141_conditioning
+from .native import V2_LATENT, check_template, check_widths, magic141_conditioning
 
 NODE = "Magic141 Sampler"
 
 
 class Magic141Sampler:
     DESCRIPTION = (
-        "Denoises one clip in a few Euler steps. Magic141 is distilled to 4 steps with guidance built in, so at "
-        "guidance 1.0 each step is one transformer forward."
+        "Denoises one clip in Euler steps, for every image-to-video family (Magic141, HunyuanVideo-I2V v1 and v2, "
+        "SkyReels-V1). Magic141 is distilled to 4 steps with guidance built in, so at guidance 1.0 each step is "
+        "one transformer forward; the HunyuanVideo-I2V families are not step-distilled (Magic141 Model Loader shows "
+        "what a file needs)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
@@ -27,29 +29,37 @@ class Magic141Sampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader, or a native HunyuanVideo-I2V v1 (concat, "
-                                            "33-channel) model from Load Diffusion Model (LoRAs applied)."}),
+                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (any family), or a native HunyuanVideo "
+                                            "image-to-video model from Load Diffusion Model (LoRAs applied)."}),
                 "conditioning": ("MAGIC141_CONDITIONING,CONDITIONING", {
                     "tooltip": "From Magic141 Image To Video (prompt, image tokens and start-image latent), or a "
-                               "native positive CONDITIONING with the start image (HunyuanImageToVideo v1)."}),
-                "latent": ("LATENT", {"tooltip": "The empty video latent from Magic141 Image To Video; sets the size."}),
+                               "native positive CONDITIONING with the start image (HunyuanImageToVideo v1 or v2)."}),
+                "latent": ("LATENT", {"tooltip": "The video latent from Magic141 Image To Video (sets the size), or "
+                                                 "HunyuanImageToVideo's (v2 keeps the start image in it)."}),
                 **SAMPLING,
             },
             "optional": {
                 "negative": ("CONDITIONING", {"tooltip": "A native negative CONDITIONING; used only for classifier-"
-                                                         "free guidance (guidance > 1 without a guidance embedder)."}),
+                                                         "free guidance (guidance > 1 without a guidance embedder, "
+                                                         "or cfg > 1)."}),
+                **CFG,
             },
         }
 
-    def sample(self, model, conditioning, latent, steps, shift, guidance, seed, negative=None):
+    def sample(self, model, conditioning, latent, steps, shift, guidance, seed, negative=None, cfg=1.0):
         shape = tuple(inputs.video_latent(latent, NODE, "use Magic141 Image To Video's latent (or "
-                                          "EmptyHunyuanLatentVideo)").shape)
-        conditioning = magic141_conditioning(conditioning, negative)
-        dit = native_model.velocity_model(model, NODE)
+                                          "EmptyHunyuanLatentVideo)", noise_mask_ok=True).shape)
+        conditioning = magic141_conditioning(conditioning, negative, latent)
+        if latent.get("noise_mask") is not None and getattr(conditioning, "image_condition", None) != "token_replace":
+            inputs.refuse_noise_mask(NODE)  # only HunyuanImageToVideo v2's mask (its start frames) is read
+        dit = native_model.velocity_model(model, NODE, conditioning.image_condition)
+        if conditioning.image_condition == "token_replace" and conditioning.reference is None:
+            raise ValueError(f"{NODE}: the conditioning {V2_LATENT}")
         check_widths(dit, conditioning, NODE)
+        check_template(dit, conditioning, NODE)
         try:
             out = sample_latent(dit, conditioning, shape, steps=steps, shift=shift, guidance=guidance, seed=seed,
-                                callback=progress.step_callback(steps))
+                                callback=progress.step_callback(steps), cfg=cfg)
         except NonFiniteOutput as e:  # a LoRA loader wired into the MODEL is the likeliest cause: named first
             raise native_model.blame_patches(e, model) from None
         samples = unscale_latent(out).to(memory.intermediate_device())

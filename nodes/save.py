@@ -114,8 +114,9 @@ class Magic141SaveInt8:
         from ..magic141_core.weights.int8 import quantization_map
 
         path = paths.new_model_file("diffusion_models", f"{name}.safetensors")  # refused before any work
-        if not quantization_map(dit):  # a float model: re-read its file quantizing layer by layer (it stays float)
-            dit = load_dit(dit.source_path, dtype=torch.bfloat16, int8=True)
+        if not quantization_map(dit):  # a float model: re-read its file quantizing layer by layer (it stays float),
+            # as the family it was loaded as (a choice on the loader included), which the int8 file then stores
+            dit = load_dit(dit.source_path, dtype=torch.bfloat16, int8=True, family=dit.family.key)
         save_dit(dit, path)
         return path.name
 

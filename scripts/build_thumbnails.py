@@ -30,6 +30,9 @@ FLOWS = {
     "long_video": "image  >  window 1  >  window 2  >  window 3 ...",
     "lora_to_video": "image  +  LoRA  >  video",
     "hunyuan_i2v_long_video": "HunyuanVideo-I2V  >  long video",
+    "hunyuan_i2v_v1_to_video": "HunyuanVideo-I2V v1 (concat)  >  video",
+    "hunyuan_i2v_v2_to_video": "HunyuanVideo-I2V v2 (token replace)  >  video",
+    "skyreels_to_video": "SkyReels-V1 (concat)  >  video",
     "long_video_storyboard": "shot 1  >  [cut]  >  shot 2  >  report",
 }
 

@@ -13,13 +13,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from magic141_core.demo.models import DEMO_FILES  # noqa: E402
+from magic141_core.dit.family import FAMILIES  # noqa: E402
 from magic141_core.video.start_image import AUTO  # noqa: E402
 from magic141_core.text import NEGATIVE_PROMPT  # noqa: E402
 from magic141_core.video.windows import DEFAULT_CONTEXT_FRAMES  # noqa: E402
 
 OUT = REPO / "example_workflows"
 # Long Video's optional widgets, at their defaults: frames_limit_mb, context_frames, color_anchor, include_start
-LONG_VIDEO_OPTIONS = [2048, DEFAULT_CONTEXT_FRAMES, "start", False]
+LONG_VIDEO_OPTIONS = [2048, DEFAULT_CONTEXT_FRAMES, "start", False, 1.0]  # limit MB, context, anchor, include, cfg
 # What the Templates browser shows. The shipped frontend (comfyui-frontend-package 1.47, ComfyUI 0.30.0) builds a
 # pack's template entry from its file name alone (/api/workflow_templates lists names only; the store sets title =
 # name and description = name, with - and _ shown as spaces), so the file name is the title, and the card repeats it
@@ -33,6 +34,9 @@ TEMPLATES = {
     "long_video": ("Long video", "a minute-long shot: 4-step windows chained, a prompt per line"),
     "lora_to_video": ("Image to video with a LoRA", "image to video with your HunyuanVideo LoRA on the model"),
     "hunyuan_i2v_long_video": ("HunyuanVideo-I2V long video", "HunyuanVideo-I2V weights, native nodes, a long shot"),
+    "hunyuan_i2v_v1_to_video": ("HunyuanVideo-I2V v1 to video", "the public 33-channel HunyuanVideo-I2V weights"),
+    "hunyuan_i2v_v2_to_video": ("HunyuanVideo-I2V v2 to video", "the public 16-channel HunyuanVideo-I2V (replace) weights"),
+    "skyreels_to_video": ("SkyReels-V1 to video", "the public SkyReels-V1 Hunyuan I2V weights"),
     "long_video_storyboard": ("Long video storyboard", "shots retrieved for each [cut] line, seams and drift judged"),
 }
 
@@ -46,6 +50,15 @@ LORA_FILE = "hunyuan_video_lora.safetensors"  # any HunyuanVideo LoRA in models/
 HUNYUAN_I2V = {"dit": "hunyuan_video_image_to_video_720p_bf16.safetensors", "clip_l": "clip_l.safetensors",
                "llava": "llava_llama3_fp8_scaled.safetensors", "vision": "llava_llama3_vision.safetensors",
                "vae": "hunyuan_video_vae_bf16.safetensors"}
+# One template per image-to-video family: the file ComfyUI's own HunyuanVideo examples name (dit.family), and what
+# it samples with. None is step-distilled: 20 steps (the references use 30-50) at shift 7 (ComfyUI's HunyuanVideo
+# default); v1 has no guidance embedder and runs without CFG (diffusers' 33ch example), v2 embeds guidance 6
+# (diffusers' example), SkyReels-V1 embeds 1 and runs CFG 6 with the negative prompt (its inference code).
+FAMILY_TEMPLATES = {  # key -> (family key, steps, shift, guidance, cfg, prompt)
+    "hunyuan_i2v_v1_to_video": ("hunyuan_i2v_v1", 20, 7.0, 1.0, 1.0, "The camera slowly pushes in; leaves sway."),
+    "hunyuan_i2v_v2_to_video": ("hunyuan_i2v_v2", 20, 7.0, 6.0, 1.0, "The camera slowly pushes in; leaves sway."),
+    "skyreels_to_video": ("skyreels_v1", 20, 7.0, 1.0, 6.0, "FPS-24, the camera slowly pushes in; leaves sway."),
+}
 
 # node type -> output (name, type) list, in slot order
 OUTPUTS = {
@@ -264,14 +277,48 @@ def hunyuan_i2v_long_video() -> dict:
         {"id": 8, "type": "Magic141LongVideo", "pos": [880, 60], "size": [420, 760],
          "inputs": {"model": (2, 0), "vae": (5, 0), "prior": (1, 0), "conditioning": (7, 0)},
          "widgets": ["(the native conditioning is used for every window)", 20.0, "seconds", 81, AUTO, 960, 544,
-                     20, 7.0, 6.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/hunyuan_i2v_long",
+                     20, 7.0, 1.0, 39, "fixed", True, 0.02, "prior", 24.0, 19, "Magic141/hunyuan_i2v_long",
                      *LONG_VIDEO_OPTIONS]},
     ]
     return graph(nodes, "HunyuanVideo-I2V with native loaders and encoders into Magic141 Long Video: public "
                         "HunyuanVideo-I2V v1 (concat, 33-channel) weights chained into a long shot with colour-matched "
-                        "windows, each continuing the last 5 frames. The native conditioning serves every window. HunyuanVideo-I2V is not distilled: 20 "
-                        "steps, shift 7 and its embedded guidance 6 (Magic141: 4, 5, 1). Add a LoRA loader after "
-                        "Load Diffusion Model as usual.")
+                        "windows, each continuing the last 5 frames. The native conditioning serves every window. "
+                        "HunyuanVideo-I2V is not distilled: 20 steps at shift 7; v1 has no guidance embedder and runs without CFG, guidance 1 (Magic141: 4 "
+                        "steps, shift 5). Add a LoRA loader after Load Diffusion Model as usual.")
+
+
+def family_to_video(key: str) -> dict:
+    """One family's public weights through Magic141's nodes: Model Loader (family auto: it shows what it found),
+    Encode with the model connected (the family's prompt template), Image To Video, Sampler at the family's
+    settings, decode, save."""
+    family_key, steps, shift, guidance, cfg, text = FAMILY_TEMPLATES[key]
+    family = FAMILIES[family_key]
+    nodes = [
+        {"id": 1, "type": "LoadImage", "pos": [40, 60], "size": [320, 420], "widgets": ["example.png", "image"]},
+        {"id": 2, "type": "VAELoader", "pos": [40, 520], "widgets": [HUNYUAN_I2V["vae"]]},
+        {"id": 3, "type": "Magic141ModelLoader", "pos": [40, 660], "size": [360, 200],
+         "widgets": [family.comfy_file, "bf16", False, "off", 0, "auto"]},
+        {"id": 4, "type": "Magic141EncoderLoader", "pos": [40, 900], "size": [360, 160],
+         "widgets": [HUNYUAN_I2V["llava"], HUNYUAN_I2V["vision"], HUNYUAN_I2V["clip_l"], "auto", "off"]},
+        {"id": 5, "type": "Magic141Encode", "pos": [440, 60], "size": [400, 260],
+         "inputs": {"encoders": (4, 0), "image": (1, 0), "model": (3, 0)},
+         "widgets": [text, NEGATIVE_PROMPT, "auto", 0]},
+        {"id": 6, "type": "Magic141ImageToVideo", "pos": [440, 360], "size": [340, 200],
+         "inputs": {"conditioning": (5, 0), "vae": (2, 0), "start_image": (1, 0)},
+         "widgets": [AUTO, 960, 544, 81]},  # auto: 540p on a GPU, draft on a CPU
+        {"id": 7, "type": "Magic141Sampler", "pos": [880, 60], "size": [320, 230],
+         "inputs": {"model": (3, 0), "conditioning": (6, 0), "latent": (6, 1)},
+         "widgets": [steps, shift, guidance, 39, "fixed", cfg]},
+        {"id": 8, "type": "Magic141VAEDecode", "pos": [880, 340], "size": [320, 150],
+         "inputs": {"samples": (7, 0), "vae": (2, 0)}, "widgets": DECODE},
+        {"id": 9, "type": "Magic141SaveMP4", "pos": [1240, 60], "size": [400, 420],
+         "inputs": {"images": (8, 0)}, "widgets": [24.0, 19, f"Magic141/{family_key}"]},
+    ]
+    sampling = f"{steps} steps, shift {shift:g}, guidance {guidance:g}" + (f", CFG {cfg:g}" if cfg != 1 else "")
+    return graph(nodes, f"{family.describe()}: put {family.comfy_file} in models/diffusion_models (ComfyUI's "
+                        f"HunyuanVideo example files for the encoders and VAE). Magic141 Model Loader shows the family it "
+                        f"found; Encode follows it (its prompt template). Not step-distilled: {sampling} here (the "
+                        f"references use {family.steps}). Long Video takes the same model.")
 
 
 def long_video() -> dict:
@@ -326,6 +373,7 @@ if __name__ == "__main__":
                        "retrieval_prior_to_video": retrieval_prior_to_video,
                        "prior_switch_to_video": prior_switch_to_video, "long_video": long_video,
                        "lora_to_video": lora_to_video, "hunyuan_i2v_long_video": hunyuan_i2v_long_video,
+                       **{key: lambda key=key: family_to_video(key) for key in FAMILY_TEMPLATES},
                        "long_video_storyboard": long_video_storyboard}.items():
         template_path(key).write_text(json.dumps(build(), indent=1) + "\n")
         print(f"wrote {template_path(key).relative_to(REPO)}")

@@ -4,11 +4,17 @@ Lays out a ComfyUI base folder (default .host/base): custom_nodes/Magic141 -> th
 models/ (generated on first use, every file the shipped templates name: small real-architecture models, untrained, whose hand-set weights hold the start
 image still: an ARCHITECTURE DEMO, not a trained model), a start image and a folder of retrieval candidates in input/. Then starts ComfyUI on 127.0.0.1,
 prints the URL and runs until Ctrl-C. `--check` starts it, verifies the pack's nodes and templates, and stops.
+
+Stopping: SIGINT (Ctrl-C, or sent to this process alone by a script) and SIGTERM / SIGHUP (a service manager, a
+closed terminal, a test) all stop the ComfyUI this started, within seconds (`stop_server`); if this process is killed
+outright, Linux sends ComfyUI SIGTERM (`PR_SET_PDEATHSIG`), so no orphan keeps the port and its memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -52,14 +58,55 @@ def prepare_base(base: Path) -> None:
             Image.fromarray((rgb * 255).astype(np.uint8)).save(priors / f"{name}.png")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+START_TIMEOUT_S = 600  # a first start imports a lot; a busy 2-core machine takes minutes
+STOP_GRACE_S = 10  # ComfyUI's own Ctrl-C shutdown, before it is terminated (then killed 5 s later)
+
+
 def free_port(preferred: int) -> int:
+    """`preferred` when nothing listens there; else a free port, saying in one line why (and whether a ComfyUI, e.g.
+    an earlier ./run.sh still running, answers on the held one)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free (ComfyUI reuses it)
         try:
             s.bind(("127.0.0.1", preferred))
             return preferred
         except OSError:
             s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+            port = s.getsockname()[1]
+    try:
+        get(f"http://127.0.0.1:{preferred}/system_stats")
+        holder = "a ComfyUI already answers there (an earlier ./run.sh still running? stop it, or open that one)"
+    except (OSError, ValueError):
+        holder = "another program holds it"
+    print(f"port {preferred} is in use: {holder}; starting on port {port} instead", flush=True)
+    return port
+
+
+def _stop_on_signal(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """In the ComfyUI child, before exec: Linux sends it SIGTERM when this process dies, however it dies."""
+    name = ctypes.util.find_library("c")
+    if sys.platform.startswith("linux") and name:
+        ctypes.CDLL(name, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """End ComfyUI: its own Ctrl-C shutdown, then SIGTERM, then SIGKILL; returns once it is gone."""
+    for signum in STOP_SIGNALS:  # a second Ctrl-C while stopping must not leave ComfyUI behind
+        signal.signal(signum, signal.SIG_IGN)
+    for send, grace in ((lambda: server.send_signal(signal.SIGINT), STOP_GRACE_S), (server.terminate, 5),
+                        (server.kill, None)):
+        if server.poll() is not None:
+            return
+        send()
+        try:
+            server.wait(grace)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def get(url: str):
@@ -75,6 +122,8 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="start, verify the pack's nodes and templates, stop")
     args = parser.parse_args()
 
+    for signum in STOP_SIGNALS:  # SIGTERM / SIGHUP stop it as Ctrl-C does (their default would orphan ComfyUI)
+        signal.signal(signum, _stop_on_signal)
     import torch
 
     prepare_base(args.base)
@@ -89,9 +138,9 @@ def main() -> int:
         # which the text-to-image templates' 20 image-model steps need to finish their first Run in minutes
         cmd += ["--cpu", "--use-pytorch-cross-attention"]
     env = {**os.environ, "PYTHONPATH": str(HOST / "stubs")}
-    server = subprocess.Popen(cmd, cwd=COMFYUI, env=env)
+    server = subprocess.Popen(cmd, cwd=COMFYUI, env=env, preexec_fn=_die_with_parent)
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + START_TIMEOUT_S
         while True:
             if server.poll() is not None:
                 print(f"ComfyUI exited with code {server.returncode}", file=sys.stderr)
@@ -101,11 +150,11 @@ def main() -> int:
                 break
             except OSError:
                 if time.time() > deadline:
-                    print("ComfyUI did not start within 180 s", file=sys.stderr)
+                    print(f"ComfyUI did not start within {START_TIMEOUT_S} s", file=sys.stderr)
                     return 1
                 time.sleep(0.3)
         print(f"\nMagic141 is running: {url}  (templates: the Templates button in the left sidebar, then Magic141; "
-              "Ctrl-C stops)")
+              "Ctrl-C stops)", flush=True)
         print("Models: built-in ARCHITECTURE DEMO (untrained; its videos hold the start image still). Put real weights in "
               f"{args.base / 'models'} (see README).", flush=True)
         if args.check:
@@ -118,13 +167,11 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_server(server)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # stopped before ComfyUI was started (e.g. while the demo models were written)
+        sys.exit(0)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone. Extra arguments go to the main pytest run.
-#  1. main:   .venv (transformers 5, newest) + .host = ComfyUI 0.30.0, the newest obtainable here: every test.
+#  1. main:   .venv (transformers 5, newest) + .host = ComfyUI 0.30.0, the newest obtainable here: every test
+#             but the `compat_only` ones.
 #  2. compat: .venv-compat (transformers 4.57, scripts/compat-constraints.txt) + .host-compat = ComfyUI 0.3.75: the
 #             tests marked `compat` (encoders, loading the pack, /object_info, one workflow end to end, memory
 #             management). Skip it with MAGIC141_SKIP_COMPAT=1 (CI never does).
 #  3. tools:  .venv-tools with comfy-cli, for the registry check (`comfy node validate`) in tests/test_registry.py;
 #             Debian's chromium for tests/test_browser.py.
 # pytest runs with tests/ as rootdir, so the pack's root __init__.py (which needs ComfyUI) is never collected.
+# Either run fails on a skip that tests/pytest.ini's allowed_skips does not list, and on a process the tests started
+# that is still running at the end (tests/conftest.py SessionChecks).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

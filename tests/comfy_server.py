@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import processes
 from comfyui_env import COMFYUI, PACK_NAME, REPO, STUBS, require_host
 
 
@@ -51,13 +52,18 @@ class ComfyServer:
         self.process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.client_id = uuid.uuid4().hex
         self.messages: list[dict] = []
-        self._wait_ready(300 if run_sh else 120)
+        try:
+            self._wait_ready(600)
+        except BaseException:  # a server that never became ready must not outlive the failed fixture
+            processes.kill(processes.descendants(self.process.pid) + [self.process.pid])
+            self._log.close()
+            raise
         self._ws_thread = threading.Thread(target=self._listen, daemon=True)
         self._ws_thread.start()
         time.sleep(0.3)
 
     # ---- life cycle -------------------------------------------------------------------------------------------
-    def _wait_ready(self, timeout: float = 300):  # 0.30.0 imports far more at start-up; a busy 2-core box is slow
+    def _wait_ready(self, timeout: float):  # 0.30.0 imports far more at start-up; a loaded 2-core box takes minutes
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
@@ -70,15 +76,26 @@ class ComfyServer:
         raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.log()[-4000:]}")
 
     def stop(self):
-        if self.run_sh:  # Ctrl-C, as a user stops run.sh: serve.py then stops ComfyUI
+        """Stop the server; for run.sh, SIGINT to its process alone (as a script does; serve.py then stops ComfyUI).
+        Raises if a process the server started outlives it by 30 s (the orphans issue 32 found)."""
+        started = processes.descendants(self.process.pid)  # run.sh: serve.py's ComfyUI
+        if self.run_sh:
             self.process.send_signal(signal.SIGINT)
         else:
             self.process.terminate()
         try:
-            self.process.wait(20)
+            self.process.wait(60)  # serve.py gives ComfyUI 10 s, then SIGTERM, then SIGKILL 5 s later
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        left = processes.wait_gone(started, 30)
+        processes.kill(left)
         self._log.close()
+        assert not left, f"still running after ComfyServer.stop(): {[processes.command_line(p) for p in left]}"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server (run.sh: serve.py and its ComfyUI) used so far: work done, whatever the load."""
+        return processes.cpu_seconds([self.process.pid, *processes.descendants(self.process.pid)])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -156,17 +156,60 @@ def test_index_and_retrieve(tmp_path):
     assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 2
 
 
-def test_run_command_starts_comfyui_with_the_pack_and_templates(tmp_path, demo_dir, pack):
+def test_run_sh_serves_checks_says_a_port_is_held_and_stops_its_comfyui_on_sigterm(tmp_path, demo_dir, pack):
+    """The README's ./run.sh, as a script or a service manager drives it: the first serves until SIGTERM to its own
+    process (serve.py, after run.sh's exec), which ends the ComfyUI it started (no orphan holding the port); a
+    second `./run.sh --check` on the port the first holds says so in one line, starts on a free one, checks the pack's
+    nodes and templates, and leaves nothing running either. (Ctrl-C / SIGINT is how every run.sh fixture stops its
+    server: comfy_server.py checks the same there.)"""
+    import re
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    import processes
+
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "models").symlink_to(demo_dir, target_is_directory=True)  # demo models already made
     env = {**os.environ, "MAGIC141_VENV": sys.prefix, "MAGIC141_BASE": str(tmp_path / "base")}
-    result = subprocess.run(["bash", str(REPO / "run.sh"), "--check", "--port", "8191"], capture_output=True,
-                            text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Magic141 is running: http://127.0.0.1:" in result.stdout
-    assert f"check: {len(pack.NODE_CLASS_MAPPINGS)} Magic141 nodes" in result.stdout
-    assert "Image to video" in result.stdout  # the templates' file names are their titles
-    assert (tmp_path / "base" / "custom_nodes" / "Magic141").resolve() == REPO
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "first.log"
+    with open(log, "wb") as out:
+        first = subprocess.Popen(["bash", str(REPO / "run.sh"), "--port", str(port)], stdout=out,
+                                 stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 600  # a first start on a busy 2-core machine takes minutes, never ten
+        while f"Magic141 is running: http://127.0.0.1:{port}" not in log.read_text(errors="replace"):
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        comfyui = processes.descendants(first.pid)  # run.sh exec'd serve.py; its child is ComfyUI
+        assert comfyui
+
+        second = subprocess.run(["bash", str(REPO / "run.sh"), "--check", "--port", str(port)], capture_output=True,
+                                text=True, env=env, timeout=600)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        held = [line for line in second.stdout.splitlines() if line.startswith(f"port {port} is in use")]
+        assert len(held) == 1 and "a ComfyUI already answers there" in held[0], second.stdout
+        other = int(re.search(r"starting on port (\d+) instead", held[0])[1])
+        assert f"Magic141 is running: http://127.0.0.1:{other}" in second.stdout
+        assert f"check: {len(pack.NODE_CLASS_MAPPINGS)} Magic141 nodes" in second.stdout
+        assert "Image to video" in second.stdout  # the templates' file names are their titles
+        assert (tmp_path / "base" / "custom_nodes" / "Magic141").resolve() == REPO
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/system_stats", timeout=30):
+            pass  # the first still serves
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0  # serve.py: 10 s for ComfyUI's own shutdown, then SIGTERM, then SIGKILL
+        assert processes.wait_gone(comfyui, 30) == [], [processes.command_line(pid) for pid in comfyui]
+        for checked in (port, other):
+            with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+                s.connect(("127.0.0.1", checked))  # nothing answers on either port any more
+    finally:
+        if first.poll() is None:
+            first.kill()
 
 
 def test_generate_profile_times_every_stage_and_counts_four_forwards(demo_dir, tmp_path):
@@ -222,6 +265,38 @@ def test_generate_at_the_default_size_makes_the_labelled_draft_on_this_cpu(demo_
     assert read_mp4(out)[0].shape == (17, 80, 160, 3)
     parsed = build_parser().parse_args(["long", "--image", "x.png", "--prompts", "a", "--seconds", "60"])
     assert (parsed.resolution, parsed.frames) == ("auto", 81)  # long shares the default: 2 windows of 9 on a CPU
+
+
+def test_generate_names_the_family_it_found_and_a_text_to_video_family_is_refused(demo_dir, tmp_path):
+    """A tensors-only 16-channel file named as ComfyUI names HunyuanVideo-I2V v2 is found to be v2 (printed with
+    the reason and what it needs) and renders with the family's prompt template; told it is text-to-video, the
+    CLI refuses it by name in one line."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from magic141_core.demo.models import DEMO_FILES, demo_dit_config
+    from magic141_core.dit.loading import random_dit
+    from magic141_core.vae import random_vae, save_vae, tiny_vae
+
+    dit = tmp_path / "hunyuan_video_v2_replace_image_to_video_720p_bf16.safetensors"
+    config = dataclasses.replace(demo_dit_config(), in_channels=16, image_condition="token_replace",
+                                 guidance_embed=True)
+    save_file(random_dit(config, seed=3).state_dict(), str(dit))
+    save_vae(random_vae(tiny_vae(), seed=3), tmp_path / "vae.safetensors")
+    models = {role: demo_dir / folder / name for role, (folder, name) in DEMO_FILES.items()}
+    args = ["generate", "--image", COMFYUI / "input" / "example.png", "--prompt", "waves", "--frames", 5,
+            "--resolution", "64x48", "--steps", 2, "--guidance", 6, "--dit", dit, "--vae", tmp_path / "vae.safetensors",
+            "--llava", models["llava"], "--llava-vision", models["vision"], "--clip-l", models["clip_l"]]
+    result = cli(*args, "--out", tmp_path / "v2.mp4")
+    assert result.returncode == 0, result.stderr
+    assert ("model: HunyuanVideo-I2V v2 (token replace, 16 input channels): 16 input channels and the file name says "
+            "image-to-video; not step-distilled: about 50 steps, shift 7, guidance 6") in result.stdout
+    assert read_mp4(tmp_path / "v2.mp4")[0].shape == (5, 48, 64, 3)
+    result = cli(*args, "--family", "t2v", "--out", tmp_path / "t2v.mp4")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and not (tmp_path / "t2v.mp4").exists()
+    assert "is HunyuanVideo text-to-video (text-to-video, 16 input channels) (chosen): it has no image path" in lines[-1]
 
 
 def test_long_resumes_and_rerolls_from_its_sidecar(demo_dir, tmp_path):

@@ -144,10 +144,10 @@ DIT_CASES = {
 def test_a_hostile_or_broken_dit_file_is_refused_at_once_naming_what_is_wrong(name, tmp_path):
     tensors, metadata, message = DIT_CASES[name]
     path = dit_file(tmp_path, tensors(), metadata)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the work done, which a loaded machine does not stretch
     with pytest.raises(CheckpointError, match=message) as error:  # CheckpointError: never a bare Python exception
         load_dit(path, dtype=torch.float32)
-    assert time.perf_counter() - start < 2.0  # refused before anything large is built
+    assert time.process_time() - start < 2.0  # refused before anything large is built
     assert str(error.value).startswith("hostile.safetensors")
 
 
@@ -199,10 +199,10 @@ def test_a_hostile_or_broken_vae_file_is_refused_naming_what_is_wrong(name, tmp_
             data.pop(key) if value is Ellipsis else data.__setitem__(key, value)
         meta = {VAE_KEY: json.dumps(data)}
     save_file(sd, str(tmp_path / "vae.safetensors"), metadata=meta)
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(CheckpointError, match=message):
         load_vae(tmp_path / "vae.safetensors", dtype=torch.float32)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_a_crafted_clip_l_file_is_refused_naming_the_key(demo_models, tmp_path):
@@ -212,10 +212,10 @@ def test_a_crafted_clip_l_file_is_refused_naming_the_key(demo_models, tmp_path):
     sd = _read(demo_models["clip_l"])
     save_file(with_block(sd, "text_model.encoder.layers", HUGE), str(tmp_path / "clip_l.safetensors"))
     source = ClipSource(file=tmp_path / "clip_l.safetensors", tokenizer=COMFYUI / "comfy" / "sd1_tokenizer")
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(CheckpointError, match="'text_model.encoder.layers.100000000."):
         load_clip(source, torch.float32)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def _read(path) -> dict[str, torch.Tensor]:

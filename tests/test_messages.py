@@ -44,7 +44,7 @@ def test_bad_numbers_and_outputs_get_one_line_before_any_work(args, message, tmp
     (tmp_path / "taken.mp4").write_bytes(b"the user's video")
     video = [] if args[0] in ("quantize", "bench") else ["--image", "i.png", "--demo-dir", "demo"]
     prompt = {"long": ["--prompts", "x"], "generate": ["--prompt", "x"]}.get(args[0], [])
-    result = cli(*args, *prompt, *video, cwd=tmp_path, timeout=120)
+    result = cli(*args, *prompt, *video, cwd=tmp_path, timeout=600)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if not line.startswith("WARNING")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr

@@ -139,13 +139,19 @@ def test_int8_and_block_swap_options_work_behind_the_native_model(pack, native_f
 
 def test_other_model_families_get_a_message_naming_them(pack, native_files):
     t2v = native(native_files[1])
-    with pytest.raises(ValueError, match="Magic141 Sampler got a HunyuanVideo text-to-video model \\(16 input "
-                                         "channels\\); it needs an image-to-video transformer with 33 input"):
+    with pytest.raises(ValueError, match="Magic141 Sampler got a HunyuanVideo model with 16 input channels "
+                                         "\\(text-to-video, or HunyuanVideo-I2V v2, which ComfyUI cannot tell apart"):
         magic_sample(pack, t2v, cond())
+    with pytest.raises(ValueError, match="got HunyuanVideo text-to-video \\(text-to-video, 16 input channels\\): it "
+                                         "has no image path. If the file is HunyuanVideo-I2V v2"):
+        magic_sample(pack, ours(pack, native_files[1]), cond())
 
 
 @pytest.mark.parametrize("extras, message", [
-    ({"guiding_frame_index": 0}, "HunyuanImageToVideo 'v2 \\(replace\\)'; Magic141 needs 'v1 \\(concat\\)'"),
+    ({"guiding_frame_index": 0}, "comes from HunyuanImageToVideo 'v2 \\(replace\\)' but the model is Magic141 "
+                                 "\\(concat \\+ mask, 33 input channels\\); set HunyuanImageToVideo's guidance_type to "
+                                 "'v1 \\(concat\\)'"),
+    ({"ref_latent": torch.zeros(1)}, "HunyuanImageToVideo 'custom'"),
     ({"pooled_output": None}, "not HunyuanVideo conditioning"),
 ])
 def test_bad_native_conditioning_is_named(pack, native_files, extras, message):

@@ -62,6 +62,15 @@ def tiny_models():
     return random_dit(tiny(num_heads=4, rope_axes=(4, 6, 6)), seed=1), random_vae(tiny_vae(), seed=3)
 
 
+def token_replace_case():
+    """A HunyuanVideo-I2V v2 (token replace) DiT with 2 reference frames of 6 tokens: 12 of the 18 video tokens are
+    modulated at timestep 0, all 9 of rank 0's and 3 of rank 1's."""
+    model = random_dit(tiny(num_heads=4, rope_axes=(4, 6, 6), in_channels=16, image_condition="token_replace",
+                            guidance_embed=True), seed=2)
+    reference = torch.randn(1, 16, 2, 4, 6, generator=torch.Generator().manual_seed(8))
+    return model, Conditioning(make_text(valid=[7], seed=2), reference=reference), (1, 16, 3, 4, 6)
+
+
 def planned_tiling(vae, z) -> Tiling:
     """What the parallel decode picks for `tiling=None` on WORLD ranks."""
     plan = resolve_tiling(vae, z.shape, None, BUDGET, decoder=True, stream=True)
@@ -88,6 +97,9 @@ def worker(out: Path):
     for name, (cond, shape, guidance) in dit_cases().items():
         results[name] = sample_latent(model, cond, shape, steps=2, guidance=guidance, seed=5)
     results["tokens"] = tokens
+    replace_model, cond, shape = token_replace_case()
+    sp.attach(replace_model)
+    results["token replace"] = sample_latent(replace_model, cond, shape, steps=2, guidance=6.0, seed=5)
     for name, (z, tiling) in vae_cases().items():
         results[name] = torch.cat(list(decode_stream(sp, vae, z, tiling, memory_budget=BUDGET)), dim=2)
     try:
@@ -168,6 +180,14 @@ def test_two_ranks_sample_the_single_process_latent(ranks, case):
     assert (ranks[0][case] - single).abs().max() < 1e-5
 
 
+def test_two_ranks_sample_the_single_process_token_replace_latent(ranks):
+    model, cond, shape = token_replace_case()
+    single = sample_latent(model, cond, shape, steps=2, guidance=6.0, seed=5)
+    assert torch.equal(ranks[0]["token replace"], ranks[1]["token replace"])
+    assert (ranks[0]["token replace"] - single).abs().max() < 1e-5
+    assert torch.equal(single[:, :, :2], cond.reference)  # the reference frames are held
+
+
 def test_each_rank_holds_half_of_the_video_tokens(ranks):
     # per case 2 steps: 18 tokens -> 9 per rank; 9 tokens -> padded to 10 -> 5 per rank
     assert ranks[0]["tokens"] == ranks[1]["tokens"] == [9, 9, 5, 5]
@@ -198,7 +218,9 @@ def test_a_rank_that_raises_ends_the_launch_quickly(launch):
     _, out, seconds_after_failure, result = launch
     assert result.returncode != 0 and "injected failure on rank 1" in result.stderr
     assert not (out / "rank0 finished").exists()
-    assert seconds_after_failure < 20  # torchrun stopped rank 0 (it waits 120 s; the collective timeout is 10 min)
+    # torchrun stopped rank 0, which would wait 120 s (the collective timeout is 10 min): about 5 s quiet, and a
+    # bound a loaded machine does not reach
+    assert seconds_after_failure < 90
 
 
 def test_cli_generate_under_torchrun_writes_one_video_from_rank_0(launch):
@@ -207,7 +229,9 @@ def test_cli_generate_under_torchrun_writes_one_video_from_rank_0(launch):
     errors = (out / "cli0.err").read_text() + (out / "cli1.err").read_text()
     assert [r["cli exit code"] for r in results] == [0, 0], errors
     rank0 = (out / "cli0.out").read_text().splitlines()
-    assert rank0 == [rank0[0], f"wrote {out / 'clip.mp4'}"] and rank0[0].startswith("size: custom: 128x64, 5 frames")
+    assert rank0 == [*rank0[:2], f"wrote {out / 'clip.mp4'}"] and rank0[0].startswith("size: custom: 128x64, 5 frames")
+    assert rank0[1] == ("model: Magic141 (concat + mask, 33 input channels): stored in the file; distilled to 4 "
+                        "steps: about 4 steps, shift 5, guidance 1")
     assert (out / "cli1.out").read_text() == ""  # rank 0 alone reports
     assert "step" in (out / "cli0.err").read_text() and (out / "cli1.err").read_text() == ""  # progress: rank 0 only
     frames, _ = read_mp4(out / "clip.mp4")

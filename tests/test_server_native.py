@@ -101,8 +101,8 @@ def test_other_model_families_and_conditioning_are_refused_by_name(server):
                                                           "guidance": 1.0, "seed": 1}},
         "10": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "native/never"}},
     }
-    assert ("Magic141 Sampler got a BaseModel model with 4 input channels; it needs an image-to-video transformer "
-            "with 33 input channels") in error_of(server, prompt)
+    assert ("Magic141 Sampler got a BaseModel model with 4 input channels; it needs an image-to-video transformer: "
+            "Magic141 Model Loader (any family)") in error_of(server, prompt)
     prompt["9"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["7", 1], "text": "a cat"}}
     prompt["8"]["inputs"] |= {"model": ["3", 0], "conditioning": ["9", 0]}
     assert "the conditioning has text tokens 768 wide" in error_of(server, prompt)
@@ -177,3 +177,87 @@ def test_hunyuan_i2v_native_workflow_drives_magic141_long_video(server):
     prompt[ids["LoadImage"]]["inputs"]["image"] = "start.png"
     frames = mp4_frames(server, run(server, prompt))
     assert frames.shape == (2 * (5 - 1) + 1, 48, 64, 3)
+
+
+# ------------------------------------------------------------------------------ the three image-to-video families
+@pytest.fixture(scope="module")
+def family_files(server):
+    """Stand-ins under ComfyUI's own file names: tiny random transformers of each family (the demo encoders' widths)
+    and the demo encoders and VAE linked under the names HunyuanVideo workflows use."""
+    import dataclasses
+
+    from magic141_core.demo.models import demo_dit_config
+    from magic141_core.dit.family import FAMILIES
+    from magic141_core.dit.loading import random_dit
+    from scripts.build_workflows import FAMILY_TEMPLATES, HUNYUAN_I2V
+
+    models = server.base / "models"
+    for seed, (family_key, *_) in enumerate(FAMILY_TEMPLATES.values(), 40):
+        family = FAMILIES[family_key]
+        config = dataclasses.replace(demo_dit_config(), in_channels=family.in_channels,
+                                     image_condition=family.image_condition,
+                                     guidance_embed=family_key != "hunyuan_i2v_v1")  # as the public files
+        # tensors only, as a repackaged public file: Model Loader's auto must find the family by itself
+        save_file(random_dit(config, seed=seed).state_dict(), str(models / "diffusion_models" / family.comfy_file))
+    for role, folder in (("llava", "text_encoders"), ("vision", "clip_vision"), ("clip_l", "text_encoders"),
+                         ("vae", "vae")):
+        link = models / folder / HUNYUAN_I2V[role]
+        if not link.exists():
+            link.symlink_to(models / DEMO_FILES[role][0] / DEMO[role])
+    return FAMILY_TEMPLATES
+
+
+@pytest.mark.parametrize("key", ["hunyuan_i2v_v1_to_video", "hunyuan_i2v_v2_to_video", "skyreels_to_video"])
+def test_each_family_template_and_a_three_window_long_video_run(server, family_files, key):
+    """The family's template as shipped (its ComfyUI file names, steps, guidance, CFG) at CPU size; the Model
+    Loader finds the family by itself (the v2 file by its name); then Magic141 Long Video, 3 windows of 9 frames,
+    on the same loaders. v2's first frame is the start image's latent itself in every window."""
+    from run_sh_server import CPU_SIZE
+
+    from magic141_core.dit.family import FAMILIES
+
+    family = FAMILIES[family_files[key][0]]
+    prompt, _ = example(server, key, Magic141ImageToVideo=CPU_SIZE, LoadImage={"image": "start.png"})
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    frames = mp4_frames(server, run(server, prompt))
+    assert frames.shape == (9, 48, 64, 3) and frames.std() > 0
+    sampler = prompt[ids["Magic141Sampler"]]["inputs"]
+    long_video = {"class_type": "Magic141LongVideo", "inputs": {
+        "model": [ids["Magic141ModelLoader"], 0], "encoders": [ids["Magic141EncoderLoader"], 0],
+        "vae": [ids["VAELoader"], 0], "prior": [ids["LoadImage"], 0], "prompts": "waves\nclouds\nbirds",
+        "duration": 3, "unit": "windows", "window_length": 9, "resolution": "custom", "width": 64, "height": 48,
+        **{k: sampler[k] for k in ("steps", "shift", "guidance", "seed", "cfg")}, "color_match": True,
+        "noise_augmentation": 0.02, "anchor": "prior", "fps": 24.0, "quality": 19,
+        "filename_prefix": f"families/{family.key}"}}
+    loaders = {k: v for k, v in prompt.items() if v["class_type"] in ("LoadImage", "VAELoader", "Magic141ModelLoader",
+                                                                         "Magic141EncoderLoader")}
+    frames = mp4_frames(server, run(server, {**loaders, "90": long_video}))
+    assert frames.shape == (3 * (9 - 1) + 1, 48, 64, 3)
+
+
+def test_a_family_mismatch_and_a_text_to_video_model_are_refused_by_name(server, family_files):
+    """Native v1 (concat) conditioning on the v2 model names both and the fix; the v2 file loaded as text-to-video
+    (its family chosen wrong) is refused by name; Magic141's template on SkyReels-V1 names both templates."""
+    prompt, _ = example(server, "hunyuan_i2v_v2_to_video", Magic141ImageToVideo=CPU_SIZE_FOR_ERRORS,
+                        LoadImage={"image": "start.png"})
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    sampler = prompt[ids["Magic141Sampler"]]["inputs"]
+    del prompt[ids["Magic141Encode"]]["inputs"]["model"]  # not told the family: its native outputs are v1's
+    prompt[ids["Magic141Encode"]]["inputs"]["template"] = "HunyuanVideo-I2V"
+    sampler["conditioning"], sampler["negative"] = [ids["Magic141ImageToVideo"], 3], [ids["Magic141ImageToVideo"], 4]
+    assert ("the conditioning comes from HunyuanImageToVideo 'v1 (concat)' but the model is HunyuanVideo-I2V v2 "
+            "(token replace, 16 input channels); set HunyuanImageToVideo's guidance_type to 'v2 (replace)'"
+            ) in error_of(server, prompt)
+    prompt[ids["Magic141ModelLoader"]]["inputs"]["family"] = "HunyuanVideo text-to-video"
+    assert "got HunyuanVideo text-to-video (text-to-video, 16 input channels): it has no image path" in \
+        error_of(server, prompt)
+    prompt, _ = example(server, "skyreels_to_video", Magic141ImageToVideo=CPU_SIZE_FOR_ERRORS,
+                        LoadImage={"image": "start.png"})
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    prompt[ids["Magic141Encode"]]["inputs"]["template"] = "Magic141"
+    assert ("encoded with the Magic141 (146 image tokens, then the text) prompt template, but the model is "
+            "SkyReels-V1 I2V (concat, 32 input channels), which reads the HunyuanVideo text only (SkyReels-V1) one"
+            ) in error_of(server, prompt)
+
+
+CPU_SIZE_FOR_ERRORS = {"resolution": "custom", "width": 64, "height": 48, "length": 5}

@@ -48,9 +48,10 @@ SHRUNK = {"Magic141ImageToVideo": CPU_SIZE, "EmptyLatentImage": {"width": 64, "h
 def test_every_shipped_template_runs_from_run_sh_with_only_its_size_shrunk(server, object_info):
     """Every file in example_workflows/, as shipped (models, prompts, steps, switches), on the server ./run.sh
     started: each one finds every model file it names and writes its MP4."""
-    # The two templates made for public HunyuanVideo files (a LoRA, the HunyuanVideo-I2V checkpoint and native
-    # encoders) name files ./run.sh cannot provide; test_server_native.py runs them with stand-ins of those files.
-    real_weights = {"lora_to_video", "hunyuan_i2v_long_video"}
+    # The templates made for public HunyuanVideo files (a LoRA, the HunyuanVideo-I2V / SkyReels-V1 checkpoints and
+    # native encoders) name files ./run.sh cannot provide; test_server_native.py runs them with stand-ins of those.
+    real_weights = {"lora_to_video", "hunyuan_i2v_long_video", "hunyuan_i2v_v1_to_video", "hunyuan_i2v_v2_to_video",
+                    "skyreels_to_video"}
     assert {p.name for p in (REPO / "example_workflows").glob("*.json")} == {template_path(k).name for k in TEMPLATES}
     names = sorted(set(TEMPLATES) - real_weights)
     assert len(names) >= 5

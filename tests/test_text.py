@@ -4,8 +4,6 @@ saved in Hugging Face layout and as ComfyUI's single files, then loaded back thr
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -356,20 +354,26 @@ def test_alpha_grey_and_odd_sized_images_are_preprocessed_as_the_reference(tiny)
         to_rgb_images(torch.rand(3, 64, 64, 2))
 
 
+def test_the_built_in_llava_preprocessing_is_the_one_llava_llama_3_ships():
+    """A LLaVA file without a preprocessor_config.json (ComfyUI's single files) gets `llava_image_processor`. It must
+    be what llava-llama-3 ships (openai/clip-vit-large-patch14-336's config): transformers' own CLIP defaults
+    (OpenAI's mean and std, bicubic, rescale, centre crop) at 336 px, pixel for pixel."""
+    from magic141_core.text.images import clip_image_processor_class, llava_image_processor
+
+    reference = clip_image_processor_class()(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    images = to_rgb_images(random_image(13, 300, 500))
+    assert torch.equal(pixel_values(llava_image_processor(336), images), pixel_values(reference, images))
+
+
 # ------------------------------------------------------------------------------------------ the real tokenizer
-def _comfy_llama_tokenizer() -> Path | None:
-    host = Path(os.environ.get("MAGIC141_HOST", Path(__file__).resolve().parents[1] / ".host"))
-    for root in (os.environ.get("MAGIC141_COMFYUI"), host / "ComfyUI"):
-        if root and (Path(root) / "comfy/text_encoders/llama_tokenizer/tokenizer.json").is_file():
-            return Path(root) / "comfy/text_encoders/llama_tokenizer"
-    return None
-
-
-@pytest.mark.skipif(_comfy_llama_tokenizer() is None, reason="ComfyUI's llava-llama-3 tokenizer is not installed")
 def test_real_llava_llama3_tokenizer_crop_is_95_and_vlm_keeps_146():
+    """ComfyUI ships the real llava-llama-3 tokenizer (a required part of the test host: a missing one fails)."""
+    from comfyui_env import COMFYUI, require_host
+
     from magic141_core.text.loading import load_tokenizer
 
-    tok = load_tokenizer(_comfy_llama_tokenizer())
+    require_host()
+    tok = load_tokenizer(COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer")
     assert llm_crop_start(tok) == 95  # the reference's crop_start
     ids, keep = vlm_input_ids(tok, tok.convert_tokens_to_ids("<image>"), 576)
     assert len(ids) == 729 and len(keep) == 146

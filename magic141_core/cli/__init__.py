@@ -56,7 +56,10 @@ def _video_args(p: argparse.ArgumentParser, default_out: str, long_video: bool =
                         "black bars (keeps the whole image; the bars stay in the video)")
     p.add_argument("--steps", type=int, default=4, help="default: %(default)s (the distilled count)")
     p.add_argument("--shift", type=float, default=5.0, help="default: %(default)s")
-    p.add_argument("--guidance", type=float, default=1.0, help="default: %(default)s (distilled; >1 runs CFG)")
+    p.add_argument("--guidance", type=float, default=1.0, help="default: %(default)s (distilled; >1 runs CFG, or is "
+                   "embedded where the model has a guidance embedder: HunyuanVideo-I2V v2 uses 6)")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance on top of an embedded guidance, "
+                   "with the negative prompt (default: %(default)s = none; SkyReels-V1 uses 6 with --guidance 1)")
     p.add_argument("--seed", type=_seed, default=39, help="0 to 2**64-1 (default: %(default)s)")
     p.add_argument("--fps", type=float, default=24.0, help="default: %(default)s")
     p.add_argument("--crf", type=int, default=19, help="x264 quality, lower is better (default: %(default)s)")
@@ -133,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dit", type=Path, help="the float transformer checkpoint")
     source.add_argument("--llava", type=Path, help="ComfyUI's llava_llama3 text encoder file (or an HF LLaVA folder)")
     p.add_argument("--llava-vision", type=Path, help="llava_llama3_vision.safetensors (with a --llava file)")
+    p.add_argument("--family", default="auto", help="which weights --dit holds (stored in the int8 file): auto, "
+                   "magic141, v1, v2, skyreels (default: %(default)s)")
     add_comfyui_arg(p)
     p.add_argument("--out", type=Path, required=True, help="the int8 .safetensors to write (a new file)")
     p.set_defaults(func=cmd_quantize)

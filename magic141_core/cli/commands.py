@@ -109,6 +109,7 @@ def run_video(args, count_windows, prompts: str, continued=None):
     .Continued`): a recorded long video to continue, whose size, prior and settings are used. Returns (path or None
     on ranks other than 0, the `WindowPlan` made)."""
     from ..sampling.sampler import latent_frames
+    from ..text import TemplateEncoders
     from ..video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video
     from ..video.mp4 import Mp4Writer, mp4_size
     from ..video.windows import WindowPlan, storyboard
@@ -130,7 +131,8 @@ def run_video(args, count_windows, prompts: str, continued=None):
                      context_frames=args.context_frames, color_anchor=args.color_anchor,
                      include_start=args.include_start) if long_video else dict(context_frames=1)
         settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance, seed=args.seed,
-                                     fps=args.fps, quality=args.crf, **extra)  # every value checked before loading
+                                     cfg=args.cfg, fps=args.fps, quality=args.crf,
+                                     **extra)  # every value checked before loading
         start_video = getattr(args, "start_video", None)
         if settings.include_start and start_video is None:
             raise ValueError("--include-start writes the frames of --start-video first; give --start-video")
@@ -175,11 +177,16 @@ def run_video(args, count_windows, prompts: str, continued=None):
         paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
         encoders = load_encoders(args, paths) if rank_zero else None
         dit, vae = load_dit_and_vae(args, paths)
+        if rank_zero:
+            family = dit.family
+            print(f"model: {family.describe()}: {dit.family_reason}; {family.recommendation()}", flush=True)
         if profile.enabled:
             encoders.load()  # loading, not the first encode, pays for reading the encoders' files
     bar = StageBar(windows, args.steps, disable=not rank_zero, first=first_window)
     frame_vae = CoreFrameVAE(vae, progress=bar.decoded)
     profile.instrument(dit=dit, encoders=encoders, vae=frame_vae)
+    if encoders is not None:  # every window's prompt in the prompt template of the model's family
+        encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
     if sp is not None:
         from ..parallel import ParallelFrameVAE, RankZeroEncoders
 
@@ -281,7 +288,7 @@ def cmd_quantize(args):
     if args.dit is not None:
         from ..dit.loading import load_dit, save_dit
 
-        model, inputs = load_dit(args.dit, dtype=torch.bfloat16, int8=True), [args.dit]
+        model, inputs = load_dit(args.dit, dtype=torch.bfloat16, int8=True, family=args.family), [args.dit]
         save_dit(model, args.out)
     else:
         from ..text import LlavaSource, load_llava

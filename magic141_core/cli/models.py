@@ -26,7 +26,10 @@ def add_comfyui_arg(parser) -> None:
 
 def add_model_args(parser: argparse.ArgumentParser, encoders: bool = True):
     g = parser.add_argument_group("models (all local files; omit them all for the built-in demo)")
-    g.add_argument("--dit", type=Path, help="Magic141 transformer (.safetensors or weights-only .pth)")
+    g.add_argument("--dit", type=Path, help="the transformer (.safetensors or weights-only .pth): Magic141, "
+                   "HunyuanVideo-I2V v1 or v2, or SkyReels-V1 I2V")
+    g.add_argument("--family", default="auto", help="which weights --dit holds: auto (read from the file; printed "
+                   "with the reason), magic141, v1, v2, skyreels (default: %(default)s)")
     g.add_argument("--vae", type=Path, help="HunyuanVideo VAE (.safetensors)")
     if encoders:
         g.add_argument("--llava", type=Path, help="llava_llama3 text encoder file, or an HF LLaVA folder")
@@ -84,11 +87,17 @@ def load_encoders(args, paths):
 
 
 def load_dit_and_vae(args, paths):
+    """The transformer (its family read from the file or --family, refused when it has no image path) and the
+    VAE."""
     from ..dit.loading import load_dit
     from ..vae import load_vae
 
     dtype = DTYPES[args.dtype]
-    dit = load_dit(paths["dit"], dtype=dtype, device=args.device, int8=args.int8)
+    dit = load_dit(paths["dit"], dtype=dtype, device=args.device, int8=args.int8,
+                   family=getattr(args, "family", "auto"))
+    if not dit.family.is_i2v:
+        raise ValueError(f"--dit {paths['dit'].name} is {dit.family.describe()} ({dit.family_reason}): it has no "
+                         "image path; for HunyuanVideo-I2V v2 weights pass --family v2")
     if getattr(args, "lora", None):
         from ..weights.lora import load_loras_, parse_lora_arg
 

@@ -2,6 +2,11 @@
 
 Shapes: video tokens img [B, Li, D], text tokens txt [B, Lt, D], conditioning vec [B, D]; (cos, sin) is the RoPE
 table of the joint sequence [video ; text] ([Li + Lt, Dh], identity on text); key_mask [B, 1, 1, Li + Lt] or None.
+
+Token replace (HunyuanVideo-I2V v2): vec is [B, 2, D], the timestep-0 vector then the step's, and `first` video
+tokens (the clean reference frames) are modulated and gated with row 0, every other video token with row 1; the
+text stream always uses row 1 (the official code's `token_replace_vec`; diffusers' TokenReplace blocks). The same
+blocks serve every family: with vec [B, D] and first = 0 nothing changes.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import apply_rope, attention
-from .layers import MLP, Linear, Modulation, RMSNorm, gelu_tanh, layer_norm, modulate
+from .layers import MLP, Linear, Modulation, RMSNorm, gated, gelu_tanh, layer_norm, modulate
 
 
 def _heads(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -33,25 +38,27 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{stream}_attn_proj", Linear(hidden_size, hidden_size))
             setattr(self, f"{stream}_mlp", MLP(hidden_size, mlp_hidden, gelu_tanh))
 
-    def _qkv(self, stream: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
-        q, k, v = _heads(getattr(self, f"{stream}_attn_qkv")(modulate(layer_norm(x), shift, scale)), self.num_heads)
+    def _qkv(self, stream: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, first: int = 0):
+        modulated = modulate(layer_norm(x), shift, scale, first)
+        q, k, v = _heads(getattr(self, f"{stream}_attn_qkv")(modulated), self.num_heads)
         return getattr(self, f"{stream}_attn_q_norm")(q), getattr(self, f"{stream}_attn_k_norm")(k), v
 
-    def _residual(self, stream, x, attn, mods):
+    def _residual(self, stream, x, attn, mods, first: int = 0):
         _, _, gate1, shift2, scale2, gate2 = mods
-        x = x + gate1 * getattr(self, f"{stream}_attn_proj")(attn)
-        return x + gate2 * getattr(self, f"{stream}_mlp")(modulate(layer_norm(x), shift2, scale2))
+        x = x + gated(getattr(self, f"{stream}_attn_proj")(attn), gate1, first)
+        return x + gated(getattr(self, f"{stream}_mlp")(modulate(layer_norm(x), shift2, scale2, first)), gate2, first)
 
-    def forward(self, img, txt, vec, rope, key_mask):
-        img_mods, txt_mods = self.img_mod(vec), self.txt_mod(vec)  # 6 x [B, 1, D] each
-        img_q, img_k, img_v = self._qkv("img", img, *img_mods[:2])
+    def forward(self, img, txt, vec, rope, key_mask, first: int = 0):
+        img_mods = self.img_mod(vec)  # 6 x [B, 1, D] ([B, 2, D] under token replace)
+        txt_mods = self.txt_mod(vec[:, -1] if vec.ndim == 3 else vec)  # 6 x [B, 1, D]: text never token-replaced
+        img_q, img_k, img_v = self._qkv("img", img, *img_mods[:2], first)
         txt_q, txt_k, txt_v = self._qkv("txt", txt, *txt_mods[:2])
         q = apply_rope(torch.cat([img_q, txt_q], dim=2), *rope)  # [B, H, Li + Lt, Dh]
         k = apply_rope(torch.cat([img_k, txt_k], dim=2), *rope)
         v = torch.cat([img_v, txt_v], dim=2)
         attn = attention(q, k, v, key_mask)  # [B, Li + Lt, D]
         img_len = img.shape[1]
-        img = self._residual("img", img, attn[:, :img_len], img_mods)
+        img = self._residual("img", img, attn[:, :img_len], img_mods, first)
         txt = self._residual("txt", txt, attn[:, img_len:], txt_mods)
         return img, txt
 
@@ -70,15 +77,16 @@ class SingleStreamBlock(nn.Module):
         self.k_norm = RMSNorm(head_dim)
         self.modulation = Modulation(hidden_size, 3)
 
-    def forward(self, x, vec, rope, key_mask):
+    def forward(self, x, vec, rope, key_mask, first: int = 0):
+        """x: [B, Li + Lt, D], video first: the `first` reference tokens lead the sequence."""
         shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale)).split(
+        qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale, first)).split(
             [3 * self.hidden_size, self.mlp_hidden], dim=-1
         )
         q, k, v = _heads(qkv, self.num_heads)
         q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
         attn = attention(q, k, v, key_mask)  # [B, L, D]
-        return x + gate * self.linear2(torch.cat([attn, gelu_tanh(mlp)], dim=-1))
+        return x + gated(self.linear2(torch.cat([attn, gelu_tanh(mlp)], dim=-1)), gate, first)
 
 
 class FinalLayer(nn.Module):
@@ -90,5 +98,7 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(hidden_size, 2 * hidden_size))
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D], vec [B, D] (the step's vector for every token: the velocity of token-replaced frames is
+        discarded, so diffusers' norm_out uses one vector too)."""
         shift, scale = self.adaLN_modulation(vec).unsqueeze(1).chunk(2, dim=-1)
         return self.linear(modulate(layer_norm(x), shift, scale))

@@ -17,6 +17,13 @@ from ..weights.limits import block_count, make_config, read_json_config, tensor_
 
 LATENT_CHANNELS = 16  # HunyuanVideo VAE latent channels
 I2V_IN_CHANNELS = 2 * LATENT_CHANNELS + 1  # noisy latent + reference latent + first-frame mask = 33
+# How the start image enters the model (docs/design.md, "The three image-to-video families") -> input channels.
+# concat_mask: [noisy ; reference zero-padded in time ; 1 on the reference frames] (Magic141, HunyuanVideo-I2V v1);
+# concat: [noisy ; reference zero-padded in time] (SkyReels-V1); token_replace: the first latent frames ARE the clean
+# reference, their tokens modulated at timestep 0 (HunyuanVideo-I2V v2); none: text-to-video (no start image).
+IMAGE_CONDITIONS = {"concat_mask": I2V_IN_CHANNELS, "concat": 2 * LATENT_CHANNELS, "token_replace": LATENT_CHANNELS,
+                    "none": LATENT_CHANNELS}
+_BY_CHANNELS = {I2V_IN_CHANNELS: "concat_mask", 2 * LATENT_CHANNELS: "concat", LATENT_CHANNELS: "none"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class DiTConfig:
     single_blocks: int = 40
     refiner_blocks: int = 2  # token refiner (`txt_in`) depth
     mlp_ratio: float = 4.0
-    in_channels: int = I2V_IN_CHANNELS  # 33 for image-to-video, 16 for HunyuanVideo text-to-video
+    in_channels: int = I2V_IN_CHANNELS  # 33 concat + mask, 32 concat, 16 token replace or text-to-video
     out_channels: int = LATENT_CHANNELS
     patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w)
     text_dim: int = 4096  # LLM hidden size
@@ -36,6 +43,7 @@ class DiTConfig:
     rope_theta: float = 256.0
     guidance_embed: bool = False  # HunyuanVideo `guidance_in` (applied when present)
     text_guidance_embed: bool = False  # Magic141 `text_guidance_in` (loaded; applied only on request)
+    image_condition: str = ""  # a key of IMAGE_CONDITIONS; "" = what the input channels imply (16: text-to-video)
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -44,11 +52,19 @@ class DiTConfig:
             raise ValueError(
                 f"rope_axes {self.rope_axes} must be even and sum to the head dim {self.head_dim}"
             )
-        if self.in_channels not in (LATENT_CHANNELS, I2V_IN_CHANNELS):
+        if self.in_channels not in _BY_CHANNELS:
             raise ValueError(
-                f"in_channels must be {I2V_IN_CHANNELS} (image-to-video) or {LATENT_CHANNELS} (text-to-video), "
-                f"got {self.in_channels}"
+                f"in_channels must be {I2V_IN_CHANNELS} (image-to-video, concat + mask), {2 * LATENT_CHANNELS} "
+                f"(concat, SkyReels-V1) or {LATENT_CHANNELS} (token replace or text-to-video), got {self.in_channels}"
             )
+        if not self.image_condition:
+            object.__setattr__(self, "image_condition", _BY_CHANNELS[self.in_channels])
+        if self.image_condition not in IMAGE_CONDITIONS:
+            raise ValueError(f"image_condition must be one of {', '.join(IMAGE_CONDITIONS)}, got "
+                             f"{self.image_condition!r}")
+        if IMAGE_CONDITIONS[self.image_condition] != self.in_channels:
+            raise ValueError(f"image_condition {self.image_condition!r} needs {IMAGE_CONDITIONS[self.image_condition]} "
+                             f"input channels, the model has {self.in_channels}")
 
     @property
     def head_dim(self) -> int:
@@ -56,7 +72,8 @@ class DiTConfig:
 
     @property
     def is_i2v(self) -> bool:
-        return self.in_channels == I2V_IN_CHANNELS
+        """Whether the model takes a start image (every image_condition but "none")."""
+        return self.image_condition != "none"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -64,7 +81,7 @@ class DiTConfig:
     @classmethod
     def from_json(cls, text: str, file: str = "config") -> "DiTConfig":
         """The config stored as JSON, every field checked (`weights.limits.read_json_config`)."""
-        return read_json_config(cls, text, file, "magic141_dit_config")
+        return read_json_config(cls, text, file, "magic141_dit_config", optional=("image_condition",))
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], file: str = "state dict") -> "DiTConfig":
@@ -127,7 +144,8 @@ def default_rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 
 def full_13b(**overrides) -> DiTConfig:
-    """The Magic141 image-to-video DiT: HunyuanVideo-13B with 33 input channels (12.8 B parameters)."""
+    """The Magic141 image-to-video DiT: HunyuanVideo-13B with 33 input channels (12.8 B parameters); the other
+    families by `image_condition` and `in_channels` overrides."""
     return DiTConfig(**overrides)
 
 
@@ -139,5 +157,3 @@ def tiny(**overrides) -> DiTConfig:
     )
     return DiTConfig(**{**base, **overrides})
 
-
-PRESETS = {"13b": full_13b, "tiny": tiny}

@@ -44,13 +44,32 @@ def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), eps=eps)
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: x [B, L, D] * (1 + scale [B, 1, D]) + shift [B, 1, D]."""
-    return torch.addcmul(shift, x, 1 + scale)
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """adaLN: x [B, L, D] * (1 + scale) + shift, with shift and scale [B, 1, D].
+
+    Token replace (HunyuanVideo-I2V v2): shift and scale are [B, 2, D], row 0 for the first `first` tokens (the
+    clean reference frames, modulated at timestep 0), row 1 for the rest, as the official code and diffusers'
+    `HunyuanVideoTokenReplaceAdaLayerNormZero` compute it. Only those `first` tokens take extra memory."""
+    if shift.shape[1] == 1:
+        return torch.addcmul(shift, x, 1 + scale)
+    out = torch.addcmul(shift[:, 1:], x, 1 + scale[:, 1:])
+    out[:, :first] = torch.addcmul(shift[:, :1], x[:, :first], 1 + scale[:, :1])
+    return out
+
+
+def gated(x: torch.Tensor, gate: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """The gated residual branch gate * x, x [B, L, D]; gate [B, 1, D], or [B, 2, D] under token replace (row 0 for
+    the first `first` tokens, see `modulate`)."""
+    if gate.shape[1] == 1:
+        return gate * x
+    out = gate[:, 1:] * x
+    out[:, :first] = gate[:, :1] * x[:, :first]
+    return out
 
 
 class Modulation(nn.Module):
-    """vec [B, D] -> `factor` modulation vectors, each [B, 1, D] (order as the checkpoint: shift, scale, gate ...)."""
+    """vec [B, D] -> `factor` modulation vectors, each [B, 1, D] (order as the checkpoint: shift, scale, gate ...).
+    Under token replace vec is [B, 2, D] (timestep-0 vector, then the step's) and each output [B, 2, D]."""
 
     def __init__(self, hidden_size: int, factor: int):
         super().__init__()
@@ -58,7 +77,8 @@ class Modulation(nn.Module):
         self.linear = Linear(hidden_size, factor * hidden_size)
 
     def forward(self, vec: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.linear(F.silu(vec)).unsqueeze(1).chunk(self.factor, dim=-1)
+        out = self.linear(F.silu(vec))  # [B, factor * D], or [B, 2, factor * D] under token replace
+        return (out if vec.ndim == 3 else out.unsqueeze(1)).chunk(self.factor, dim=-1)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:

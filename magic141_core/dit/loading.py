@@ -7,6 +7,7 @@ are recognised from their metadata and load their int8 tensors directly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -31,6 +32,7 @@ from ..weights.fp8 import fp8_view
 from ..weights.limits import block_count, check_count
 from ..weights.random_init import randomize_
 from .config import BLOCK_PREFIXES, DiTConfig
+from .family import AUTO, FAMILY_METADATA_KEY, diffusers_image_condition, resolve_family
 from .model import Magic141DiT
 
 CONFIG_METADATA_KEY = "magic141_dit_config"
@@ -86,14 +88,18 @@ def load_dit(
     device: str | torch.device = "cpu",
     apply_text_guidance: bool = False,
     int8: bool = False,
+    family: str = AUTO,
 ) -> Magic141DiT:
-    """Load a DiT checkpoint.
+    """Load a DiT checkpoint of any image-to-video family (`dit/family.py`).
 
     dtype: storage dtype of float weights (None keeps the file's; fp8 weights are dequantized to fp32 then). fp8
     files of every kind load into every mode: their weights are dequantized layer by layer into `dtype`, or into
     int8 with `int8=True`. int8: quantize on load (qint8 weights); ignored for a pre-quantized file, which is always
-    loaded as int8. apply_text_guidance: see `Magic141DiT`. Raises CheckpointError for a file that is not a
-    transformer, or an official fp8 file without its `*_map.pt`.
+    loaded as int8. apply_text_guidance: see `Magic141DiT`. family: "auto" (read from the file: stored metadata, a
+    diffusers config.json beside it, the input channels, for 16 channels the file name) or a family's title / key /
+    short name; the model's `family` and `family_reason` say what was found and why. Raises CheckpointError for a
+    file that is not a transformer, or an official fp8 file without its `*_map.pt`; ValueError for a family that
+    contradicts the file's input channels.
     """
     name = Path(path).name
     with open_dit_weights(path) as sd:
@@ -107,6 +113,10 @@ def load_dit(
         if qmap is not None and stored is None:
             raise CheckpointError(f"{name}: an int8 file must carry its model config; re-create it with this pack")
         config = read_dit_config(sd, name)
+        found, reason = resolve_family(config, name, family, metadata.get(FAMILY_METADATA_KEY),
+                                       diffusers_image_condition(Path(path)), config.text_guidance_embed,
+                                       pack_written=stored is not None)
+        config = dataclasses.replace(config, image_condition=found.image_condition)
         with torch.device("meta"):
             model = Magic141DiT(config)
         if qmap is not None:
@@ -115,13 +125,15 @@ def load_dit(
             prepare_quantized_(model, qmap, name, sd)
         fill_(model, sd, dtype, name, "the transformer", quantize=_every_linear if int8 and qmap is None else None)
     model.apply_text_guidance = apply_text_guidance
+    model.family, model.family_reason = found, reason
     model.source_path = Path(path)  # lets an int8 copy be made by re-reading, never by copying the float model
     return model.to(device)
 
 
 def save_dit(model: Magic141DiT, path: str | os.PathLike, dtype: torch.dtype | None = None):
-    """Save official-named weights plus the config (and, for an int8 model, the quantization map), atomically."""
-    metadata = {CONFIG_METADATA_KEY: model.config.to_json()}
+    """Save official-named weights plus the config and the family (and, for an int8 model, the quantization map),
+    atomically."""
+    metadata = {CONFIG_METADATA_KEY: model.config.to_json(), FAMILY_METADATA_KEY: model.family.key}
     if "optimum.quanto" in sys.modules:  # without it loaded, no layer can be quantized
         from ..weights.int8 import quantization_metadata
 

@@ -1,7 +1,9 @@
 """What the sampler consumes: the text sequence, its mask and the CLIP pooled vector, for the prompt and (for
 classifier-free guidance) the negative prompt; and the start image's latent for image-to-video.
 
-The text sequence of Magic141 is [VLM image tokens ; LLM text tokens], right-padded, with mask [ones ; text mask].
+The text sequence of Magic141 is [VLM image tokens ; LLM text tokens], right-padded, with mask [ones ; text mask];
+HunyuanVideo-I2V's interleaves the image tokens of one LLaVA pass before its text, SkyReels-V1's is text only
+(`text.prompts.TEMPLATES`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class TextConditioning:
 class Conditioning:
     positive: TextConditioning
     negative: TextConditioning | None = None  # only needed for real classifier-free guidance
-    # [B or 1, 16, L, h, w] scaled (model space): the start image's latent (L = 1), or a long video's motion context,
-    # the last 1 + 4(L - 1) frames (L = 2..4); every model family holds it in the first L latent frames
+    # [B or 1, 16, L, h, w] start latent, scaled (model space): the start image (L = 1) or L >= 2 frames of motion
+    # context. Concat families take it in the first L frames of their extra channels (mask 1 there where they have
+    # one), token replace holds the first L latent frames at it (`dit.model.image_to_video_input`).
     reference: torch.Tensor | None = None
+    template: str | None = None  # the prompt template it was encoded with (text.prompts.TEMPLATES); None: unknown
+    family: str | None = None  # the model family it was encoded for (dit.family.FAMILIES key); None: not told
+    # native conditioning: "concat" (HunyuanImageToVideo v1) or "token_replace" (v2), what its start image is
+    # prepared for; None for Magic141's own (its reference serves every family)
+    image_condition: str | None = None

@@ -4,6 +4,9 @@
 - otherwise guidance 1.0 (Magic141's distilled default) is one plain forward per step;
 - otherwise real classifier-free guidance: unconditional and conditional in ONE batched forward per step,
   v = v_uncond + g (v_cond - v_uncond), as the official sampler computes it.
+`cfg` asks for real classifier-free guidance explicitly, also on top of an embedded guidance (SkyReels-V1 samples
+with embedded guidance 1 and CFG 6, both halves getting the embedded scale, as its pipeline does; diffusers'
+`true_cfg_scale`).
 """
 
 from __future__ import annotations
@@ -21,16 +24,21 @@ class GuidedVelocity:
     """velocity(x, sigma) for the sampler: the DiT under one of the three guidance modes above (the
     module docstring)."""
 
-    def __init__(self, model, cond: Conditioning, guidance: float):
-        if not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}; Magic141 is distilled at 1.0")
+    def __init__(self, model, cond: Conditioning, guidance: float, cfg: float = 1.0):
+        for name, value in (("guidance", guidance), ("cfg", cfg)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}; Magic141 is distilled at 1.0")
         self.model, self.guidance, self.device = model, float(guidance), device_of(model)
         self.embedded = model.guidance_embedder is not None
-        self.cfg = not self.embedded and self.guidance != 1.0
+        if cfg != 1.0 and not self.embedded and self.guidance not in (1.0, float(cfg)):
+            raise ValueError(f"guidance {guidance} and cfg {cfg} on a model without a guidance embedder both ask for "
+                             "classifier-free guidance; set one of them (the other to 1)")
+        self.scale = float(cfg) if cfg != 1.0 else (1.0 if self.embedded else self.guidance)  # the CFG scale
+        self.cfg = self.scale != 1.0
         if self.cfg and cond.negative is None:
             raise ValueError(
-                f"guidance {guidance} on a model without a guidance embedder runs classifier-free guidance, "
-                "which needs the negative prompt's conditioning; encode it, or use guidance 1.0"
+                f"classifier-free guidance at {self.scale:g} (guidance or cfg above 1 without a guidance embedder, "
+                "or cfg above 1) needs the negative prompt's conditioning; encode it, or use 1.0"
             )
         self.parts = [cond.negative, cond.positive] if self.cfg else [cond.positive]
         self.reference = None if cond.reference is None else cond.reference.to(self.device)
@@ -58,7 +66,7 @@ class GuidedVelocity:
                      dit_advice(self.model))
         if self.cfg:
             v_uncond, v_cond = v.chunk(2)
-            v = v_uncond + self.guidance * (v_cond - v_uncond)
+            v = v_uncond + self.scale * (v_cond - v_uncond)
         return v.to(x.device)
 
 

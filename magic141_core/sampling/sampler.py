@@ -61,24 +61,44 @@ def sample_latent(
     guidance: float = 1.0,
     seed: int = 39,
     callback: Callable[[Step], None] | None = None,
+    cfg: float = 1.0,
 ) -> torch.Tensor:
     """Denoise seeded noise of `shape` ([B, 16, T, h, w], scaled latent space) in `steps` Euler steps.
 
-    `cond.reference` is the start image's scaled latent [B or 1, 16, L, h, w] (L = 1; a long video's motion context:
-    L = 2..4); it is passed unchanged at every step and its frames of the result are denoised like every other frame
-    (never overwritten), as in the official sampler. `seed` seeds the initial noise (`noise.make_noise`; a long
-    video's window k passes `noise.stream_seed(seed, "initial noise", k)`). Returns the fp32 latent on the model's
-    device.
+    `cond.reference` is the start latent, scaled, [B or 1, 16, L, h, w] (L >= 1 latent frames: the start image, or
+    a long video's motion context, L = 2..4). Concat families (Magic141, HunyuanVideo-I2V v1, SkyReels-V1) get it
+    unchanged at every step and every frame of the result is denoised (frame 0 never overwritten), as in the official
+    samplers; token replace (HunyuanVideo-I2V v2) starts with its L frames set to it and never denoises them (the
+    model's velocity there is 0), as diffusers' pipeline and ComfyUI's v2 noise mask keep them. `cfg` (1: none):
+    classifier-free guidance on top of an embedded guidance, see `sampling.guidance`. `seed` seeds the initial noise
+    (`noise.make_noise`; a long video's window k passes `noise.stream_seed(seed, "initial noise", k)`). Returns the
+    fp32 latent on the model's device.
     """
     if cond.reference is not None and tuple(cond.reference.shape[-2:]) != tuple(shape[-2:]):
         raise ValueError(
             f"the start image's latent is {tuple(cond.reference.shape[-2:])} but the video latent is "
             f"{tuple(shape[-2:])}; encode the start image at the video's width and height"
         )
-    velocity = GuidedVelocity(model, cond, guidance)
+    velocity = GuidedVelocity(model, cond, guidance, cfg)
     sigmas = flow_sigmas(steps, shift)  # validates steps and shift before anything is allocated
     what = f"sampling a {shape[2]}-latent-frame {shape[3] * 8}x{shape[4] * 8} clip"
     check_memory(what, sampling_bytes(model, shape, 2 if velocity.cfg else 1), device_of(model))
     with oom_advice(what), torch.inference_mode():
         noise = make_noise(shape, seed).to(device_of(model))
-        return euler_sample(velocity, noise, sigmas.to(noise.device), callback)
+        start = initial_latent(noise, velocity.reference, image_condition_of(model))
+        return euler_sample(velocity, start, sigmas.to(noise.device), callback)
+
+
+def image_condition_of(model) -> str:
+    """How `model` (a core DiT, or anything with a `config` or an `image_condition`) takes the start image."""
+    return getattr(getattr(model, "config", model), "image_condition", "concat_mask")
+
+
+def initial_latent(noise: torch.Tensor, reference: torch.Tensor | None, image_condition: str) -> torch.Tensor:
+    """Where sampling starts: `noise` [B, 16, T, h, w]; under token replace its first L frames are the reference
+    [B or 1, 16, L, h, w] already (they are held there, never denoised). A new tensor; `noise` is not changed."""
+    if image_condition != "token_replace" or reference is None:
+        return noise
+    start = noise.clone()
+    start[:, :, : reference.shape[2]] = reference.to(noise)
+    return start

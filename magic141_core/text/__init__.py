@@ -5,7 +5,7 @@ crop, hidden layer, image-token selection) is in `prompts.py`; file layouts in `
 """
 
 from .cache import EmbeddingCache
-from .encoders import Magic141Encoders
+from .encoders import Magic141Encoders, TemplateEncoders
 from .loading import ClipParts, LlavaParts, load_clip, load_llava
 from .prompts import LLM_TEMPLATE, NEGATIVE_PROMPT, VLM_TEMPLATE
 from .sources import WHERE_FILES_GO, ClipSource, LlavaSource
@@ -18,6 +18,7 @@ __all__ = [
     "LlavaParts",
     "LlavaSource",
     "Magic141Encoders",
+    "TemplateEncoders",
     "NEGATIVE_PROMPT",
     "VLM_TEMPLATE",
     "WHERE_FILES_GO",

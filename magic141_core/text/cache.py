@@ -91,6 +91,3 @@ class EmbeddingCache:
         self._memory.move_to_end(key)
         while len(self._memory) > self.max_items:
             self._memory.popitem(last=False)
-
-    def clear_memory(self):
-        self._memory.clear()

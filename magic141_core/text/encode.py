@@ -1,8 +1,9 @@
-"""The three forward passes of Magic141's conditioning, on loaded transformers modules (no caching, no devices).
+"""The forward passes of the families' conditioning, on loaded transformers modules (no caching, no devices).
 
 - `encode_llm`:  prompts -> LLM text tokens [B, 256, C] + mask [B, 256]
 - `encode_clip`: prompts -> CLIP-L pooled [B, P]
 - `encode_vlm`:  images  -> VLM image tokens [N, 146, C] (mask: all ones)
+- `encode_i2v`:  prompts + images -> HunyuanVideo-I2V's [image tokens / interleave ; text tokens] + mask, one pass
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import torch
 from .images import pixel_values
 from .prompts import (
     CLIP_MAX_LENGTH,
+    END_HEADER,
+    I2V_ASSISTANT_TOKENS,
+    I2V_TEMPLATE,
     IMAGE_TOKEN,
     LLM_MAX_PROMPT_TOKENS,
     LLM_SKIP_LAYERS,
@@ -35,17 +39,19 @@ def _param(module: torch.nn.Module) -> torch.Tensor:
     return next(module.parameters())
 
 
-def tokenize_llm(tokenizer, prompts: Sequence[str], max_prompt_tokens: int = LLM_MAX_PROMPT_TOKENS):
+def tokenize_llm(tokenizer, prompts: Sequence[str], max_prompt_tokens: int = LLM_MAX_PROMPT_TOKENS,
+                 template: str = LLM_TEMPLATE):
     """Template, tokenize to crop + 256 tokens (right padding, truncation).
 
-    Returns input_ids [B, crop + 256], attention_mask [B, crop + 256] and crop (95 for llava-llama-3).
+    Returns input_ids [B, crop + 256], attention_mask [B, crop + 256] and crop (95 for llava-llama-3 and the text
+    template, 103 for the I2V template).
     """
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out; any id will do
-    crop = llm_crop_start(tokenizer)
+    crop = llm_crop_start(tokenizer, template)
     max_length = crop + max_prompt_tokens
-    texts = [LLM_TEMPLATE.format(p) for p in prompts]
-    prefix = tokenizer(LLM_TEMPLATE.split("{}")[0])["input_ids"]
+    texts = [template.format(p) for p in prompts]
+    prefix = tokenizer(template.split("{}")[0])["input_ids"]
     for i, ids in enumerate(tokenizer(texts)["input_ids"]):
         if ids[:crop] != prefix:
             logger.warning(
@@ -111,3 +117,44 @@ def encode_vlm(llava_model, tokenizer, image_processor, images) -> torch.Tensor:
     ids = torch.tensor([ids], device=weight.device).expand(len(images), -1)  # [N, T]
     out = llava_model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids))
     return out.last_hidden_state[:, keep.to(weight.device)]  # [N, 146, C]
+
+
+@torch.no_grad()
+def encode_i2v(llava_model, tokenizer, image_processor, prompts: Sequence[str], images, interleave: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """HunyuanVideo-I2V's text conditioning: ONE LLaVA pass over I2V_TEMPLATE with image i in the system turn and
+    prompt i in the user turn (len(prompts) == len(images) = B), `hidden_states[-3]`, then
+    [every `interleave`-th image feature ; the prompt's tokens from the crop on, the assistant header's 4 tokens cut
+    out] -> tokens [B, n_features / interleave + 256 - 4, C] and mask [B, same] (ones on the image part; the text
+    right-padded). As diffusers' `HunyuanVideoImageToVideoPipeline._get_llama_prompt_embeds` and the official
+    HunyuanVideo-I2V text encoder compute it (crop 103 and features 5..581 with the real tokenizer and LLaVA).
+    A truncated prompt (no assistant header left) loses its last 4 tokens instead, as in diffusers."""
+    if interleave < 1:
+        raise ValueError(f"image interleave must be at least 1, got {interleave}")
+    config = llava_model.config
+    n_features = image_feature_count(config.vision_config, config.vision_feature_select_strategy)
+    image_id, end_header = config.image_token_index, tokenizer.convert_tokens_to_ids(END_HEADER)
+    ids, mask, crop = tokenize_llm(tokenizer, prompts, template=I2V_TEMPLATE)  # [B, crop + 256], unexpanded
+    places = (ids == image_id).nonzero()
+    if len(places) != len(prompts) or bool((places[:, 1] != places[0, 1]).any()):
+        raise ValueError(f"the tokenizer does not keep {IMAGE_TOKEN} as one token in the I2V template; use the "
+                         "llava-llama-3 tokenizer")
+    at, shift = int(places[0, 1]), n_features - 1  # the image token's place; how far the expansion moves the rest
+    expanded_ids = torch.cat([ids[:, :at], ids[:, at:at + 1].expand(-1, n_features), ids[:, at + 1:]], dim=1)
+    expanded_mask = torch.cat([mask[:, :at], mask[:, at:at + 1].expand(-1, n_features), mask[:, at + 1:]], dim=1)
+    weight = _param(llava_model)
+    pixels = pixel_values(image_processor, images).to(weight.device, weight.dtype)  # [B, 3, S, S]
+    out = llava_model(input_ids=expanded_ids.to(weight.device), attention_mask=expanded_mask.to(weight.device),
+                      pixel_values=pixels, output_hidden_states=True)
+    hidden = out.hidden_states[-(LLM_SKIP_LAYERS + 1)]  # [B, T + shift, C]
+    image = hidden[:, at:at + n_features:interleave]  # [B, n_features / interleave, C]
+    texts, masks = [], []
+    for i in range(len(prompts)):
+        headers = (ids[i] == end_header).nonzero().flatten()
+        answer = int(headers[-1]) + 1 if len(headers) >= 3 else ids.shape[1]  # where the assistant's text starts
+        cut = answer - I2V_ASSISTANT_TOKENS
+        texts.append(torch.cat([hidden[i, crop + shift:cut + shift], hidden[i, answer + shift:]]))
+        masks.append(torch.cat([mask[i, crop:cut], mask[i, answer:]]))
+    text, text_mask = torch.stack(texts), torch.stack(masks).to(hidden.device)
+    image_mask = torch.ones(image.shape[:2], dtype=text_mask.dtype, device=hidden.device)
+    return torch.cat([image, text], dim=1), torch.cat([image_mask, text_mask], dim=1)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import torch
+from PIL import Image
 from torch import nn
 
 from ..runtime.finite import TEXT_ADVICE, check_finite
@@ -28,7 +29,7 @@ from ..runtime.text_file import check_text_size
 from ..sampling.conditioning import Conditioning, TextConditioning
 from . import prompts as recipe
 from .cache import EmbeddingCache, cache_key
-from .encode import encode_clip, encode_llm, encode_vlm
+from .encode import encode_clip, encode_i2v, encode_llm, encode_vlm
 from .images import image_hash, to_rgb_images
 from .loading import ClipParts, LlavaParts, load_clip, load_llava
 from .sources import ClipSource, LlavaSource, check_sources, sources_identity
@@ -40,6 +41,7 @@ _RECIPE = hashlib.sha256(
     repr((recipe.LLM_TEMPLATE, recipe.VLM_TEMPLATE, recipe.LLM_MAX_PROMPT_TOKENS, recipe.LLM_SKIP_LAYERS,
           recipe.CLIP_MAX_LENGTH, recipe.VLM_IMAGE_STRIDE, "v1")).encode()
 ).hexdigest()[:16]
+_I2V_RECIPE = hashlib.sha256(repr((recipe.I2V_TEMPLATE, recipe.I2V_ASSISTANT_TOKENS)).encode()).hexdigest()[:16]
 
 
 def _opt_path(p):
@@ -185,27 +187,73 @@ class Magic141Encoders:
                 self.cache.put(key, entries[key], description="vlm image tokens")
         return torch.stack([entries[k]["tokens"] for k in keys])
 
+    def encode_i2v(self, prompts: Sequence[str], image, interleave: int) -> TextConditioning:
+        """HunyuanVideo-I2V's conditioning of each (prompt, image) pair (`text.encode.encode_i2v`; B prompts and N
+        images give max(B, N) samples, one of them may be 1): tokens [B, L, C], mask [B, L], CLIP-L pooled [B, P]."""
+        images = to_rgb_images(image)
+        if len(images) != len(prompts) and 1 not in (len(images), len(prompts)):
+            raise ValueError(f"{len(prompts)} prompts and {len(images)} images: give one of each, or as many prompts "
+                             "as images")
+        pairs = [(prompts[min(i, len(prompts) - 1)], images[min(i, len(images) - 1)])
+                 for i in range(max(len(prompts), len(images)))]
+        keys = [cache_key(f"{self.identity}-{_I2V_RECIPE}", f"i2v{interleave}", f"{p}\n{image_hash(im)}")
+                for p, im in pairs]
+        entries = {k: self.cache.get(k) for k in dict.fromkeys(keys)}
+        todo = {k: pair for k, pair in zip(keys, pairs) if entries[k] is None}
+        if todo:
+            with self._session():
+                self._ready()
+                texts, pictures = [p for p, _ in todo.values()], [im for _, im in todo.values()]
+                tokens, mask = encode_i2v(self.llava.model, self.llava.tokenizer, self.llava.image_processor,
+                                          texts, pictures, interleave)
+                check_finite(tokens, "the LLaVA-Llama-3 encoder (HunyuanVideo-I2V template)", self.dtype, TEXT_ADVICE)
+                pooled = encode_clip(self.clip.model, self.clip.tokenizer, texts)
+                check_finite(pooled, "the CLIP-L text encoder", self.dtype, TEXT_ADVICE)
+            tokens, pooled = tokens.to("cpu", self.output_dtype), pooled.to("cpu", self.output_dtype)
+            for i, key in enumerate(todo):
+                entries[key] = {"tokens": tokens[i].clone(), "mask": mask[i].to("cpu", torch.long).clone(),
+                                "pooled": pooled[i].clone()}
+                self.cache.put(key, entries[key], description=f"i2v text: {todo[key][0]}")
+        return TextConditioning(*(torch.stack([entries[k][name] for k in keys]) for name in ("tokens", "mask", "pooled")))
+
     def encode(self, prompt: str | Sequence[str], image, negative: bool = False,
-               negative_prompt: str = recipe.NEGATIVE_PROMPT) -> Conditioning:
-        """The sampler's conditioning: text sequence [VLM image tokens ; LLM tokens], mask [ones ; text mask].
+               negative_prompt: str = recipe.NEGATIVE_PROMPT, template: str = "magic141",
+               image_interleave: int = recipe.DEFAULT_INTERLEAVE) -> Conditioning:
+        """The sampler's conditioning, encoded with `template` (`prompts.TEMPLATES`):
+        - "magic141": text sequence [VLM image tokens ; LLM tokens], mask [ones ; text mask];
+        - "hunyuan_i2v": HunyuanVideo-I2V's [image tokens of one LLaVA pass, every `image_interleave`-th ; prompt
+          tokens] (`encode_i2v`);
+        - "hunyuan_text": the LLM tokens of the prompt alone (SkyReels-V1); the image is not used.
 
         B prompts and N images give max(B, N) samples (one of them may be 1 and is repeated). With `negative`,
-        the negative prompt is encoded with the same image tokens, as the official code does for real CFG.
-        """
+        the negative prompt is encoded too: with the same image tokens for Magic141 (as the official code does for
+        real CFG), with a black image for HunyuanVideo-I2V (as diffusers' pipeline does), alone for text only.
+        Raises ValueError for an unknown template."""
+        if template not in recipe.TEMPLATES:
+            raise ValueError(f"unknown prompt template {template!r}; choose one of {', '.join(recipe.TEMPLATES)}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        with self._session():  # one trip to the device for all three encoders
-            image_tokens = self.encode_image(image)  # [N, 146, C]
-            tokens, mask, pooled = self.encode_text(prompts + ([negative_prompt] if negative else []))
         b = len(prompts)
-        positive = _joint(image_tokens, tokens[:b], mask[:b], pooled[:b])
-        if not negative:
-            return Conditioning(positive=positive)
-        neg = _joint(image_tokens, tokens[b:], mask[b:], pooled[b:])
-        return Conditioning(positive=positive, negative=neg.repeat_to(positive.batch_size))
+        with self._session():  # one trip to the device for all the encoders
+            if template == "hunyuan_i2v":
+                positive = self.encode_i2v(prompts, image, image_interleave)
+                neg = None
+                if negative:
+                    black = [Image.new("RGB", im.size) for im in to_rgb_images(image)[:1]]
+                    neg = self.encode_i2v([negative_prompt], black, image_interleave)
+            else:
+                image_tokens = self.encode_image(image) if template == "magic141" else None  # [N, 146, C]
+                tokens, mask, pooled = self.encode_text(prompts + ([negative_prompt] if negative else []))
+                positive = _joint(image_tokens, tokens[:b], mask[:b], pooled[:b])
+                neg = _joint(image_tokens, tokens[b:], mask[b:], pooled[b:]) if negative else None
+        return Conditioning(positive=positive, negative=None if neg is None else neg.repeat_to(positive.batch_size),
+                            template=template)
 
 
-def _joint(image_tokens: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor):
-    """[image tokens ; text tokens] with mask [ones ; text mask], a batch of one repeated to the other's size."""
+def _joint(image_tokens: torch.Tensor | None, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor):
+    """[image tokens ; text tokens] with mask [ones ; text mask], a batch of one repeated to the other's size (the
+    text alone without image tokens)."""
+    if image_tokens is None:
+        return TextConditioning(tokens, mask, pooled.contiguous())
     n, b = image_tokens.shape[0], tokens.shape[0]
     if n != b and 1 not in (n, b):
         raise ValueError(f"{b} prompts and {n} images: give one of each, or as many prompts as images")
@@ -218,3 +266,22 @@ def _joint(image_tokens: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
         torch.cat([image_mask, mask], dim=1),  # [B, 402]
         pooled.contiguous(),  # [B, P]
     )
+
+
+class TemplateEncoders:
+    """`encoders` (anything with `encode(prompt, image, negative=..., **options)`) encoding in one prompt template:
+    what Long Video and the CLI use, whose template is the model family's (`dit.family.Family.template`). Other
+    attributes are the wrapped encoders'."""
+
+    def __init__(self, encoders, template: str, image_interleave: int = recipe.DEFAULT_INTERLEAVE):
+        if template not in recipe.TEMPLATES:
+            raise ValueError(f"unknown prompt template {template!r}; choose one of {', '.join(recipe.TEMPLATES)}")
+        self.encoders, self.template = encoders, template
+        self.image_interleave = image_interleave or recipe.DEFAULT_INTERLEAVE
+
+    def encode(self, prompt, image, negative: bool = False, **options) -> Conditioning:
+        return self.encoders.encode(prompt, image, negative=negative, template=self.template,
+                                    image_interleave=self.image_interleave, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.encoders, name)

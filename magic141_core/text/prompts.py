@@ -9,6 +9,13 @@
 - VLM: LLaVA sees the reference image under a fixed "describe the video" template whose user turn is `<image>`
   (Magic141 `text_encoder_vlm.py` LLAVA_LLAMA_3_8B_HUMAN_IMAGE_PROMPT). From the last (normed) hidden layer it keeps
   what follows the user header: every 4th of the image features ("::4") and the segment's other tokens.
+
+The other families' templates (`TEMPLATES`): HunyuanVideo-I2V runs ONE LLaVA pass over its I2V template with the
+image inside the system turn and the prompt in the user turn, takes `hidden_states[-3]`, keeps every n-th image
+feature (`image_embed_interleave`: 2 for v1, 4 for v2) and the prompt's tokens (the assistant header cut out), image
+first (diffusers `pipeline_hunyuan_video_image2video.py`, the official HunyuanVideo-I2V text encoder; crop 103);
+SkyReels-V1 reads the LLM tokens of the text template alone (diffusers' `HunyuanVideoPipeline` template, as its
+pipeline does).
 """
 
 from __future__ import annotations
@@ -26,11 +33,34 @@ LLM_TEMPLATE = (
     "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
     "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
 )
-LLM_CROP_START = 95  # the reference's constant: BOS + the template before `{}`, in llava-llama-3 tokens
 LLM_MAX_PROMPT_TOKENS = 256  # tokens kept after the crop
 LLM_SKIP_LAYERS = 2  # hidden_states[-(2 + 1)]: the output of the third-from-last layer, before any final norm
 
 CLIP_MAX_LENGTH = 77
+
+# HunyuanVideo-I2V's template (the official `dit-llm-encode-video-i2v`, diffusers' DEFAULT_PROMPT_TEMPLATE of its I2V
+# pipeline, ComfyUI's PROMPT_TEMPLATE_ENCODE_VIDEO_I2V): the image in the system turn, `{}` the prompt.
+I2V_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\n<image>\nDescribe the video by detailing the following aspects "
+    "according to the reference image: "
+    "1. The main content and theme of the video."
+    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
+    "3. Actions, events, behaviors temporal relationships, physical movement changes of the objects."
+    "4. background environment, light, style and atmosphere."
+    "5. camera angles, movements, and transitions used in the video:<|eot_id|>\n\n"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+I2V_ASSISTANT_TOKENS = 4  # <|eot_id|> <|start_header_id|> assistant <|end_header_id|>: cut before the last "\n\n"
+END_HEADER = "<|end_header_id|>"
+
+# The prompt templates a conditioning can be encoded with -> what the nodes and messages call them.
+TEMPLATES = {
+    "magic141": "Magic141 (146 image tokens, then the text)",
+    "hunyuan_i2v": "HunyuanVideo-I2V (image tokens interleaved, one LLaVA pass)",
+    "hunyuan_text": "HunyuanVideo text only (SkyReels-V1)",
+}
+DEFAULT_INTERLEAVE = 2  # without a model to follow: ComfyUI's TextEncodeHunyuanVideo_ImageToVideo default
 
 # Magic141's VLM template: the longer "describe the video" system text; the user turn is only the image.
 VLM_TEMPLATE = (
@@ -56,9 +86,10 @@ NEGATIVE_PROMPT = (
 )
 
 
-def llm_crop_start(tokenizer) -> int:
-    """Tokens before the prompt: BOS plus the template up to `{}` (95 with the llava-llama-3 tokenizer)."""
-    return len(tokenizer(LLM_TEMPLATE.split("{}")[0])["input_ids"])
+def llm_crop_start(tokenizer, template: str = LLM_TEMPLATE) -> int:
+    """Tokens before the prompt: BOS plus the template up to `{}` (95 with the llava-llama-3 tokenizer; 103 for
+    I2V_TEMPLATE, diffusers' and the official constant)."""
+    return len(tokenizer(template.split("{}")[0])["input_ids"])
 
 
 def image_feature_count(vision_config, select_strategy: str = "default") -> int:

@@ -63,14 +63,6 @@ class CausalState:
                 self._tensors[layer] = tuple(v.to(device) for v in value)
         return self
 
-    def nbytes(self) -> int:
-        total = 0
-        for value in self._tensors.values():
-            for t in value if isinstance(value, tuple) else (value,):
-                if isinstance(t, torch.Tensor):
-                    total += t.numel() * t.element_size()
-        return total
-
 
 class CausalConv3d(nn.Module):
     """x [B, C_in, T, H, W] -> [B, C_out, T', H', W'] with past-only temporal padding (checkpoint key `conv.*`).

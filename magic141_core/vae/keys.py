@@ -6,7 +6,8 @@
 - Some containers prefix them: `vae.` (the official training checkpoint), `first_stage_model.` (a ComfyUI checkpoint).
 - A VAE that ComfyUI itself saved (its in-memory LDM layout): `encoder.down.0.block.0...`, `decoder.up.3.block.0...`
   (up levels numbered in reverse), `mid.block_1`, `mid.attn_1.{norm,q,k,v,proj_out}` with 1x1x1-conv attention
-  weights, `nin_shortcut`, `norm_out`. `from_comfy_layout` / `to_comfy_layout` convert both ways.
+  weights, `nin_shortcut`, `norm_out`. `from_comfy_layout` maps them back (tested against
+  ComfyUI's own `diffusers_convert.convert_vae_state_dict`).
 - Older diffusers attention names `query`/`key`/`value`/`proj_attn` are renamed too.
 """
 
@@ -62,27 +63,3 @@ def from_comfy_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[key] = tensor
     return out
 
-
-def to_comfy_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official names -> ComfyUI's in-memory (LDM) names, as ComfyUI's own conversion produces them."""
-    top = _levels(sd, r"^decoder\.up_blocks\.(\d+)\.") - 1
-    attention = {v: k for k, v in _ATTENTION.items()}
-    rules = [
-        (r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", lambda m: f"encoder.down.{m[1]}.block.{m[2]}."),
-        (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", lambda m: f"encoder.down.{m[1]}.downsample."),
-        (r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.", lambda m: f"decoder.up.{top - int(m[1])}.block.{m[2]}."),
-        (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up.{top - int(m[1])}.upsample."),
-        (r"^(\w+)\.mid_block\.resnets\.(\d)\.", lambda m: f"{m[1]}.mid.block_{int(m[2]) + 1}."),
-        (r"^(\w+)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.",
-         lambda m: f"{m[1]}.mid.attn_1.{attention[m[2]]}."),
-        (r"\.conv_shortcut\.", lambda m: ".nin_shortcut."),
-        (r"^(\w+)\.conv_norm_out\.", lambda m: f"{m[1]}.norm_out."),
-    ]
-    out = {}
-    for key, tensor in sd.items():
-        for pattern, target in rules:
-            key = re.sub(pattern, target, key)
-        if ".mid.attn_1." in key and key.endswith(".weight") and not key.endswith("norm.weight"):
-            tensor = tensor.reshape(*tensor.shape, 1, 1, 1)
-        out[key] = tensor
-    return out

@@ -60,6 +60,7 @@ class LongVideoSettings:
     shift: float = 5.0
     guidance: float = 1.0
     seed: int = 0  # window k draws from the streams (seed, purpose, k) (`sampling.noise.stream_seed`)
+    cfg: float = 1.0  # classifier-free guidance on top of an embedded guidance (`sampling.guidance`); 1: none
     color_match: bool = True  # drift guard: match each window's context frames' L*a*b* mean/std to `color_anchor`
     noise_augmentation: float = 0.02  # drift guard: std of noise added to each re-encoded context latent
     anchor: str = "prior"  # VLM image tokens from the original "prior" or from each window's "frame"
@@ -78,6 +79,8 @@ class LongVideoSettings:
             raise ValueError(f"anchor must be 'prior' or 'frame', got {self.anchor!r}")
         if self.color_anchor not in COLOR_ANCHORS:
             raise ValueError(f"color_anchor must be one of {COLOR_ANCHORS}, got {self.color_anchor!r}")
+        if not (math.isfinite(self.cfg) and self.cfg >= 0):
+            raise ValueError(f"cfg must be a finite number >= 0, got {self.cfg} (1: no classifier-free guidance)")
         if not (0 <= self.noise_augmentation <= 1):
             raise ValueError(f"noise augmentation must be in [0, 1], got {self.noise_augmentation}")
 
@@ -204,9 +207,7 @@ class WindowDone:
     index: int
     total: int
     frames_written: int
-    last_frame: torch.Tensor  # [H, W, 3]
     handover: Handover  # what the next window starts from
-    frames: torch.Tensor | None = None  # [f, H, W, 3] uint8: the frames the window wrote
 
 
 def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, prompts: list[str], window_frames: int,
@@ -269,13 +270,14 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
         shot = shots.get(max((c for c in shots if c <= k), default=-1), prior)  # this shot's identity anchor
         context = handover.model_context(settings)
         cond = encoders.encode(prompts[k], shot if settings.anchor == "prior" else context[-1:],
-                               negative=settings.guidance != 1.0)
+                               negative=settings.guidance != 1.0 or settings.cfg != 1.0)
         done("text encode")
         reference = handover.reference(vae, context, settings)
         done("VAE encode")
         cond = dataclasses.replace(cond, reference=reference)
         latent = sample_latent(model, cond, shape, steps=settings.steps, shift=settings.shift,
                                guidance=settings.guidance, seed=stream_seed(settings.seed, INITIAL_NOISE, k),
+                               cfg=settings.cfg,
                                callback=None if on_step is None else (lambda step, k=k: on_step(k, step)))
         # the whole window as uint8 (a quarter of float32), then written at once: a stop never splits a window
         stage = f"long-video window {k + 1} of {plan.windows} (VAE decode)"
@@ -288,5 +290,5 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
         done("write")
         handover = handover.after(new, plan, settings)
         if on_window is not None:
-            on_window(WindowDone(k, plan.windows, handover.frames_written, new[-1].float() / 255, handover, new))
+            on_window(WindowDone(k, plan.windows, handover.frames_written, handover))
     return handover.frames_written

@@ -47,8 +47,16 @@ def parse_json_object(text: str | None, file: str, key: str) -> dict:
     return value
 
 
+MAX_TEXT = 64  # a text field of a stored config (a name from a fixed set, checked by the config itself)
+
+
 def _check_value(file: str, name: str, value, default, any_length: bool = False):
-    """`value` converted to the type of `default` (int, float, bool, tuple of ints), or a CheckpointError."""
+    """`value` converted to the type of `default` (int, float, bool, tuple of ints, short text), or a
+    CheckpointError."""
+    if isinstance(default, str):
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise config_error(file, name, f"is {str(value)[:200]!r}", f"a text of at most {MAX_TEXT} characters")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise config_error(file, name, f"is {value!r}"[:200], "true or false")
@@ -83,11 +91,13 @@ def make_config(cls, values: dict, file: str, source: str = "its tensors"):
                               f"To fix: {REFIT}") from None
 
 
-def read_json_config(cls, text: str | None, file: str, key: str, any_length: tuple[str, ...] = ()):
+def read_json_config(cls, text: str | None, file: str, key: str, any_length: tuple[str, ...] = (),
+                     optional: tuple[str, ...] = ()):
     """The dataclass config `cls` stored as JSON under metadata `key`, every field checked before use.
 
-    Each field must be present, known, of its default's type (int, float, bool, or a list of ints of the same
-    length, or of 1..`MAX_BLOCKS` items for the fields in `any_length`), and within `MAX_SIZE`. Raises
+    Each field must be known, of its default's type (int, float, bool, a short text, or a list of ints of the same
+    length, or of 1..`MAX_BLOCKS` items for the fields in `any_length`), and within `MAX_SIZE`; each must be present
+    except those in `optional` (fields added after files were written: their default applies). Raises
     CheckpointError naming the file, the field, what it holds, what was expected and the fix. The loader then
     checks the values against the file's tensors (block counts with `block_count` / `check_count`, shapes in
     `fill.fill_`) before any weight is read.
@@ -98,11 +108,11 @@ def read_json_config(cls, text: str | None, file: str, key: str, any_length: tup
     if unknown:
         raise config_error(file, unknown[0], "is unknown to this version of the pack",
                            f"only the fields {sorted(fields)}", f"{REFIT} (or update the pack)")
-    missing = [name for name in fields if name not in data]
+    missing = [name for name in fields if name not in data and name not in optional]
     if missing:
         raise config_error(file, missing[0], "is missing", "every field of the configuration")
     values = {name: _check_value(file, name, data[name], default, name in any_length)
-              for name, default in fields.items()}
+              for name, default in fields.items() if name in data}
     return make_config(cls, values, file, f"its metadata '{key}'")
 
 
