@@ -120,7 +120,7 @@ def test_a_reroll_changes_only_the_windows_from_k(models, full, tmp_path):
     files are linked, not rendered or encoded again), windows 3-4 are new. With the old seed the re-roll gives the
     old windows back: window 3 started from exactly the hand-over it had."""
     old = read_mp4(full)[0]
-    reseeded = dataclasses.replace(SETTINGS, seed=8)
+    reseeded = dataclasses.replace(SETTINGS, seed=8, cfg=1.5)  # sampling settings are the window's own
     assert continue_video(models, full, tmp_path / "reseeded.mp4", window=2, settings=reseeded) == [2, 3]
     new = read_mp4(tmp_path / "reseeded.mp4")[0]
     cut = 9 + 4
@@ -128,7 +128,7 @@ def test_a_reroll_changes_only_the_windows_from_k(models, full, tmp_path):
     for name in ("window_0000.mp4", "window_0001.safetensors"):
         assert (sidecar_folder(full) / name).stat().st_ino == (tmp_path / "reseeded.m141" / name).stat().st_ino
     record = SidecarReader.read(tmp_path / "reseeded.m141").record
-    assert [w["seed"] for w in record.windows] == [7, 7, 8, 8]
+    assert [(w["seed"], w["cfg"]) for w in record.windows] == [(7, 1.0), (7, 1.0), (8, 1.5), (8, 1.5)]
     continue_video(models, full, tmp_path / "same.mp4", window=2)
     assert (read_mp4(tmp_path / "same.mp4")[0] == old).all()
 

@@ -18,7 +18,7 @@ RECORDED = ("--image", "--start-video", "--include-start", "--frames", "--resolu
 @dataclass
 class Continued:
     """A recorded long video to continue: its sidecar, the first window to render, the storyboard, the settings
-    (the recorded ones, with this run's seed, steps, shift and guidance) and its prior."""
+    (the recorded ones, with this run's seed, steps, shift, guidance and cfg) and its prior."""
 
     old: object  # video.sidecar.SidecarReader
     first: int
@@ -46,7 +46,7 @@ def continued(args, prompts: str | None) -> Continued:
     checked, window K (1-based; default: the first unfinished) within it, the flags it allows."""
     from ..video.long_video import LongVideoSettings
     from ..video.resume import check_continues, continued_board, first_window
-    from ..video.sidecar import SidecarReader, locate_sidecar
+    from ..video.sidecar import SAMPLING, SidecarReader, locate_sidecar
     from ..video.windows import storyboard
 
     given = [flag for flag in RECORDED if flag in args.given]
@@ -59,7 +59,7 @@ def continued(args, prompts: str | None) -> Continued:
     old = SidecarReader.read(locate_sidecar(args.resume))
     first = first_window(old, None if args.from_window is None else args.from_window - 1)
     settings = dataclasses.replace(LongVideoSettings(**old.record.settings), **{  # this run's, where given
-        name: getattr(args, name) for name in ("seed", "steps", "shift", "guidance") if f"--{name}" in args.given})
+        name: getattr(args, name) for name in SAMPLING if f"--{name}" in args.given})
     windows = None if args.windows is None and args.seconds is None else _windows(args, old)
     board = storyboard(prompts, windows or len(old.record.board)) if prompts is not None else None
     board = continued_board(old, first, board, windows)

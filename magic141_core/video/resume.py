@@ -31,8 +31,8 @@ import torch
 from ..runtime.atomic import atomic_path, next_free, refuse_existing
 from .long_video import Handover, LongVideoSettings, WindowDone
 from .mp4 import iter_mp4, join_mp4, to_uint8, write_mp4
-from .sidecar import JOINS, RECORD, FileRef, Record, RecordError, SidecarReader, handover_meta, sidecar_folder, \
-    stored_context, write_record, write_state
+from .sidecar import JOINS, RECORD, SAMPLING, FileRef, Record, RecordError, SidecarReader, handover_meta, \
+    sidecar_folder, stored_context, write_record, write_state
 from .windows import WindowPlan, WindowPrompt
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def check_continues(old: SidecarReader, settings: LongVideoSettings, width: int,
                     start_frames: int, prior: torch.Tensor | None = None) -> None:
     """RecordError unless this run can continue the recorded video: the same size, window length, start clip, the
     settings that shape how windows join (`sidecar.JOINS`) and the same prior (None: not compared). Prompts, the
-    seed, steps, shift and guidance may differ (they shape only the windows rendered now). The models:
+    seed, steps, shift, guidance and cfg may differ (they shape only the windows rendered now). The models:
     `check_models`."""
     record, ours = old.record, dataclasses.asdict(settings)
     differs = [f"size {width}x{height} (recorded {record.width}x{record.height})"
@@ -90,8 +90,8 @@ def check_continues(old: SidecarReader, settings: LongVideoSettings, width: int,
                 + [(name, ours[name], record.settings[name]) for name in JOINS] if value != recorded]
     if differs:
         raise RecordError(f"this run differs from the video recorded in {old.folder.name} in: {', '.join(differs)}. A "
-                          "video continues with the settings it was made with (only prompts, seed, steps, shift and "
-                          "guidance may change): set them back, or start a new video")
+                          "video continues with the settings it was made with (only prompts, seed, steps, shift, "
+                          "guidance and cfg may change): set them back, or start a new video")
     if prior is not None and not torch.equal(old.priors()[0], prior.float().cpu()):
         raise RecordError(f"the prior image is not the one {old.folder.name} was made with; connect that image (or "
                           "start a new video from this one)")
@@ -233,8 +233,7 @@ class LongVideoFile:
                             {"context": stored_context(done.handover.context.cpu())})
         board = self.record.board[k]
         self.record.windows.append({
-            "prompt": board["text"], "cut": board["cut"], **{name: settings[name] for name in
-                                                                ("seed", "steps", "shift", "guidance")},
+            "prompt": board["text"], "cut": board["cut"], **{name: settings[name] for name in SAMPLING},
             "frames": self.plan.new_frames(k), "frames_sha256": digest, "segment": dataclasses.asdict(FileRef.of(
                 segment)), "state": dataclasses.asdict(state), "handover": handover_meta(done.handover)})
         self._pending = None

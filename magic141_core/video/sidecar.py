@@ -47,7 +47,7 @@ SUFFIX, RECORD = ".m141", "record.json"
 MAX_RECORD_BYTES = 16 << 20  # the storyboard (at most MAX_PROMPT_BYTES) and per window a few hundred bytes
 _NAME = re.compile(r"^(start|window_\d{4,})\.(mp4|safetensors)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-SAMPLING = ("seed", "steps", "shift", "guidance")  # what may change from one window to the next (a re-roll)
+SAMPLING = ("seed", "steps", "shift", "guidance", "cfg")  # what may change from one window to the next (a re-roll)
 JOINS = ("context_frames", "fps", "quality", "color_match", "color_anchor", "noise_augmentation", "anchor",
          "include_start")  # settings that shape how windows join: fixed for a video
 
@@ -325,9 +325,10 @@ def _check(record: Record) -> Record:
     for k, window in enumerate(record.windows):
         check_seed(window["seed"])
         flow_sigmas(window["steps"], window["shift"])
-        if not isinstance(window["guidance"], (int, float)) or not math.isfinite(window["guidance"]) or \
-                not 0 <= window["frames"] == plan.new_frames(k) or not _SHA256.match(window["frames_sha256"]):
-            raise ValueError(f"window {k + 1}'s guidance, frame count or frame hash")
+        if not all(isinstance(window[name], (int, float)) and math.isfinite(window[name]) and window[name] >= 0
+                   for name in ("guidance", "cfg")) or not 0 <= window["frames"] == plan.new_frames(k) or \
+                not _SHA256.match(window["frames_sha256"]):
+            raise ValueError(f"window {k + 1}'s guidance, cfg, frame count or frame hash")
         for name in ("segment", "state"):
             _check_ref(window[name])
         _check_handover(window["handover"], k + 1, plan, record)
