@@ -300,9 +300,9 @@ def test_generate_names_the_family_it_found_and_a_text_to_video_family_is_refuse
 
 
 def test_long_resumes_and_rerolls_from_its_sidecar(demo_dir, tmp_path):
-    """`long` writes NAME.m141 beside the MP4; `long --resume NAME.mp4 --from 3 --seed 5 --prompt ...` re-renders
-    windows 3 on into a new file, the first two windows the old file's frames bit for bit; flags that shape the video
-    are refused with --resume, and so is an edited record (one line, exit 2, before any model loads)."""
+    """`long` writes NAME.m141 beside the MP4; `long --resume NAME.mp4 --from 3 --seed 5 --cfg 1.5 --prompt ...`
+    re-renders windows 3 on into a new file, the first two windows the old file's frames bit for bit; flags that shape
+    the video are refused with --resume, and so is an edited record (one line, exit 2, before any model loads)."""
     import json
 
     out = tmp_path / "long.mp4"
@@ -312,15 +312,15 @@ def test_long_resumes_and_rerolls_from_its_sidecar(demo_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"sidecar {tmp_path / 'long.m141'}" in result.stdout
     rerolled = tmp_path / "rerolled.mp4"
-    result = cli("long", "--resume", out, "--from", 3, "--seed", 5, "--prompt", "snow", "--out", rerolled,
-                 "--demo-dir", demo_dir)
+    result = cli("long", "--resume", out, "--from", 3, "--seed", 5, "--cfg", 1.5, "--prompt", "snow",
+                 "--out", rerolled, "--demo-dir", demo_dir)
     assert result.returncode == 0, result.stderr
     assert "window 3/3: done" in result.stderr.replace("\r", "\n") and "window 1/3" not in result.stderr
     old, new = read_mp4(out)[0], read_mp4(rerolled)[0]
     assert old.shape == new.shape == (5 + 4 + 4, 48, 64, 3) and (new[:9] == old[:9]).all()
     record = json.loads((tmp_path / "rerolled.m141" / "record.json").read_text())["record"]
-    assert [(w["prompt"], w["seed"], w["steps"]) for w in record["windows"]] == [("waves", 39, 1), ("clouds", 39, 1),
-                                                                                  ("snow", 5, 1)]
+    assert [(w["prompt"], w["seed"], w["cfg"]) for w in record["windows"]] == [("waves", 39, 1.0), ("clouds", 39, 1.0),
+                                                                                ("snow", 5, 1.5)]
     result = cli("long", "--resume", out, "--frames", 9, "--demo-dir", demo_dir)
     assert result.returncode == 2 and "--frames: a resumed video keeps the size" in result.stderr
     text = (tmp_path / "long.m141" / "record.json").read_text()
