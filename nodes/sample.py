@@ -50,9 +50,10 @@ class Magic141Sampler:
         shape = tuple(inputs.video_latent(latent, NODE, "use Magic141 Image To Video's latent (or "
                                           "EmptyHunyuanLatentVideo)", noise_mask_ok=True).shape)
         conditioning = magic141_conditioning(conditioning, negative, latent)
-        if latent.get("noise_mask") is not None and getattr(conditioning, "image_condition", None) != "token_replace":
-            inputs.refuse_noise_mask(NODE)  # only HunyuanImageToVideo v2's mask (its start frames) is read
         dit = native_model.velocity_model(model, NODE, conditioning.image_condition)
+        token_replace = "token_replace" in (conditioning.image_condition, native_model.image_condition_of(dit))
+        if latent.get("noise_mask") is not None and not token_replace:
+            inputs.refuse_noise_mask(NODE)  # only a v2 latent's mask (its clean start frames) is read
         if conditioning.image_condition == "token_replace" and conditioning.reference is None:
             raise ValueError(f"{NODE}: the conditioning {V2_LATENT}")
         check_widths(dit, conditioning, NODE)

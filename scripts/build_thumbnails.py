@@ -33,6 +33,7 @@ FLOWS = {
     "hunyuan_i2v_v1_to_video": "HunyuanVideo-I2V v1 (concat)  >  video",
     "hunyuan_i2v_v2_to_video": "HunyuanVideo-I2V v2 (token replace)  >  video",
     "skyreels_to_video": "SkyReels-V1 (concat)  >  video",
+    "long_video_storyboard": "shot 1  >  [cut]  >  shot 2  >  report",
 }
 
 

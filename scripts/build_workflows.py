@@ -37,6 +37,7 @@ TEMPLATES = {
     "hunyuan_i2v_v1_to_video": ("HunyuanVideo-I2V v1 to video", "the public 33-channel HunyuanVideo-I2V weights"),
     "hunyuan_i2v_v2_to_video": ("HunyuanVideo-I2V v2 to video", "the public 16-channel HunyuanVideo-I2V (replace) weights"),
     "skyreels_to_video": ("SkyReels-V1 to video", "the public SkyReels-V1 Hunyuan I2V weights"),
+    "long_video_storyboard": ("Long video storyboard", "shots retrieved for each [cut] line, seams and drift judged"),
 }
 
 
@@ -84,15 +85,20 @@ OUTPUTS = {
     "TextEncodeHunyuanVideo_ImageToVideo": [("CONDITIONING", "CONDITIONING")],
     "Magic141Sampler": [("LATENT", "LATENT")],
     "Magic141SaveMP4": [("IMAGE", "IMAGE"), ("VIDEO", "VIDEO")],
-    "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT")],
+    "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT"),
+                              ("prior_folder", "MAGIC141_PRIOR_FOLDER")],
+    "Magic141LongVideoReport": [("report", "STRING"), ("worst_seam", "IMAGE")],
+    "PreviewImage": [],
     "Magic141PriorSwitch": [("IMAGE", "IMAGE")],
-    "Magic141LongVideo": [("last_window", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO"), ("frames", "IMAGE")],
+    "Magic141LongVideo": [("last_window", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO"), ("frames", "IMAGE"),
+                          ("sidecar", "STRING")],
     "Reroute": [("", "IMAGE")],  # the frontend's pass-through dot: one link to re-wire to swap the prior
 }
 INPUT_TYPES = {"image": "IMAGE", "vae": "VAE", "model": "MODEL", "clip": "CLIP", "positive": "CONDITIONING",
                "negative": "CONDITIONING", "latent_image": "LATENT", "samples": "LATENT", "images": "IMAGE",
                "encoders": "MAGIC141_ENCODERS", "conditioning": "MAGIC141_CONDITIONING", "start_image": "IMAGE",
-               "latent": "LATENT", "generated": "IMAGE", "retrieved": "IMAGE", "uploaded": "IMAGE"}
+               "latent": "LATENT", "generated": "IMAGE", "retrieved": "IMAGE", "uploaded": "IMAGE",
+               "shot_priors": "MAGIC141_PRIOR_FOLDER", "video": "VIDEO", "sidecar": "STRING"}
 
 # Magic141 VAE Decode (tile_size 0: automatic): the core's causal streaming decode on the native VAE's weights. It
 # never cuts the clip in time (every convolution continues across chunks), shows progress per chunk and stops
@@ -334,12 +340,40 @@ def long_video() -> dict:
                         "instead. The MP4 grows window by window; a stopped run keeps <name>_partial.mp4.")
 
 
+def long_video_storyboard() -> dict:
+    """Retrieve Prior picks the first shot's image and hands its indexed folder to Long Video, whose [cut] lines each
+    start a shot from the folder's image nearest the line; the report judges the seams (cuts left out)."""
+    nodes = [
+        {**retrieval_node(1, [40, 60]), "widgets": [DEMO["retrieval_clip"] + "/", "a quiet harbour at dawn with "
+                                                    "fishing boats", "input/magic141_priors", 8, 0]},
+        {"id": 2, "type": "VAELoader", "pos": [40, 520], "widgets": [DEMO["vae"]]},
+        {"id": 3, "type": "Magic141ModelLoader", "pos": [40, 660], "widgets": [DEMO["dit"], "bf16", False, "off", 0]},
+        {"id": 4, "type": "Magic141EncoderLoader", "pos": [40, 800], "size": [360, 160],
+         "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto", "off"]},
+        {"id": 5, "type": "Magic141LongVideo", "pos": [440, 60], "size": [420, 800],
+         "inputs": {"model": (3, 0), "encoders": (4, 0), "vae": (2, 0), "prior": (1, 0), "shot_priors": (1, 3)},
+         "widgets": ["The boats rock gently in the harbour at dawn.\nThe camera drifts along the pier.\n"
+                     "[cut] a lighthouse on a cliff above the sea at dusk\nThe beam sweeps over the water.", 4.0,
+                     "windows", 81, AUTO, 960, 544, 4, 5.0, 1.0, 39, "fixed", True, 0.02, "prior", 24.0, 19,
+                     "Magic141/storyboard", *LONG_VIDEO_OPTIONS, "", 0]},
+        {"id": 6, "type": "Magic141LongVideoReport", "pos": [900, 60], "size": [340, 140],
+         "inputs": {"video": (5, 2), "sidecar": (5, 4)}, "widgets": [81, DEFAULT_CONTEXT_FRAMES]},
+        {"id": 7, "type": "PreviewImage", "pos": [900, 260], "size": [400, 260], "inputs": {"images": (6, 1)}},
+    ]
+    return graph(nodes, "A storyboard: one prompt line per window; a line starting with [cut] starts a new shot from "
+                        "the image in input/magic141_priors nearest that line (Retrieve Prior's folder and CLIP). "
+                        "Every window is remembered beside the MP4 (the sidecar): to redo window 3, set resume to the "
+                        "sidecar and from_window to 3, edit line 3 or the seed, and queue again; the windows before it "
+                        "are reused. The report judges each seam (cuts left out) and the colour drift per window.")
+
+
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     for key, build in {"image_to_video": image_to_video, "text_to_image_to_video": text_to_image_to_video,
                        "retrieval_prior_to_video": retrieval_prior_to_video,
                        "prior_switch_to_video": prior_switch_to_video, "long_video": long_video,
                        "lora_to_video": lora_to_video, "hunyuan_i2v_long_video": hunyuan_i2v_long_video,
-                       **{key: lambda key=key: family_to_video(key) for key in FAMILY_TEMPLATES}}.items():
+                       **{key: lambda key=key: family_to_video(key) for key in FAMILY_TEMPLATES},
+                       "long_video_storyboard": long_video_storyboard}.items():
         template_path(key).write_text(json.dumps(build(), indent=1) + "\n")
         print(f"wrote {template_path(key).relative_to(REPO)}")

@@ -165,7 +165,7 @@ def test_another_kind_of_vae_or_latent_is_refused_by_name(pack, comfy_base):
     with pytest.raises(ValueError, match="Magic141 VAE Decode needs the HunyuanVideo VAE .* the connected one is an "
                                          "image VAE of another model \\(4 latent channels\\)"):
         node.decode({"samples": torch.zeros(1, 16, 3, 8, 8)}, sd15, 0)
-    with pytest.raises(ValueError, match="the latent has shape \\(1, 4, 8, 8\\); a video latent is"):
+    with pytest.raises(ValueError, match="needs a HunyuanVideo video latent .*; this is an image latent \\[1, 4, 8, 8\\] .*native VAE Decode"):
         node.decode({"samples": torch.zeros(1, 4, 8, 8)}, sd15, 0)
     with pytest.raises(ValueError, match="tile_size must be 0 \\(automatic\\) or a multiple of 8 of at least 64"):
         node.decode({"samples": torch.zeros(1, 16, 3, 8, 8)}, sd15, 32)

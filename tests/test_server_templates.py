@@ -150,7 +150,8 @@ def test_long_video_writes_the_chained_windows_and_gives_the_whole_clip_to_nativ
         "resolution": "custom", "width": 64, "height": 48, "duration": 3, "unit": "windows", "window_length": 5,
         "context_frames": 1, "filename_prefix": "Magic141/long_test"})
     node = node_id(prompt, "Magic141LongVideo")
-    assert object_info["Magic141LongVideo"]["output_name"] == ["last_window", "filename", "video", "frames"]
+    assert object_info["Magic141LongVideo"]["output_name"] == ["last_window", "filename", "video", "frames",
+                                                               "sidecar"]
     prompt |= {"90": {"class_type": "GetVideoComponents", "inputs": {"video": [node, 2]}},
                "91": {"class_type": "PreviewImage", "inputs": {"images": ["90", 0]}},
                "92": {"class_type": "PreviewImage", "inputs": {"images": [node, 3]}}}

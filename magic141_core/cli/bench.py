@@ -70,6 +70,13 @@ RATIOS = {
                                                        "anchor",
         "colour drift after 60 windows, previous anchor": "the same, matched to the previous window",
         "colour drift after 60 windows, no colour match": "the same without colour matching"},
+    "long_video_resume.py": {
+        "re-roll from window 8 of 12 / full render": "re-roll cost with the sidecar reads (5/12 = 0.417: rendering)",
+        "re-roll from window 8 of 12 / those 5 windows in the full render": "what a re-roll adds to rendering its "
+                                                                            "windows (1.0: nothing)",
+        "resumed after Cancel in window 5: frames equal to the uninterrupted run": "bit-exact resume (1.0)",
+        "sidecar MB per window, 540p": "sidecar disk per 81-frame window: its MP4 + 5 hand-over frames (uint8)",
+        "sidecar read and check seconds per window, 540p": "reading one window back (SHA-256 checked)"},
 }
 
 

@@ -197,12 +197,17 @@ def family_of(patcher):
     return None if found is None else found[1]
 
 
+def image_condition_of(model) -> str:
+    """How the start image enters `model` (a core DiT or `NativeHunyuanDiT`): "concat_mask", "concat" or
+    "token_replace" (see `magic141_core.dit.family`)."""
+    return getattr(model, "image_condition", None) or model.config.image_condition
+
+
 def check_family(model, image_condition: str | None, node: str) -> None:
     """Refuse conditioning prepared for another family than `model`'s (a core DiT or `NativeHunyuanDiT`), naming
     both and the fix. image_condition: what the conditioning's start image was made for (native "concat" = v1,
     "token_replace" = v2; None: Magic141's own, which serves every image-to-video family)."""
-    family = model.family
-    condition = getattr(model, "image_condition", None) or model.config.image_condition
+    family, condition = model.family, image_condition_of(model)
     if not family.is_i2v:
         raise ValueError(
             f"{node} got {family.describe()}: it has no image path. If the file is HunyuanVideo-I2V v2 (token "
