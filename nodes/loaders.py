@@ -10,7 +10,7 @@ from ..magic141_core.runtime.device import RANGE_SAFE, compute_dtype_for
 from ..magic141_core.runtime.offload import install_block_swap
 from ..magic141_core.weights import QUANT_METADATA_KEY, read_metadata
 from .common import CATEGORY
-from .host import memory, native_model, paths, progress
+from .host import comfy_ops, memory, native_model, paths, progress
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INT8_MODES = ["off", "quantize on load", "pre-quantized"]
@@ -22,7 +22,8 @@ def weight_dtype_tooltip() -> str:
     names = {dtype: name for name, dtype in DTYPES.items()}
     computes = ", ".join(f"{name} weights compute in {names[compute_dtype_for(device, dtype, RANGE_SAFE)]}"
                          for name, dtype in DTYPES.items())
-    return ("Storage dtype of the weights (fp8 files are dequantized into it). bf16 is the official one. The "
+    return ("Storage dtype of the weights (an fp8 file keeps its fp8 linears, cast per layer as they are used; its "
+            "other tensors take this dtype). bf16 is the official one. The "
             "transformer never computes in fp16: its activations (~1e5) overflow fp16's 65504 and the video would be "
             "black, so fp16 weights compute in bf16 where the device has it natively (NVIDIA Ampere or newer), else "
             f"in fp32, each weight cast as it is used, as ComfyUI does. On this machine ({device}): {computes}.")
@@ -80,13 +81,31 @@ class Magic141ModelLoader:
         if int8 == "pre-quantized" and QUANT_METADATA_KEY not in read_metadata(path):
             raise ValueError(f"{model_name} is not a pre-quantized int8 file; choose 'quantize on load' to quantize "
                              "it now, or save one with Magic141 Save int8 Checkpoint")
-        model = load_dit(path, dtype=DTYPES[weight_dtype], apply_text_guidance=apply_text_guidance,
-                         int8=int8 == "quantize on load", family=family)
+        patcher = load_native(path, weight_dtype, apply_text_guidance, int8, block_swap, family)
+        model = native_model.core_dit(patcher)
         advice = model.family.recommendation()
         progress.show_text(unique_id, f"{model.family.describe()}: {model.family_reason}. "
                                       f"{advice[0].upper()}{advice[1:]}.")
-        swap = install_block_swap(model, block_swap, memory.compute_device())
-        return (memory.managed(native_model.native_model(model), swap.resident_bytes(model) if swap else None),)
+        return (patcher,)
+
+
+def load_native(path, weight_dtype: str, apply_text_guidance=False, int8="off", block_swap=0, family=AUTO,
+                disable_dynamic=False):
+    """The transformer file `path` as a native MODEL: built from ComfyUI's ops for these dtypes (scaled fp8 layers
+    as ComfyUI's own), behind ComfyUI's model class of its family, in a patcher of the kind native loaders give.
+    Registered as the patcher's `cached_patcher_init`, so ComfyUI can load a fresh copy (TorchCompileModel's
+    non-dynamic clone, multi-GPU) as it does for its own loaders."""
+    dtype, device = DTYPES[weight_dtype], memory.compute_device()
+    compute = compute_dtype_for(device, dtype, RANGE_SAFE)
+    model = load_dit(path, dtype=dtype, apply_text_guidance=apply_text_guidance, int8=int8 == "quantize on load",
+                     family=family, operations=comfy_ops.operations(dtype, compute))
+    comfy_ops.adopt_fp8_(model, compute)
+    swap = install_block_swap(model, block_swap, device)
+    patcher = memory.managed(native_model.native_model(model, dtype, compute),
+                             swap.resident_bytes(model) if swap else None, whole=memory.streams_itself(model),
+                             dynamic=not disable_dynamic)
+    patcher.cached_patcher_init = (load_native, (path, weight_dtype, apply_text_guidance, int8, block_swap, family))
+    return patcher
 
 
 NODE_CLASS_MAPPINGS = {"Magic141ModelLoader": Magic141ModelLoader}
