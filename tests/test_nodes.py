@@ -325,10 +325,11 @@ def test_image_to_video_auto_on_the_cpu_makes_the_draft_and_says_so(pack, tiny_c
     from magic141_core.video.start_image import AUTO, DRAFT, size_choices
 
     node = pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"]
-    choices, options = node.INPUT_TYPES()["required"]["resolution"]
+    kind, options = node.INPUT_TYPES()["required"]["resolution"]  # a V3 combo: ("COMBO", {"options": [...]})
+    choices = options["options"]
     assert choices[:2] == [AUTO, DRAFT] and options["default"] == AUTO and {"540p", "720p", "custom"} <= set(choices)
-    long_choices, long_options = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"].INPUT_TYPES()["required"]["resolution"]
-    assert long_choices == size_choices(long_video=True) and long_options["default"] == AUTO
+    kind, long_options = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"].INPUT_TYPES()["required"]["resolution"]
+    assert long_options["options"] == size_choices(long_video=True) and long_options["default"] == AUTO
     assert "at most 2 windows of at most 9 frames" in long_options["tooltip"] and "16:9 -> 160x80" in options["tooltip"]
     image = torch.rand(1, 1080, 1920, 3)
     for resolution in (AUTO, DRAFT):
