@@ -72,8 +72,9 @@ class Magic141SaveInt8(io.ComfyNode):
                 io.String.Input("filename", default="magic141_int8", tooltip="File name (no folders); .safetensors "
                                                                              "is added, and _llava for the encoder."),
                 io.Model.Input("model", optional=True, tooltip="From Magic141 Model Loader (float or int8)."),
-                ENCODERS.Input("encoders", optional=True, tooltip="From Magic141 Encoder Loader: its LLaVA is saved "
-                                                                  "(pick the file as llava with int8 'pre-quantized')."),
+                ENCODERS.Input("encoders", optional=True, tooltip=(
+                    "From Magic141 Encoder Loader: its LLaVA is saved (pick the file as llava with int8 "
+                    "'pre-quantized').")),
             ],
             outputs=[io.String.Output(tooltip="The saved files' names, comma-separated.")],
             is_output_node=True,

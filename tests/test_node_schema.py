@@ -13,7 +13,8 @@ import pytest
 
 FIXTURE = Path(__file__).parent / "fixtures" / "node_schema_v1.json"
 FILE_LISTS = {"model_name", "llava", "llava_vision", "clip_l", "clip_model", "folder"}  # the files in the folders
-V3_FRONTEND_DEFAULTS = {"multiline": False, "multiselect": False}  # what a V3 input states that a V1 input left to the frontend's default
+# what a V3 input states that a V1 input left to the frontend's default
+V3_FRONTEND_DEFAULTS = {"multiline": False, "multiselect": False}
 
 
 def declared(name: str, cls) -> dict:
