@@ -10,7 +10,7 @@ from ..magic141_core.sampling.sampler import latent_shape
 from ..magic141_core.text import NEGATIVE_PROMPT
 from ..magic141_core.text.prompts import DEFAULT_INTERLEAVE, TEMPLATES
 from ..magic141_core.vae import scale_latent
-from ..magic141_core.video.start_image import FITS, rgb
+from ..magic141_core.video.start_image import rgb
 from . import inputs
 from .common import CATEGORY, FIT_INPUTS, VIDEO_SIZE_INPUTS, fit_start_image
 from .host import memory, native_model, progress
@@ -138,7 +138,6 @@ class Magic141ImageToVideo(io.ComfyNode):
     @classmethod
     def execute(cls, conditioning, vae, start_image, resolution, width, height, length,
                 fit="crop") -> io.NodeOutput:
-        fit = choice(fit, FITS, "fit", "Magic141 Image To Video")
         # refuses a batch of several images; the size policy (auto / draft / buckets / custom) is the core's
         fitted, size = fit_start_image(start_image, resolution, width, height, length, fit)
         shape = latent_shape(size.frames, fitted.shape[1], fitted.shape[2])
