@@ -21,7 +21,7 @@ from ..magic141_core.video.start_image import (
 )
 from . import inputs
 from .host import memory
-from .host.schema import ADVANCED, io, legacy_inputs
+from .host.schema import advanced, io, legacy_inputs
 
 CATEGORY = "Magic141"
 
@@ -70,10 +70,10 @@ SAMPLING_INPUTS = [
                  tooltip="Noise seed; the noise is drawn on the CPU so a seed gives the same video on any device."),
 ]
 
-CFG_INPUTS = [io.Float.Input(
-    "cfg", default=1.0, min=0.0, max=30.0, step=0.1, optional=True, extra_dict=ADVANCED,
+CFG_INPUTS = [advanced(io.Float.Input(
+    "cfg", default=1.0, min=0.0, max=30.0, step=0.1, optional=True,
     tooltip="Classifier-free guidance on top of an embedded guidance, with the negative prompt (twice the "
-            "compute). 1: none. SkyReels-V1 samples at 6 with guidance 1.")]
+            "compute). 1: none. SkyReels-V1 samples at 6 with guidance 1."))]
 
 # The same groups as V1 INPUT_TYPES entries, for the modules not yet converted (long_video); drop with the last one
 LONG_VIDEO_SIZE, SAMPLING, CFG = (legacy_inputs(group) for group in (LONG_VIDEO_SIZE_INPUTS, SAMPLING_INPUTS,

@@ -14,7 +14,7 @@ from ..magic141_core.video.start_image import rgb
 from . import inputs
 from .common import CATEGORY, FIT_INPUTS, VIDEO_SIZE_INPUTS, fit_start_image
 from .host import memory, native_model, progress
-from .host.schema import ADVANCED, CONDITIONING, ENCODERS, choice, io
+from .host.schema import CONDITIONING, ENCODERS, advanced, choice, io
 from .native import native_latent, to_native
 
 TEMPLATE_CHOICES = {"auto": None, "Magic141": "magic141", "HunyuanVideo-I2V": "hunyuan_i2v",
@@ -57,9 +57,10 @@ class Magic141Encode(io.ComfyNode):
                 io.String.Input("prompt", multiline=True, dynamic_prompts=True,
                                 tooltip="What happens in the clip (motion, camera). Up to 256 tokens."),
                 io.Image.Input("image", tooltip="The prior image, as loaded (the vision model sees it uncropped)."),
-                io.String.Input("negative_prompt", multiline=True, default=NEGATIVE_PROMPT, optional=True,
-                                extra_dict=ADVANCED, tooltip="Used only for classifier-free guidance (guidance > 1 "
-                                                             "without a guidance embedder, or cfg > 1)."),
+                advanced(io.String.Input(
+                    "negative_prompt", multiline=True, default=NEGATIVE_PROMPT, optional=True,
+                    tooltip="Used only for classifier-free guidance (guidance > 1 without a guidance embedder, or "
+                            "cfg > 1).")),
                 io.Model.Input("model", optional=True, tooltip=(
                     "The model the conditioning is for (Magic141 Model Loader or a native HunyuanVideo image-to-"
                     "video model): the template follows its family, and Image To Video makes its native outputs "
@@ -67,9 +68,10 @@ class Magic141Encode(io.ComfyNode):
                 io.Combo.Input("template", options=list(TEMPLATE_CHOICES), default="auto", optional=True, tooltip=(
                     "auto: the connected model's family's (without a model: Magic141's). HunyuanVideo-I2V: its own "
                     "template (v1 and v2). Text only: SkyReels-V1.")),
-                io.Int.Input("image_interleave", default=0, min=0, max=64, optional=True, extra_dict=ADVANCED,
-                             tooltip="HunyuanVideo-I2V template: keep every n-th image token (more = less image, "
-                                     "more text). 0: the family's (v1 2, v2 4; without a model 2)."),
+                advanced(io.Int.Input(
+                    "image_interleave", default=0, min=0, max=64, optional=True,
+                    tooltip="HunyuanVideo-I2V template: keep every n-th image token (more = less image, more "
+                            "text). 0: the family's (v1 2, v2 4; without a model 2).")),
             ],
             outputs=[
                 CONDITIONING.Output(display_name="conditioning", tooltip="Text and image tokens; add the start "

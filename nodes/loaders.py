@@ -11,7 +11,7 @@ from ..magic141_core.runtime.offload import install_block_swap
 from ..magic141_core.weights import QUANT_METADATA_KEY, read_metadata
 from .common import CATEGORY
 from .host import memory, native_model, paths, progress
-from .host.schema import ADVANCED, ENCODERS, choice, io
+from .host.schema import ENCODERS, advanced, choice, io
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INT8_MODES = ["off", "quantize on load", "pre-quantized"]
@@ -46,17 +46,17 @@ class Magic141ModelLoader(io.ComfyNode):
                 io.Combo.Input("model_name", options=paths.filenames("diffusion_models"),
                                tooltip="Transformer checkpoint in models/diffusion_models."),
                 io.Combo.Input("weight_dtype", options=list(DTYPES), default="bf16", tooltip=weight_dtype_tooltip()),
-                io.Boolean.Input("apply_text_guidance", default=False, optional=True, extra_dict=ADVANCED, tooltip=(
+                advanced(io.Boolean.Input("apply_text_guidance", default=False, optional=True, tooltip=(
                     "Feed the guidance scale through Magic141's text_guidance_in. The official code never does; "
-                    "enable only for a checkpoint trained to use it.")),
+                    "enable only for a checkpoint trained to use it."))),
                 io.Combo.Input("int8", options=INT8_MODES, default="off", optional=True, tooltip=(
                     "int8 weights (optimum-quanto), about half the memory: quantize a float file while loading, or "
                     "load a file saved by Magic141 Save int8 Checkpoint (recognised by itself even with 'off'). "
                     "Native LoRA loaders cannot patch int8 weights (ComfyUI logs 'lora key not loaded'): use LoRAs "
                     "with int8 off, or the CLI's --lora, which adds them to int8 layers.")),
-                io.Int.Input("block_swap", default=0, min=0, max=60, optional=True, extra_dict=ADVANCED, tooltip=(
+                advanced(io.Int.Input("block_swap", default=0, min=0, max=60, optional=True, tooltip=(
                     "Keep this many of the last transformer blocks in CPU memory and copy each to the GPU just "
-                    "before it runs: less GPU memory, a bit slower. No effect on the CPU.")),
+                    "before it runs: less GPU memory, a bit slower. No effect on the CPU."))),
                 io.Combo.Input("family", options=CHOICES, default=AUTO, optional=True, tooltip=(
                     "Which weights these are. auto reads the file: what it stores, 33 input channels = "
                     "HunyuanVideo-I2V v1 (or Magic141 when the file says so), 32 = SkyReels-V1, 16 = "

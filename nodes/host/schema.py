@@ -3,8 +3,9 @@ docs tell packs to pin (v0_0_2: both supported hosts, 0.30.0 and 0.3.75, have it
 the pack's own socket types, and the two bridges a mixed pack needs while modules are converted one by one.
 
 What 0.3.75's V3 lacks, and how the pack stays the same there:
-- `advanced=` on inputs (0.30.0 has it): `ADVANCED` passes the same flag through `extra_dict`, which both hosts
-  copy into the input's options, so the frontend folds the same widgets on both;
+- `advanced=` on inputs (0.30.0 has it; 0.3.75's inputs take neither it nor `extra_dict`): `advanced(input)` sets
+  the flag after construction (0.3.75: in the input's `extra_dict`, which its `as_dict` copies into the options),
+  so the frontend folds the same widgets on both;
 - combo validation: 0.3.75 checks a V1 list-typed combo's value, but never a V3 `COMBO`'s; every combo value the
   pack reads goes through `choice`, which refuses an unknown one by name on either host.
 """
@@ -13,12 +14,20 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-__all__ = ["ADVANCED", "ComfyExtension", "ENCODERS", "CONDITIONING", "choice", "io", "legacy_inputs"]
+__all__ = ["advanced", "ComfyExtension", "ENCODERS", "CONDITIONING", "choice", "io", "legacy_inputs"]
 
-ADVANCED = {"advanced": True}  # extra_dict of an input the frontend folds under "advanced" (0.30.0 and 0.3.75)
 
 ENCODERS = io.Custom("MAGIC141_ENCODERS")  # Magic141Encoders: LLaVA-Llama-3 + CLIP-L, from the Encoder Loader
 CONDITIONING = io.Custom("MAGIC141_CONDITIONING")  # magic141_core Conditioning: text + image tokens (+ reference)
+
+
+def advanced(item):
+    """`item` (an io input) marked advanced: the frontend folds it under "advanced" (0.30.0 and 0.3.75 alike)."""
+    if hasattr(item, "advanced"):
+        item.advanced = True
+    else:
+        item.extra_dict["advanced"] = True
+    return item
 
 
 def choice(value: str, options, name: str, node: str) -> str:
