@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,6 +139,22 @@ def place(nodes: list[dict]) -> None:
     assert not any(overlap(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:])
 
 
+def registry_properties(node_type: str, widgets: list) -> dict:
+    """A node's `properties` as ComfyUI's own templates carry them: `cnr_id` and `ver` (the Comfy Registry id and
+    version of the pack that provides the node: this pack's name and version from pyproject.toml, or comfy-core at
+    the oldest ComfyUI the pack supports) and, on a loader, `models`: each file its widgets name that pyproject's
+    [tool.comfy] Models lists, with its download URL and folder, so the frontend offers the missing ones."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    comfy = project["tool"]["comfy"]
+    ours = node_type.startswith("Magic141")
+    properties = {"cnr_id": project["project"]["name"] if ours else "comfy-core",
+                  "ver": project["project"]["version"] if ours else comfy["requires-comfyui"].lstrip(">=")}
+    files = {Path(m["location"]).name: m for m in comfy["Models"]}
+    models = [{"name": name, "url": files[name]["model_url"], "directory": Path(files[name]["location"]).parent.name}
+              for name in widgets if isinstance(name, str) and name in files]
+    return properties | ({"models": models} if models else {})
+
+
 def graph(nodes: list[dict], note: str) -> dict:
     """nodes: {id, type, pos, widgets, inputs: {name: (source id, slot)}} -> a UI-format workflow."""
     place(nodes)
@@ -153,7 +170,8 @@ def graph(nodes: list[dict], note: str) -> dict:
             out_links.setdefault((source, slot), []).append(link_id)
             inputs.append({"name": name, "type": kind, "link": link_id})
         properties = ({"showOutputText": False, "horizontal": False} if node["type"] == "Reroute"
-                      else {"Node name for S&R": node["type"]})
+                      else {"Node name for S&R": node["type"]} | registry_properties(node["type"],
+                                                                                      node.get("widgets", [])))
         ui_nodes.append({"id": node["id"], "type": node["type"], "pos": node["pos"], "size": node.get("size", [320, 140]),
                          "flags": {}, "order": order, "mode": 0, "inputs": inputs, "properties": properties,
                          "widgets_values": node.get("widgets", []), "_outputs": OUTPUTS[node["type"]]})

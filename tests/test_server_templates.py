@@ -25,7 +25,7 @@ def test_object_info_lists_every_node_with_typed_inputs(server, object_info):
     assert sampler["category"] == "Magic141" and sampler["display_name"] == "Magic141 Sampler"
     assert sampler["input"]["required"]["model"][0] == "MODEL"
     assert sampler["output"] == ["LATENT"]
-    loader = object_info["Magic141ModelLoader"]["input"]["required"]["model_name"][0]
+    loader = object_info["Magic141ModelLoader"]["input"]["required"]["model_name"][1]["options"]  # V3 combo
     assert DEMO_FILES["dit"][1] in loader
     templates = server.get("/api/workflow_templates")
     assert {"Image to video", "Text to image to video", "Retrieved image to video", "Prior switch to video",
