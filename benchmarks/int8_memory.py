@@ -39,13 +39,14 @@ def anon_rss() -> int:
     return 0
 
 
-def measure(fn):
-    """Run fn() while sampling anonymous RSS; returns (result, peak bytes above the starting level, seconds)."""
-    base, peak, done = anon_rss(), [0], threading.Event()
+def measure(fn, rss=anon_rss):
+    """Run fn() while sampling `rss()` (default: anonymous RSS); returns (result, peak bytes above the starting
+    level, seconds)."""
+    base, peak, done = rss(), [0], threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], anon_rss())
+            peak[0] = max(peak[0], rss())
             time.sleep(0.002)
 
     thread = threading.Thread(target=sample)
@@ -55,7 +56,7 @@ def measure(fn):
     seconds = time.perf_counter() - start
     done.set()
     thread.join()
-    return result, max(peak[0], anon_rss()) - base, seconds
+    return result, max(peak[0], rss()) - base, seconds
 
 
 def child(mode: str, path: str):

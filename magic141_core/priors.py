@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .video.image_files import IMAGE_SUFFIXES, ImageFileError, open_rgb
+from .video.image_files import IMAGE_SUFFIXES, ImageFileError, load_image, open_rgb
 from .weights import CheckpointError, read_metadata, read_state_dict, save_safetensors
 
 log = logging.getLogger(__name__)
@@ -262,6 +262,24 @@ class ImageIndex:
         top = torch.topk(scores, min(k, len(self.keys)))
         matches = [Match(self.folder / self.keys[i][0], float(s)) for s, i in zip(top.values, top.indices)]
         return [m for m in matches if is_inside(m.path, self.roots)]  # a link swapped in since indexing: dropped
+
+
+class FolderPrior:
+    """An indexed image folder and its CLIP model, asked for one image per prompt: the prior of each shot of a
+    storyboard (the Long Video node's `shot_priors`, the CLI's `long --prior-folder`). The index is brought up to
+    date once, when this is made; every file read resolves inside `index.roots`."""
+
+    def __init__(self, index: ImageIndex, embedder: ClipEmbedder):
+        self.index, self.embedder = index, embedder
+
+    def best(self, prompt: str) -> tuple[torch.Tensor, str]:
+        """The image nearest `prompt` as IMAGE [1, H, W, 3] float 0..1, and what it is ("<file> (score 0.31)")."""
+        matches = self.index.query(self.embedder.embed_text([prompt])[0], 1)
+        if not matches:  # the one match was a link swapped in since indexing
+            raise ValueError(f"no usable image in {self.index.folder} for the prompt {prompt!r}")
+        match = matches[0]
+        image = load_image(file_inside(match.path, self.index.roots))
+        return image, f"{match.path.relative_to(self.index.folder).as_posix()} (score {match.score:.2f})"
 
 
 def folder_fingerprint(folder: str | os.PathLike) -> str:

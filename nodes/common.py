@@ -21,6 +21,7 @@ from ..magic141_core.video.start_image import (
 )
 from . import inputs
 from .host import memory
+from .host.schema import advanced, io, legacy_inputs
 
 CATEGORY = "Magic141"
 
@@ -31,46 +32,52 @@ RESOLUTION_TOOLTIP = (
     "centre crop). custom: width and height below.")
 
 
-def video_size_inputs(long_video: bool = False) -> dict:
+def video_size_inputs(long_video: bool = False) -> list:
     """The resolution / width / height inputs (Long Video's draft entry also caps the windows)."""
     tooltip = RESOLUTION_TOOLTIP.format(
         divisor=DRAFT_DIVISOR, wide="x".join(map(str, draft_bucket(16, 9))),
         square="x".join(map(str, draft_bucket(1, 1))),
         frames=f"at most {DRAFT_WINDOWS} windows of at most {DRAFT_WINDOW_FRAMES} frames" if long_video
         else f"at most {DRAFT_FRAMES} frames")
-    return {
-        "resolution": (size_choices(long_video), {"default": AUTO, "tooltip": tooltip}),
-        "width": ("INT", {"default": 960, "min": 16, "max": MAX_SIDE, "step": 16,
-                          "tooltip": "Video width (custom only); a multiple of 16."}),
-        "height": ("INT", {"default": 544, "min": 16, "max": MAX_SIDE, "step": 16,
-                           "tooltip": "Video height (custom only); a multiple of 16."}),
-    }
+    return [
+        io.Combo.Input("resolution", options=size_choices(long_video), default=AUTO, tooltip=tooltip),
+        io.Int.Input("width", default=960, min=16, max=MAX_SIDE, step=16,
+                     tooltip="Video width (custom only); a multiple of 16."),
+        io.Int.Input("height", default=544, min=16, max=MAX_SIDE, step=16,
+                     tooltip="Video height (custom only); a multiple of 16."),
+    ]
 
 
-VIDEO_SIZE, LONG_VIDEO_SIZE = video_size_inputs(), video_size_inputs(long_video=True)
+# Input groups shared by several nodes, in the V3 schema (a node's `inputs` list splices them in, in this order)
+VIDEO_SIZE_INPUTS, LONG_VIDEO_SIZE_INPUTS = video_size_inputs(), video_size_inputs(long_video=True)
 
-FIT = {"fit": (list(FITS), {"default": "crop", "tooltip": "How the start image meets the video's aspect ratio. "
-                            "crop: fill the frame, cut the edges (the official way). pad: keep the whole image, add "
-                            "black bars (nothing is cut off; the bars stay in the video, no mask marks them)."})}
+FIT_INPUTS = [io.Combo.Input(
+    "fit", options=list(FITS), default="crop", optional=True,  # optional: older workflows load unchanged (crop)
+    tooltip="How the start image meets the video's aspect ratio. crop: fill the frame, cut the edges (the official "
+            "way). pad: keep the whole image, add black bars (nothing is cut off; the bars stay in the video, no "
+            "mask marks them).")]
 
-SAMPLING = {
-    "steps": ("INT", {"default": 4, "min": STEPS_RANGE[0], "max": STEPS_RANGE[1],
-                      "tooltip": "Euler steps. 4 matches the DMD2 distillation."}),
-    "shift": ("FLOAT", {"default": 5.0, "min": SHIFT_RANGE[0], "max": SHIFT_RANGE[1], "step": 0.01,
-                        "tooltip": "Flow-matching timestep shift. The official sampler uses 5."}),
-    "guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,
-                           "tooltip": "1.0 is the distilled default (one forward per step). Above 1 on a model "
-                                      "without a guidance embedder, classifier-free guidance runs with the negative "
-                                      "prompt (twice the compute)."}),
-    "seed": ("INT", {"default": 39, "min": SEED_RANGE[0], "max": SEED_RANGE[1], "control_after_generate": True,
-                     "tooltip": "Noise seed; the noise is drawn on the CPU so a seed gives the same video on any "
-                                "device."}),
-}
+SAMPLING_INPUTS = [
+    io.Int.Input("steps", default=4, min=STEPS_RANGE[0], max=STEPS_RANGE[1],
+                 tooltip="Euler steps. 4 matches the DMD2 distillation."),
+    io.Float.Input("shift", default=5.0, min=SHIFT_RANGE[0], max=SHIFT_RANGE[1], step=0.01,
+                   tooltip="Flow-matching timestep shift. The official sampler uses 5."),
+    io.Float.Input("guidance", default=1.0, min=0.0, max=30.0, step=0.1,
+                   tooltip="1.0 is the distilled default (one forward per step). Above 1 on a model without a "
+                           "guidance embedder, classifier-free guidance runs with the negative prompt (twice the "
+                           "compute)."),
+    io.Int.Input("seed", default=39, min=SEED_RANGE[0], max=SEED_RANGE[1], control_after_generate=True,
+                 tooltip="Noise seed; the noise is drawn on the CPU so a seed gives the same video on any device."),
+]
 
+CFG_INPUTS = [advanced(io.Float.Input(
+    "cfg", default=1.0, min=0.0, max=30.0, step=0.1, optional=True,
+    tooltip="Classifier-free guidance on top of an embedded guidance, with the negative prompt (twice the "
+            "compute). 1: none. SkyReels-V1 samples at 6 with guidance 1."))]
 
-CFG = {"cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "advanced": True,
-                         "tooltip": "Classifier-free guidance on top of an embedded guidance, with the negative "
-                                    "prompt (twice the compute). 1: none. SkyReels-V1 samples at 6 with guidance 1."})}
+# The same groups as V1 INPUT_TYPES entries, for the modules not yet converted (long_video); drop with the last one
+LONG_VIDEO_SIZE, SAMPLING, CFG = (legacy_inputs(group) for group in (LONG_VIDEO_SIZE_INPUTS, SAMPLING_INPUTS,
+                                                                       CFG_INPUTS))
 
 
 def fit_start_image(image, resolution: str, width: int, height: int, frames: int, fit: str = "crop",

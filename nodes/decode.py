@@ -12,6 +12,7 @@ from ..magic141_core.weights import CheckpointError
 from . import inputs
 from .common import CATEGORY
 from .host import memory, progress
+from .host.schema import io
 
 MIN_TILE_PX = 64  # 8 latent pixels: below this, tile borders dominate (tiling.MIN_TILE)
 _CORE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # native VAE object -> (our VAE, its placement)
@@ -55,32 +56,31 @@ def tiling_for(tile_size: int) -> Tiling | None:
     return Tiling(tile_height=tile, tile_width=tile)
 
 
-class Magic141VAEDecode:
-    DESCRIPTION = (
-        "Decodes a HunyuanVideo latent with the native VAE's weights (from Load VAE) by Magic141's causal streaming "
-        "decode: temporal chunks carry every convolution's state, so the clip is never cut in time (no seam), memory "
-        "stays flat in the clip's length, and the progress bar moves per chunk and tile. Cancel stops it within "
-        "seconds. Frames differ from a one-pass decode only by GroupNorm's running statistics (see docs/vae.md)."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("The decoded frames (a batch of images, in order).",)
-    FUNCTION = "decode"
+class Magic141VAEDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Magic141VAEDecode",
+            display_name="Magic141 VAE Decode",
+            category=CATEGORY,
+            description="Decodes a HunyuanVideo latent with the native VAE's weights (from Load VAE) by Magic141's "
+                        "causal streaming decode: temporal chunks carry every convolution's state, so the clip is "
+                        "never cut in time (no seam), memory stays flat in the clip's length, and the progress bar "
+                        "moves per chunk and tile. Cancel stops it within seconds. Frames differ from a one-pass "
+                        "decode only by GroupNorm's running statistics (see docs/vae.md).",
+            inputs=[
+                io.Latent.Input("samples", tooltip="The video latent (from Magic141 Sampler or a native sampler)."),
+                io.Vae.Input("vae", tooltip="The HunyuanVideo VAE (native Load VAE)."),
+                io.Int.Input("tile_size", default=0, min=0, max=8192, step=32,
+                             tooltip="0: automatic (the whole frame when it fits in free memory, else smaller "
+                                     "tiles). Otherwise square spatial tiles of this many pixels (cross-faded over "
+                                     "32 px), for less memory."),
+            ],
+            outputs=[io.Image.Output(tooltip="The decoded frames (a batch of images, in order).")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "samples": ("LATENT", {"tooltip": "The video latent (from Magic141 Sampler or a native sampler)."}),
-                "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
-                "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 32,
-                                      "tooltip": "0: automatic (the whole frame when it fits in free memory, else "
-                                                 "smaller tiles). Otherwise square spatial tiles of this many "
-                                                 "pixels (cross-faded over 32 px), for less memory."}),
-            }
-        }
-
-    def decode(self, samples, vae, tile_size=0):
+    def execute(cls, samples, vae, tile_size=0) -> io.NodeOutput:
         node = "Magic141 VAE Decode"
         tiling = tiling_for(tile_size)
         latent = inputs.video_latent(samples, node, "decode image latents with native VAE Decode; this node takes "
@@ -88,8 +88,7 @@ class Magic141VAEDecode:
         model = core_vae(vae, node)
         frames = model.decode(latent.float(), tiling, callback=progress.progress_callback(),
                               output_device=memory.intermediate_device())  # [B, 3, F, H, W] in [0, 1]
-        return (frames.movedim(1, -1).reshape(-1, *frames.shape[-2:], 3),)
+        return io.NodeOutput(frames.movedim(1, -1).reshape(-1, *frames.shape[-2:], 3))
 
 
-NODE_CLASS_MAPPINGS = {"Magic141VAEDecode": Magic141VAEDecode}
-NODE_DISPLAY_NAME_MAPPINGS = {"Magic141VAEDecode": "Magic141 VAE Decode"}
+NODES = [Magic141VAEDecode]

@@ -7,12 +7,15 @@ import dataclasses
 from ..magic141_core.runtime.finite import NonFiniteOutput
 from ..magic141_core.sampling.sampler import latent_frames
 from ..magic141_core.video.long_video import ClipFrames, LongVideoSettings, generate_long_video
-from ..magic141_core.video.mp4 import Mp4Writer
 from ..magic141_core.text import TemplateEncoders
+from ..magic141_core.video import shots as video_shots
+from ..magic141_core.video.resume import LongVideoFile, check_continues, check_models, continued_board, first_window, \
+    known_shots
+from ..magic141_core.video.sidecar import SidecarReader, fingerprint, locate_sidecar
 from ..magic141_core.video.start_image import DRAFT_WINDOW_FRAMES, DRAFT_WINDOWS, EARLIER_DRAFT_LONG, fit_clip, \
     size_choices
-from ..magic141_core.video.windows import CONTEXT_FRAMES, DEFAULT_CONTEXT_FRAMES, WindowPlan, count_windows, \
-    window_prompts
+from ..magic141_core.video.windows import CONTEXT_FRAMES, CUT, DEFAULT_CONTEXT_FRAMES, MAX_WINDOWS, WindowPlan, \
+    WindowPrompt, count_windows, storyboard
 from . import inputs
 from .common import CATEGORY, CFG, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
 from .host import frame_vae, native_model, paths, progress
@@ -32,22 +35,27 @@ class Magic141LongVideo:
         "(context_frames, colour-matched to the start, re-encoded), so motion keeps its speed across the seams; the "
         "prior's image tokens stay the identity anchor, and the repeated context frames are dropped. It can also "
         "extend a clip (start_video, or an image batch as prior). Each window is appended to the MP4 as soon as it "
-        "is done, so memory stays flat. One prompt per line directs the windows in order (the last line repeats). "
-        "If you stop the run, the "
-        "finished windows are kept as <name>_partial.mp4. A progress bar shows while it renders; the finished video "
-        "plays in the node. The node states the length it renders, in seconds: on a CPU (auto: the draft) the windows "
-        f"asked, up to {DRAFT_WINDOWS}, of at most {DRAFT_WINDOW_FRAMES} frames."
+        "is done, so memory stays flat. One prompt per line directs the windows in order (the last line repeats); "
+        f"a line starting with {CUT} starts a new shot from a new prior (shot_images, or shot_priors: retrieved for "
+        "that line). If you stop the run, the finished windows are kept as <name>_partial.mp4. Every window is "
+        "remembered in a sidecar beside the MP4 (<name>.m141): give it as resume to finish a stopped run, or with "
+        "from_window to re-roll one window and those after it (the windows before it are reused bit for bit). A "
+        "progress bar shows while it renders; the finished video plays in the node. The node states the length it "
+        f"renders, in seconds: on a CPU (auto: the draft) the windows asked, up to {DRAFT_WINDOWS}, of at most "
+        f"{DRAFT_WINDOW_FRAMES} frames."
     )
     CATEGORY = CATEGORY
     # outputs are only ever appended (saved workflows link them by index); without the VIDEO type (an old host)
     # the whole-clip frames take its place
-    RETURN_TYPES = ("IMAGE", "STRING") + paths.VIDEO_OUTPUT + ("IMAGE",)
-    RETURN_NAMES = ("last_window", "filename") + (("video",) if paths.VIDEO_OUTPUT else ()) + ("frames",)
+    RETURN_TYPES = ("IMAGE", "STRING") + paths.VIDEO_OUTPUT + ("IMAGE", "STRING")
+    RETURN_NAMES = ("last_window", "filename") + (("video",) if paths.VIDEO_OUTPUT else ()) + ("frames", "sidecar")
     OUTPUT_TOOLTIPS = ("The frames of the last window (a preview).", "The video file, relative to the output folder.") \
         + (("The whole video as ComfyUI's VIDEO type, read from the file on disk when used (never held in memory): "
             "for Get Video Components, Save Video and video nodes.",) if paths.VIDEO_OUTPUT else ()) \
         + ("Every frame of the whole video as IMAGE (for upscaling, interpolation, video-combine nodes), held in "
-           "memory: refused before rendering when larger than frames_limit_mb; unconnected, nothing is held.",)
+           "memory: refused before rendering when larger than frames_limit_mb; unconnected, nothing is held.",
+           "The sidecar folder beside the MP4 (relative to the output folder): for resume, and for Long Video "
+           "Report's layout of windows and cuts.")
     FUNCTION = "render"
     OUTPUT_NODE = True
 
@@ -118,7 +126,20 @@ class Magic141LongVideo:
                 "start_video": ("VIDEO", {"tooltip": "A clip to extend (e.g. Load Video): the video continues "
                                                      "from its last frames, fitted to the video size like the "
                                                      "prior; the prior is then the identity anchor only."}),
-                **CFG,
+                **CFG,  # (issue 28) before this issue's inputs: saved workflows keep their widget order
+                "resume": ("STRING", {"default": "", "tooltip": "Continue a recorded long video: its sidecar "
+                                      "(<name>.m141, the sidecar output) or its MP4 (<name>.mp4 or "
+                                      "<name>_partial.mp4), inside the output folder. A new MP4 and sidecar are "
+                                      "written; the old ones stay. Empty: a new video."}),
+                "from_window": ("INT", {"default": 0, "min": 0, "max": MAX_WINDOWS, "tooltip": "With resume: 0 "
+                                        "renders the first unfinished window on; k re-rolls window k and those after "
+                                        "it with this node's prompts and seed (windows before k are reused bit for "
+                                        "bit, not rendered)."}),
+                "shot_images": ("IMAGE", {"tooltip": f"Priors of the shots: the prompt lines starting with {CUT} "
+                                                     "take these images in order (fitted like the prior)."}),
+                "shot_priors": ("MAGIC141_PRIOR_FOLDER", {"tooltip": f"From Retrieve Prior's prior_folder: each "
+                                                          f"line starting with {CUT} starts from the folder's image "
+                                                          "nearest that line's prompt (CLIP)."}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
@@ -131,8 +152,8 @@ class Magic141LongVideo:
             f"resolution must be one of {', '.join(choices)}; got {resolution!r}"
 
     def render(self, model, vae, prior, prompts, filename_prefix, encoders=None, conditioning=None, negative=None,
-               frames_limit_mb=FRAMES_LIMIT_MB, start_video=None, prompt=None, extra_pnginfo=None, unique_id=None,
-               **widgets):
+               frames_limit_mb=FRAMES_LIMIT_MB, start_video=None, resume="", from_window=0, shot_images=None,
+               shot_priors=None, prompt=None, extra_pnginfo=None, unique_id=None, **widgets):
         """`widgets`: the length and size (`LENGTH_WIDGETS`) and the fields of the core's `LongVideoSettings`, which
         the CLI's `long` builds the same way (absent optional ones take its defaults)."""
         length = {name: widgets.pop(name) for name in LENGTH_WIDGETS}
@@ -147,6 +168,9 @@ class Magic141LongVideo:
             raise ValueError("connect either encoders (Magic141 Encoder Loader) or a native conditioning "
                              "(e.g. TextEncodeHunyuanVideo_ImageToVideo), not both and not neither")
         inputs.image_batch(prior, NODE, "prior")
+        if shot_images is not None:
+            inputs.image_batch(shot_images, NODE, "shot_images")
+        old = read_sidecar(resume, from_window)
         clip = prior if prior.shape[0] > 1 else None  # an image batch: a clip to extend
         if start_video is not None:
             if clip is not None:
@@ -174,52 +198,92 @@ class Magic141LongVideo:
             raise ValueError(f"{e} ({size.describe()})") from None
         asked = f"{length['duration']:g} s" if length["unit"] == "seconds" else None
         notes.insert(0, size.describe(settings.fps, asked, plan.total))
-        progress.show_text(unique_id, "Magic141 Long Video: " + "; ".join(notes))
         fixed = None
-        if conditioning is not None:
+        if conditioning is not None:  # the prompts text is not used: no lines, no cuts
             fixed = magic141_conditioning(conditioning, negative)
-            encoders, prompts = FixedEncoders(fixed), "\n".join(["(native conditioning)"] * windows)
-        whole = None  # unconnected, the whole clip is not held
-        if output_linked(prompt, unique_id, len(self.RETURN_TYPES) - 1):  # refused before rendering if too large
-            whole = ClipFrames(plan.total, start.shape[1], start.shape[2], frames_limit_mb << 20, "frames_limit_mb",
-                               "the frames output")
-        metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
-        path, record = paths.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
+            encoders, board = FixedEncoders(fixed), [WindowPrompt("(native conditioning)")] * windows
+        else:
+            board = storyboard(prompts, windows)
+        first = 0
+        if old is not None:
+            first = first_window(old, from_window - 1 if from_window else None)
+            board = continued_board(old, first, board, windows)
+            check_continues(old, settings, start.shape[2], start.shape[1], window_length,  # the clip: recorded
+                            clip_length if clip is not None else old.record.start_frames, start)
+            notes.append(f"continues {old.folder.name} from window {first + 1}: {first} window(s) reused")
+        shots, sources = video_shots.shot_priors(board, start.shape[2], start.shape[1], shot_images, shot_priors,
+                                                 first, () if old is None else known_shots(old, board))
+        progress.show_text(unique_id, "Magic141 Long Video: " + "; ".join(notes))
         dit = native_model.velocity_model(model, NODE, fixed and fixed.image_condition)
         if fixed is not None:
             check_widths(dit, fixed, NODE)
             check_template(dit, fixed, NODE)
         else:  # each window's prompt line in the prompt template of the model's family
             encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
+        frames_vae = frame_vae.NativeFrameVAE(vae)
+        models = {"transformer": fingerprint(dit), "VAE": fingerprint(frames_vae)}
+        if old is not None:
+            check_models(old, models)
+        metadata = {**(extra_pnginfo or {}), **({"prompt": prompt} if prompt is not None else {})}
+        metadata = metadata if paths.metadata_enabled() else {}
+        path, record = paths.output_file(filename_prefix, "mp4", start.shape[2], start.shape[1])
+        if old is None:
+            video = LongVideoFile.create(path, settings, board, start, window_length, start_clip=clip, shots=shots,
+                                         shot_sources=sources, models=models, metadata=metadata)
+        else:
+            video = LongVideoFile.resume(path, old, first, settings, board, shots=shots, shot_sources=sources,
+                                         models=models, metadata=metadata)
+        whole = None  # unconnected, the whole clip is not held
+        if output_linked(prompt, unique_id, self.RETURN_NAMES.index("frames")):  # refused before rendering if large
+            whole = ClipFrames(video.plan.total, start.shape[1], start.shape[2], frames_limit_mb << 20,
+                               "frames_limit_mb", "the frames output")
+            for frame in video.reused_frames():  # as the file holds them
+                whole.append(frame[None])
         # No latent previews: the frontend shows a node's previews instead of its outputs and would load them (blob:
         # JPEGs) into this node's <video>, which ./run.sh's CSP refuses: the finished video would never show
         # (docs/comfyui-host.md, "Previews under ./run.sh"). The progress bar still moves with every step.
-        steps = settings.steps
-        on_progress = progress.step_callback(windows * steps, preview=False)
-        total_steps = windows * steps
+        steps, rendered = settings.steps, windows - first
+        on_progress = progress.step_callback(rendered * steps, preview=False)
         last_window = []
 
         def write(frames):
-            writer.write(frames)
+            video.write(frames)
             last_window[:] = [frames]
             if whole is not None:
                 whole.append(frames)
 
         def on_step(window, step):
-            on_progress(dataclasses.replace(step, index=window * steps + step.index, total=total_steps))
+            on_progress(dataclasses.replace(step, index=(window - first) * steps + step.index,
+                                            total=rendered * steps))
 
-        metadata = metadata if paths.metadata_enabled() else {}
         try:
-            with Mp4Writer(path, settings.fps, settings.quality, metadata, keep_partial=True) as writer:
-                generate_long_video(dit, encoders, frame_vae.NativeFrameVAE(vae), start,
-                                    window_prompts(prompts, windows), window_length, write, settings, start_clip=clip,
-                                    on_step=on_step)
+            with video:
+                generate_long_video(dit, encoders, frames_vae, start, [p.text for p in board], window_length, write,
+                                    settings, plan=video.plan, shots=video.shots, resume=video.handover,
+                                    on_step=on_step, on_window=video.window_done)
         except NonFiniteOutput as e:  # a LoRA loader wired into the MODEL is the likeliest cause: named first
             raise native_model.blame_patches(e, model) from None
+        except BaseException:  # Cancel, a full disk: say where the finished windows are kept
+            if video.record.windows:
+                progress.show_text(unique_id, f"Magic141 Long Video stopped after {len(video.record.windows)} of "
+                                   f"{windows} windows: set resume to {paths.output_relative(video.folder)} to finish "
+                                   "it (the finished windows are reused)")
+            raise
         name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
         last = last_window[0].float() / 255
+        sidecar = paths.output_relative(video.folder)
         return {"ui": {"images": [record], "animated": (True,)},  # frames unconnected: the last window, not held
-                "result": (last, name, *paths.video_output(path), last if whole is None else whole.image())}
+                "result": (last, name, *paths.video_output(path), last if whole is None else whole.image(), sidecar)}
+
+
+def read_sidecar(resume: str, from_window: int) -> SidecarReader | None:
+    """The recorded video `resume` names (its sidecar or MP4, inside the output folder), or None for a new video."""
+    if not str(resume).strip():
+        if from_window:
+            raise ValueError(f"from_window {from_window} re-rolls a recorded video: give its sidecar as resume "
+                             "(Long Video's sidecar output), or set from_window to 0 for a new video")
+        return None
+    return SidecarReader.read(locate_sidecar(paths.output_entry(resume, "resume")), roots=[paths.output_dir()])
 
 
 NODE_CLASS_MAPPINGS = {"Magic141LongVideo": Magic141LongVideo}

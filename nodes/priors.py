@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..magic141_core.priors import ClipEmbedder, ImageIndex, file_inside, folder_fingerprint, resolve_inside
+from ..magic141_core.priors import ClipEmbedder, FolderPrior, ImageIndex, file_inside, folder_fingerprint, \
+    resolve_inside
 from ..magic141_core.video.image_files import load_image
 from .common import CATEGORY
 from .host import memory, paths, progress
@@ -29,9 +30,11 @@ class Magic141RetrievePrior:
         "Step through the candidates with 'pick'. The node shows the file it chose, its score and the runner-up."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING", "FLOAT")
-    RETURN_NAMES = ("image", "filename", "score")
-    OUTPUT_TOOLTIPS = ("The retrieved image.", "Its path inside the folder.", "Cosine similarity to the prompt.")
+    RETURN_TYPES = ("IMAGE", "STRING", "FLOAT", "MAGIC141_PRIOR_FOLDER")
+    RETURN_NAMES = ("image", "filename", "score", "prior_folder")
+    OUTPUT_TOOLTIPS = ("The retrieved image.", "Its path inside the folder.", "Cosine similarity to the prompt.",
+                       "The indexed folder and its CLIP model, for Long Video's shot_priors: each [cut] line of a "
+                       "storyboard starts from the image nearest its prompt.")
     FUNCTION = "retrieve"
 
     @classmethod
@@ -67,7 +70,8 @@ class Magic141RetrievePrior:
         match = matches[pick]
         path = file_inside(match.path, [root])  # checked again right before reading
         progress.show_text(unique_id, choice_text(matches, pick, images))
-        return (load_image(path), match.path.relative_to(images).as_posix(), match.score)
+        return (load_image(path), match.path.relative_to(images).as_posix(), match.score,
+                FolderPrior(index, embedder))
 
     @classmethod
     def IS_CHANGED(cls, folder, **_):

@@ -12,38 +12,39 @@ from ..magic141_core.video.mp4 import write_mp4
 from . import inputs
 from .common import CATEGORY
 from .host import native_model, paths
+from .host.schema import ENCODERS, io
 
 
-class Magic141SaveMP4:
-    DESCRIPTION = (
-        "Writes the frames as an H.264 MP4 (yuv420p, plays everywhere) to the output folder, shows it in the UI and "
-        "embeds the prompt and workflow so dropping the file onto ComfyUI restores the graph. The file appears only "
-        "when complete. Also passes the frames on as IMAGE, and the file as native VIDEO (Save Video, Get Video "
-        "Components, video nodes)."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",) + paths.VIDEO_OUTPUT
-    OUTPUT_TOOLTIPS = ("The same frames, for native image nodes.",
-                       "The MP4 just written, as ComfyUI's VIDEO type (as Load Video gives it).")[:len(RETURN_TYPES)]
-    FUNCTION = "save"
-    OUTPUT_NODE = True
+class Magic141SaveMP4(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Magic141SaveMP4",
+            display_name="Magic141 Save MP4",
+            category=CATEGORY,
+            description="Writes the frames as an H.264 MP4 (yuv420p, plays everywhere) to the output folder, shows "
+                        "it in the UI and embeds the prompt and workflow so dropping the file onto ComfyUI restores "
+                        "the graph. The file appears only when complete. Also passes the frames on as IMAGE, and the "
+                        "file as native VIDEO (Save Video, Get Video Components, video nodes).",
+            inputs=[
+                io.Image.Input("images", tooltip="Video frames [frames, height, width, 3], e.g. from VAE Decode."),
+                io.Float.Input("fps", default=24.0, min=1.0, max=120.0, step=1.0,
+                               tooltip="Frames per second. Magic141 is trained at 24."),
+                io.Int.Input("quality", default=19, min=0, max=51,
+                             tooltip="x264 CRF: lower is better and larger; 17-23 is visually good."),
+                io.String.Input("filename_prefix", default="Magic141/clip",
+                                tooltip="Name (and subfolder) inside the output folder."),
+            ],
+            outputs=[io.Image.Output(tooltip="The same frames, for native image nodes."),
+                     io.Video.Output(tooltip="The MP4 just written, as ComfyUI's VIDEO type (as Load Video gives "
+                                             "it).")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "images": ("IMAGE", {"tooltip": "Video frames [frames, height, width, 3], e.g. from VAE Decode."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0,
-                                  "tooltip": "Frames per second. Magic141 is trained at 24."}),
-                "quality": ("INT", {"default": 19, "min": 0, "max": 51,
-                                    "tooltip": "x264 CRF: lower is better and larger; 17-23 is visually good."}),
-                "filename_prefix": ("STRING", {"default": "Magic141/clip",
-                                               "tooltip": "Name (and subfolder) inside the output folder."}),
-            },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
-        }
-
-    def save(self, images, fps, quality, filename_prefix, prompt=None, extra_pnginfo=None):
+    def execute(cls, images, fps, quality, filename_prefix) -> io.NodeOutput:
+        prompt, extra_pnginfo = cls.hidden.prompt, cls.hidden.extra_pnginfo
         inputs.image_batch(images, "Magic141 Save MP4", "images")
         metadata = {}
         if paths.metadata_enabled():
@@ -53,37 +54,34 @@ class Magic141SaveMP4:
         check_finite(images, "the frames given to Save MP4 (from VAE Decode)", images.dtype, VAE_ADVICE)
         path, record = paths.output_file(filename_prefix, "mp4", images.shape[2], images.shape[1])
         write_mp4(path, images, fps=fps, crf=quality, metadata=metadata)
-        return {"ui": {"images": [record], "animated": (True,)}, "result": (images, *paths.video_output(path))}
+        return io.NodeOutput(images, *paths.video_output(path), ui={"images": [record], "animated": (True,)})
 
 
-class Magic141SaveInt8:
-    DESCRIPTION = (
-        "Saves int8 checkpoints (optimum-quanto, about half the size): the transformer into "
-        "models/diffusion_models, the LLaVA encoder (int8 Llama-3, vision tower included) into models/text_encoders. "
-        "Later runs load them directly as int8 without ever holding float weights. A name that already exists in "
-        "those folders is refused: no model is ever replaced."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("STRING",)
-    OUTPUT_TOOLTIPS = ("The saved files' names, comma-separated.",)
-    FUNCTION = "save"
-    OUTPUT_NODE = True
+class Magic141SaveInt8(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Magic141SaveInt8",
+            display_name="Magic141 Save int8 Checkpoint",
+            category=CATEGORY,
+            description="Saves int8 checkpoints (optimum-quanto, about half the size): the transformer into "
+                        "models/diffusion_models, the LLaVA encoder (int8 Llama-3, vision tower included) into "
+                        "models/text_encoders. Later runs load them directly as int8 without ever holding float "
+                        "weights. A name that already exists in those folders is refused: no model is ever replaced.",
+            inputs=[
+                io.String.Input("filename", default="magic141_int8", tooltip="File name (no folders); .safetensors "
+                                                                             "is added, and _llava for the encoder."),
+                io.Model.Input("model", optional=True, tooltip="From Magic141 Model Loader (float or int8)."),
+                ENCODERS.Input("encoders", optional=True, tooltip=(
+                    "From Magic141 Encoder Loader: its LLaVA is saved (pick the file as llava with int8 "
+                    "'pre-quantized').")),
+            ],
+            outputs=[io.String.Output(tooltip="The saved files' names, comma-separated.")],
+            is_output_node=True,
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "filename": ("STRING", {"default": "magic141_int8", "tooltip": "File name (no folders); "
-                                        ".safetensors is added, and _llava for the encoder."}),
-            },
-            "optional": {
-                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (float or int8)."}),
-                "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: its LLaVA is saved "
-                                                              "(pick the file as llava with int8 'pre-quantized')."}),
-            },
-        }
-
-    def save(self, filename, model=None, encoders=None):
+    def execute(cls, filename, model=None, encoders=None) -> io.NodeOutput:
         name = filename.strip().removesuffix(".safetensors")
         if not re.fullmatch(r"[\w][\w.\- ]*", name):
             raise ValueError(f"filename {filename!r} must be a plain file name (letters, digits, '_', '-', '.'; "
@@ -104,10 +102,10 @@ class Magic141SaveInt8:
                 raise ValueError("Save int8 Checkpoint re-reads the transformer file, so LoRAs or other weight "
                                  "patches on this MODEL would be lost: save it with native ModelSave first, load "
                                  "that file in Magic141 Model Loader, then save it as int8")
-            saved.append(self._save_dit(dit, name))
+            saved.append(cls._save_dit(dit, name))
         if encoders is not None:
-            saved.append(self._save_llava(encoders, name + "_llava"))
-        return {"ui": {"text": saved}, "result": (", ".join(saved),)}
+            saved.append(cls._save_llava(encoders, name + "_llava"))
+        return io.NodeOutput(", ".join(saved), ui={"text": saved})
 
     @staticmethod
     def _save_dit(dit, name: str) -> str:
@@ -132,6 +130,4 @@ class Magic141SaveInt8:
         return path.name
 
 
-NODE_CLASS_MAPPINGS = {"Magic141SaveMP4": Magic141SaveMP4, "Magic141SaveInt8": Magic141SaveInt8}
-NODE_DISPLAY_NAME_MAPPINGS = {"Magic141SaveMP4": "Magic141 Save MP4",
-                              "Magic141SaveInt8": "Magic141 Save int8 Checkpoint"}
+NODES = [Magic141SaveMP4, Magic141SaveInt8]

@@ -30,6 +30,7 @@ FLOWS = {
     "hunyuan_i2v_v1_to_video": "HunyuanVideo-I2V v1 (concat)  >  video",
     "hunyuan_i2v_v2_to_video": "HunyuanVideo-I2V v2 (token replace)  >  video",
     "skyreels_to_video": "SkyReels-V1 (concat)  >  video",
+    "long_video_storyboard": "shot 1  >  [cut]  >  shot 2  >  report",
 }
 # A template that needs public weights has no demo result; its thumbnail shows the start image beside the files to
 # download, on a panel in the colour of its model, with how that model takes the image, so the four (same start

@@ -23,8 +23,9 @@ from scripts.workflow_graph import WIDTH, graph, layout, required_downloads  # n
 
 OUT = REPO / "example_workflows"
 CARDS = REPO / "web" / "templates.json"  # {title: the card's one-line description}, read by web/templates.js
-# Long Video's optional widgets, at their defaults: frames_limit_mb, context_frames, color_anchor, include_start, cfg
-LONG_VIDEO_OPTIONS = [2048, DEFAULT_CONTEXT_FRAMES, "start", False, 1.0]
+# Long Video's optional widgets, at their defaults: frames_limit_mb, context_frames, color_anchor, include_start, cfg,
+# resume (a sidecar to resume from: none), from_window
+LONG_VIDEO_OPTIONS = [2048, DEFAULT_CONTEXT_FRAMES, "start", False, 1.0, "", 0]
 # What the Templates browser shows. The shipped frontend (comfyui-frontend-package 1.47, ComfyUI 0.30.0) builds a
 # pack's template entry from its file name alone (/api/workflow_templates lists names only; the store sets title =
 # name and description = name), so the file name is the title, and web/templates.js writes each card's description
@@ -45,6 +46,7 @@ TEMPLATES = {
     "hunyuan_i2v_v1_to_video": ("HunyuanVideo-I2V v1 to video", "Public HunyuanVideo-I2V v1 (concat)."),
     "hunyuan_i2v_v2_to_video": ("HunyuanVideo-I2V v2 to video", "Public I2V v2 (token replace) model."),
     "skyreels_to_video": ("SkyReels-V1 to video", "The public SkyReels-V1 I2V model."),
+    "long_video_storyboard": ("Long video storyboard", "Shots retrieved per [cut] line; seams and drift judged."),
 }
 
 
@@ -231,9 +233,10 @@ def lora_to_video() -> dict:
                     "blue). Native KSampler takes this MODEL and Image To Video's positive/negative as well.")
 
 
-def long_video_node(node_id: int, inputs: dict, prompts: str, seconds: float, sampling: list, prefix: str) -> dict:
+def long_video_node(node_id: int, inputs: dict, prompts: str, duration: float, sampling: list, prefix: str,
+                    unit: str = "seconds") -> dict:
     return {"id": node_id, "type": "Magic141LongVideo", "size": [420, 880], "inputs": inputs,
-            "widgets": [prompts, seconds, "seconds", 81, AUTO, 960, 544, *sampling, True, 0.02, "prior", 24.0, 19,
+            "widgets": [prompts, duration, unit, 81, AUTO, 960, 544, *sampling, True, 0.02, "prior", 24.0, 19,
                         prefix, *LONG_VIDEO_OPTIONS]}
 
 
@@ -313,10 +316,37 @@ def long_video() -> dict:
                            "node says so in seconds; choose resolution custom (or 540p) for the whole minute.")
 
 
+def long_video_storyboard() -> dict:
+    """Retrieve Prior picks the first shot's image and hands its indexed folder to Long Video, whose [cut] lines each
+    start a shot from the folder's image nearest the line; the report judges the seams (cuts left out)."""
+    nodes = [
+        [retrieval_node(1), {"id": 2, "type": "VAELoader", "widgets": [DEMO["vae"]]},
+         {"id": 3, "type": "Magic141ModelLoader", "widgets": [DEMO["dit"], "bf16", False, "off", 0]}],
+        [{"id": 4, "type": "Magic141EncoderLoader", "size": [360, 0],
+          "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto", "off"]}],
+        [{**long_video_node(5, {"model": (3, 0), "encoders": (4, 0), "vae": (2, 0), "prior": (1, 0),
+                                "shot_priors": (1, 3)},
+                            "The boats rock gently in the harbour at dawn.\nThe camera drifts along the pier.\n"
+                            "[cut] a lighthouse on a cliff above the sea at dusk\nThe beam sweeps over the water.",
+                            4.0, [4, 5.0, 1.0, 39, "fixed"], "Magic141/storyboard", unit="windows"),
+          "size": [420, 940]}],
+        [{"id": 6, "type": "Magic141LongVideoReport", "size": [340, 0], "inputs": {"video": (5, 2), "sidecar": (5, 4)},
+          "widgets": [81, DEFAULT_CONTEXT_FRAMES]},
+         {"id": 7, "type": "PreviewImage", "size": [340, 260], "inputs": {"images": (6, 1)}}],
+    ]
+    return template(nodes, "A storyboard: one prompt line per window; a line starting with [cut] starts a new shot "
+                           "from the image in input/magic141_priors nearest that line (Retrieve Prior's folder and "
+                           "CLIP). Every window is remembered beside the MP4 (the sidecar): to redo window 3, set "
+                           "resume to the sidecar and from_window to 3, edit line 3 or the seed, and queue again; the "
+                           "windows before it are reused. The report judges each seam (cuts left out) and the colour "
+                           "drift per window.")
+
+
 BUILDERS = {"image_to_video": image_to_video, "text_to_image_to_video": text_to_image_to_video,
             "retrieval_prior_to_video": retrieval_prior_to_video, "prior_switch_to_video": prior_switch_to_video,
             "long_video": long_video, "lora_to_video": lora_to_video, "hunyuan_i2v_long_video": hunyuan_i2v_long_video,
-            **{key: lambda key=key: family_to_video(key) for key in FAMILY_TEMPLATES}}
+            **{key: lambda key=key: family_to_video(key) for key in FAMILY_TEMPLATES},
+            "long_video_storyboard": long_video_storyboard}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ bash scripts/setup_env.sh
 bash scripts/setup_comfyui.sh 0.30.0
 bash scripts/setup_tools.sh
 bash scripts/setup_browser.sh   # Debian's chromium for the templates-in-a-browser test
+bash scripts/setup_frontend.sh  # the newest comfyui-frontend-package, for tests/test_browser_frontends.py
 PYTEST=(-m pytest -c tests/pytest.ini tests)
 if [ "${MAGIC141_SKIP_COMPAT:-0}" != 1 ]; then
   export_compat=(MAGIC141_VENV="$ROOT/.venv-compat" MAGIC141_HOST="$ROOT/.host-compat" MAGIC141_COMFYUI_VERSION=0.3.75

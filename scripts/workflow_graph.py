@@ -9,6 +9,11 @@ offers those downloads, as for ComfyUI's own templates).
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
 # node type -> output (name, type) list, in slot order
 OUTPUTS = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
@@ -34,9 +39,13 @@ OUTPUTS = {
     "TextEncodeHunyuanVideo_ImageToVideo": [("CONDITIONING", "CONDITIONING")],
     "Magic141Sampler": [("LATENT", "LATENT")],
     "Magic141SaveMP4": [("IMAGE", "IMAGE"), ("VIDEO", "VIDEO")],
-    "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT")],
+    "Magic141RetrievePrior": [("IMAGE", "IMAGE"), ("filename", "STRING"), ("score", "FLOAT"),
+                              ("prior_folder", "MAGIC141_PRIOR_FOLDER")],
+    "Magic141LongVideoReport": [("report", "STRING"), ("worst_seam", "IMAGE")],
+    "PreviewImage": [],
     "Magic141PriorSwitch": [("IMAGE", "IMAGE")],
-    "Magic141LongVideo": [("last_window", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO"), ("frames", "IMAGE")],
+    "Magic141LongVideo": [("last_window", "IMAGE"), ("filename", "STRING"), ("video", "VIDEO"), ("frames", "IMAGE"),
+                          ("sidecar", "STRING")],
     "Reroute": [("", "IMAGE")],  # the frontend's pass-through dot: one link to re-wire to swap the prior
 }
 
@@ -93,6 +102,16 @@ def check_no_overlap(nodes: list[dict]) -> None:
                 raise AssertionError(f"nodes {a['id']} ({a['type']}) and {b['id']} ({b['type']}) overlap")
 
 
+def registry_properties(node_type: str) -> dict:
+    """A node's `cnr_id` and `ver`, as ComfyUI's own templates carry them: the Comfy Registry id and version of the
+    pack that provides the node (this pack's name and version from pyproject.toml, or comfy-core at the oldest
+    ComfyUI the pack supports)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    if node_type.startswith("Magic141"):
+        return {"cnr_id": project["project"]["name"], "ver": project["project"]["version"]}
+    return {"cnr_id": "comfy-core", "ver": project["tool"]["comfy"]["requires-comfyui"].lstrip(">=")}
+
+
 def graph(nodes: list[dict], note: str, downloads: dict) -> dict:
     """nodes (laid out) -> a UI-format workflow. A widget value naming a file of `downloads` ({name: (folder, url,
     bytes)}) puts that file in the node's `properties.models`, the way ComfyUI's own templates carry them."""
@@ -108,7 +127,7 @@ def graph(nodes: list[dict], note: str, downloads: dict) -> dict:
             out_links.setdefault((source, slot), []).append(link_id)
             inputs.append({"name": name, "type": kind, "link": link_id})
         properties = ({"showOutputText": False, "horizontal": False} if node["type"] == "Reroute"
-                      else {"Node name for S&R": node["type"]})
+                      else {"Node name for S&R": node["type"]} | registry_properties(node["type"]))
         models = [{"name": value, "url": downloads[value][1], "directory": downloads[value][0]}
                   for value in node.get("widgets", []) if isinstance(value, str) and value in downloads]
         if models:

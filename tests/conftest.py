@@ -121,9 +121,23 @@ def pack(comfy_base):
     return load_pack()
 
 
+HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}
+
+
 def run_node(node_class, **inputs):
-    """Run a V1 node the way ComfyUI's executor does: instantiate, call FUNCTION with keyword inputs."""
-    return getattr(node_class(), node_class.FUNCTION)(**inputs)
+    """Run a node the way ComfyUI's executor does, with keyword inputs (the hidden ones it declares by their V1
+    names: prompt, extra_pnginfo, unique_id). V1: instantiate, call FUNCTION. V3: a locked clone of the class with `hidden` set,
+    its classmethod `execute`; the result as a V1 node gives it (the outputs tuple, or {"ui", "result"})."""
+    if not hasattr(node_class, "GET_SCHEMA"):
+        return getattr(node_class(), node_class.FUNCTION)(**inputs)
+    from comfy_api.internal import lock_class, shallow_clone_class
+    from comfy_api.latest._io import HiddenHolder
+
+    clone = shallow_clone_class(node_class)
+    hidden = {h.name for h in node_class.GET_SCHEMA().hidden or []}  # Hidden.unique_id.name == "unique_id", ...
+    clone.hidden = HiddenHolder.from_dict({HIDDEN[k]: inputs.pop(k) for k in list(inputs) if k in hidden})
+    out = node_class.execute.__func__(lock_class(clone), **inputs)
+    return tuple(out.args) if out.ui is None else {"ui": out.ui, "result": tuple(out.args)}
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from scripts.build_workflows import template_path
 CPU_SIZE = {"resolution": "custom", "width": 64, "height": 48, "length": 9}  # 9 frames of 64x48
 OUR_NODES = {"Magic141ModelLoader", "Magic141EncoderLoader", "Magic141Encode", "Magic141ImageToVideo",
              "Magic141Sampler", "Magic141SaveMP4", "Magic141LongVideo", "Magic141RetrievePrior", "Magic141PriorSwitch",
-             "Magic141VAEDecode"}
+             "Magic141VAEDecode", "Magic141LongVideoReport"}
 
 
 def workflow(name: str) -> dict:

@@ -310,3 +310,35 @@ def test_generate_names_the_family_it_found_and_a_text_to_video_family_is_refuse
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and not (tmp_path / "t2v.mp4").exists()
     assert "is HunyuanVideo text-to-video (text-to-video, 16 input channels) (chosen): it has no image path" in lines[-1]
+
+
+def test_long_resumes_and_rerolls_from_its_sidecar(demo_dir, tmp_path):
+    """`long` writes NAME.m141 beside the MP4; `long --resume NAME.mp4 --from 3 --seed 5 --cfg 1.5 --prompt ...`
+    re-renders windows 3 on into a new file, the first two windows the old file's frames bit for bit; flags that shape
+    the video are refused with --resume, and so is an edited record (one line, exit 2, before any model loads)."""
+    import json
+
+    out = tmp_path / "long.mp4"
+    result = cli("long", "--image", COMFYUI / "input" / "example.png", "--prompts", "waves\nclouds\nrain", "--windows",
+                 3, "--frames", 5, "--context-frames", 1, "--resolution", "64x48", "--steps", 1, "--out", out,
+                 "--demo-dir", demo_dir)
+    assert result.returncode == 0, result.stderr
+    assert f"sidecar {tmp_path / 'long.m141'}" in result.stdout
+    rerolled = tmp_path / "rerolled.mp4"
+    result = cli("long", "--resume", out, "--from", 3, "--seed", 5, "--cfg", 1.5, "--prompt", "snow",
+                 "--out", rerolled, "--demo-dir", demo_dir)
+    assert result.returncode == 0, result.stderr
+    assert "window 3/3: done" in result.stderr.replace("\r", "\n") and "window 1/3" not in result.stderr
+    old, new = read_mp4(out)[0], read_mp4(rerolled)[0]
+    assert old.shape == new.shape == (5 + 4 + 4, 48, 64, 3) and (new[:9] == old[:9]).all()
+    record = json.loads((tmp_path / "rerolled.m141" / "record.json").read_text())["record"]
+    assert [(w["prompt"], w["seed"], w["cfg"]) for w in record["windows"]] == [("waves", 39, 1.0), ("clouds", 39, 1.0),
+                                                                                ("snow", 5, 1.5)]
+    result = cli("long", "--resume", out, "--frames", 9, "--demo-dir", demo_dir)
+    assert result.returncode == 2 and "--frames: a resumed video keeps the size" in result.stderr
+    text = (tmp_path / "long.m141" / "record.json").read_text()
+    (tmp_path / "long.m141" / "record.json").write_text(text.replace("clouds", "fog"))
+    result = cli("long", "--resume", out, "--from", 2, "--demo-dir", demo_dir)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "edited by hand?" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.m141", "long.mp4", "rerolled.m141", "rerolled.mp4"]

@@ -67,8 +67,8 @@ def stream_decode(pack, native_vae, latent):
     def decode(widgets):
         if tuple(widgets) not in cache:
             with torch.inference_mode():  # as ComfyUI's executor runs every node
-                node = pack.nodes.decode.Magic141VAEDecode()
-                cache[tuple(widgets)] = node.decode({"samples": latent}, native_vae, *widgets)[0]
+                node = pack.nodes.decode.Magic141VAEDecode
+                cache[tuple(widgets)] = node.execute({"samples": latent}, native_vae, *widgets)[0]
         return cache[tuple(widgets)]
 
     return decode
@@ -149,7 +149,7 @@ def test_magic141_vae_decode_is_nearer_the_whole_clip_decode_than_native_and_has
           f"native one pass mean {native[0]:.3f}, step {native[1]:.3f}")
     assert ours[0] < native[0] and ours[1] < native[1]
     with torch.inference_mode():
-        again = pack.nodes.decode.Magic141VAEDecode().decode({"samples": latent[:, :, :2]}, native_vae, 0)[0]
+        again = pack.nodes.decode.Magic141VAEDecode.execute({"samples": latent[:, :, :2]}, native_vae, 0)[0]
     assert pack.nodes.decode._CORE[native_vae][0] is decoder and again.shape == (5, 16, 16, 3)
 
 
@@ -161,11 +161,11 @@ def test_another_kind_of_vae_or_latent_is_refused_by_name(pack, comfy_base):
     from magic141_core.demo.sd15 import _ldm_vae_shapes
 
     sd15 = comfy.sd.VAE(sd={k: torch.zeros(shape) for k, shape in _ldm_vae_shapes().items()})
-    node = pack.nodes.decode.Magic141VAEDecode()
+    node = pack.nodes.decode.Magic141VAEDecode
     with pytest.raises(ValueError, match="Magic141 VAE Decode needs the HunyuanVideo VAE .* the connected one is an "
                                          "image VAE of another model \\(4 latent channels\\)"):
-        node.decode({"samples": torch.zeros(1, 16, 3, 8, 8)}, sd15, 0)
-    with pytest.raises(ValueError, match="the latent has shape \\(1, 4, 8, 8\\); a video latent is"):
-        node.decode({"samples": torch.zeros(1, 4, 8, 8)}, sd15, 0)
+        node.execute({"samples": torch.zeros(1, 16, 3, 8, 8)}, sd15, 0)
+    with pytest.raises(ValueError, match="needs a HunyuanVideo video latent .*; this is an image latent \\[1, 4, 8, 8\\] .*native VAE Decode"):
+        node.execute({"samples": torch.zeros(1, 4, 8, 8)}, sd15, 0)
     with pytest.raises(ValueError, match="tile_size must be 0 \\(automatic\\) or a multiple of 8 of at least 64"):
-        node.decode({"samples": torch.zeros(1, 16, 3, 8, 8)}, sd15, 32)
+        node.execute({"samples": torch.zeros(1, 16, 3, 8, 8)}, sd15, 32)

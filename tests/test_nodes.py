@@ -38,7 +38,7 @@ def test_every_node_has_tooltips_description_and_category(pack):
 
 def test_model_loader_lists_and_loads_from_diffusion_models(pack, dit_file):
     loader = pack.NODE_CLASS_MAPPINGS["Magic141ModelLoader"]
-    assert dit_file in loader.INPUT_TYPES()["required"]["model_name"][0]
+    assert dit_file in loader.INPUT_TYPES()["required"]["model_name"][1]["options"]  # a V3 combo
     (patcher,) = run_node(loader, model_name=dit_file, weight_dtype="fp32")
     assert type(patcher.model).__name__ == "Magic141I2VModel"  # a native HunyuanVideoI2V MODEL around our DiT
     dit = patcher.model.diffusion_model
@@ -111,7 +111,8 @@ def demo_files(demo_models):
 def encoders(pack, demo_files):
     loader = pack.NODE_CLASS_MAPPINGS["Magic141EncoderLoader"]
     options = loader.INPUT_TYPES()["required"]
-    assert demo_files["llava"].name in options["llava"][0] and demo_files["vision"].name in options["llava_vision"][0]
+    assert demo_files["llava"].name in options["llava"][1]["options"]
+    assert demo_files["vision"].name in options["llava_vision"][1]["options"]
     (enc,) = run_node(loader, llava=demo_files["llava"].name, llava_vision=demo_files["vision"].name,
                       clip_l=demo_files["clip_l"].name, dtype="auto")
     return enc
@@ -325,10 +326,11 @@ def test_image_to_video_auto_on_the_cpu_makes_the_draft_and_says_so(pack, tiny_c
     from magic141_core.video.start_image import AUTO, DRAFT, size_choices
 
     node = pack.NODE_CLASS_MAPPINGS["Magic141ImageToVideo"]
-    choices, options = node.INPUT_TYPES()["required"]["resolution"]
+    kind, options = node.INPUT_TYPES()["required"]["resolution"]  # a V3 combo: ("COMBO", {"options": [...]})
+    choices = options["options"]
     assert choices[:2] == [AUTO, DRAFT] and options["default"] == AUTO and {"540p", "720p", "custom"} <= set(choices)
-    long_choices, long_options = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"].INPUT_TYPES()["required"]["resolution"]
-    assert long_choices == size_choices(long_video=True) and long_options["default"] == AUTO
+    kind, long_options = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"].INPUT_TYPES()["required"]["resolution"]
+    assert long_options["options"] == size_choices(long_video=True) and long_options["default"] == AUTO
     assert "at most 4 windows of at most 9 frames" in long_options["tooltip"] and "16:9 -> 160x80" in options["tooltip"]
     image = torch.rand(1, 1080, 1920, 3)
     for resolution in (AUTO, DRAFT):

@@ -59,3 +59,35 @@ def test_registry_fields_are_complete_and_point_at_real_files():
         m["model_url"].startswith("https://") for m in comfy["Models"])
     ignored = (REPO / ".comfyignore").read_text().split()
     assert {"tests/", "benchmarks/"} <= set(ignored)
+
+
+def test_registry_name_leaves_out_comfyui_and_the_display_name_stays():
+    project = _project()
+    assert "comfyui" not in project["project"]["name"].lower()
+    assert project["tool"]["comfy"]["DisplayName"] == "Magic141 (Magic 1-For-1) Image-to-Video"
+
+
+def test_shipped_workflows_name_the_pack_and_version_of_every_node_and_where_each_model_downloads():
+    """As ComfyUI's own templates do: properties cnr_id / ver on every node (the frontend and Manager find a
+    missing node's pack by them), and on loaders `models` with each listed file's URL and folder."""
+    import json
+
+    project = _project()
+    urls = {Path(m["location"]).name: (m["model_url"], Path(m["location"]).parent.name)
+            for m in project["tool"]["comfy"]["Models"]}
+    seen_models = set()
+    workflows = sorted((REPO / "example_workflows").glob("*.json"))
+    assert workflows
+    for path in workflows:
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] == "Reroute":
+                continue
+            props = node["properties"]
+            expected = ((project["project"]["name"], project["project"]["version"])
+                        if node["type"].startswith("Magic141") else ("comfy-core", "0.3.75"))
+            assert (props.get("cnr_id"), props.get("ver")) == expected, (path.name, node["type"])
+            named = [v for v in node.get("widgets_values", []) if isinstance(v, str) and v in urls]
+            assert [(m["name"], m["url"], m["directory"]) for m in props.get("models", [])] == \
+                [(name, *urls[name]) for name in named], (path.name, node["type"])
+            seen_models.update(named)
+    assert seen_models == set(urls) - {"llava_llama3_fp16.safetensors"}  # the templates pick the fp8 LLaVA

@@ -27,7 +27,7 @@ def test_object_info_lists_every_node_with_typed_inputs(server, object_info):
     assert sampler["category"] == "Magic141" and sampler["display_name"] == "Magic141 Sampler"
     assert sampler["input"]["required"]["model"][0] == "MODEL"
     assert sampler["output"] == ["LATENT"]
-    loader = object_info["Magic141ModelLoader"]["input"]["required"]["model_name"][0]
+    loader = object_info["Magic141ModelLoader"]["input"]["required"]["model_name"][1]["options"]  # V3 combo
     assert DEMO_FILES["dit"][1] in loader
     templates = server.get("/api/workflow_templates")
     assert {"Image to video", "Text to image to video", "Retrieved image to video", "Prior switch to video",
@@ -177,7 +177,8 @@ def test_long_video_writes_the_chained_windows_and_gives_the_whole_clip_to_nativ
         "resolution": "custom", "width": 64, "height": 48, "duration": 3, "unit": "windows", "window_length": 5,
         "context_frames": 1, "filename_prefix": "Magic141/long_test"})
     node = node_id(prompt, "Magic141LongVideo")
-    assert object_info["Magic141LongVideo"]["output_name"] == ["last_window", "filename", "video", "frames"]
+    assert object_info["Magic141LongVideo"]["output_name"] == ["last_window", "filename", "video", "frames",
+                                                               "sidecar"]
     prompt |= {"90": {"class_type": "GetVideoComponents", "inputs": {"video": [node, 2]}},
                "91": {"class_type": "PreviewImage", "inputs": {"images": ["90", 0]}},
                "92": {"class_type": "PreviewImage", "inputs": {"images": [node, 3]}}}

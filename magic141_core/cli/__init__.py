@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from .commands import cmd_bench, cmd_generate, cmd_index, cmd_long, cmd_quantize, cmd_retrieve
+from .commands import cmd_bench, cmd_generate, cmd_index, cmd_quantize, cmd_retrieve
+from .long import cmd_long
 from .models import add_comfyui_arg, add_model_args
 
 log = logging.getLogger("magic141")
@@ -106,13 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     _video_args(p, "magic141.mp4")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("long", help="image + prompts -> a long MP4 (chained windows)",
-                       description="A long video by chaining windows; one prompt per line directs them in order.")
-    p.add_argument("--prompts", required=True, help="prompts, one per line (or @FILE)")
-    length = p.add_mutually_exclusive_group(required=True)
+    p = sub.add_parser("long", help="image + prompts -> a long MP4 (chained windows)", allow_abbrev=False,
+                       description="A long video by chaining windows; one prompt per line directs them in order. "
+                                   "Every window is remembered in a sidecar beside the MP4 (NAME.m141): --resume it "
+                                   "to finish a stopped run, or re-roll from a window with --from.")
+    p.add_argument("--prompts", help="prompts, one per line (or @FILE); a line starting with [cut] starts a new "
+                   "shot from the image --prior-folder holds nearest its prompt")
+    length = p.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=float, help="duration in seconds")
     length.add_argument("--windows", type=int, help="number of windows")
     p.add_argument("--report", action="store_true", help="print the seam and colour-drift report afterwards")
+    p.add_argument("--prior-folder", type=Path, help="an image folder: each [cut] line starts from its image nearest "
+                   "the line's prompt (indexed with --prior-clip, as `index` does)")
+    p.add_argument("--prior-clip", type=Path, help="the Hugging Face CLIPModel folder that indexes --prior-folder")
+    p.add_argument("--resume", type=Path, metavar="FILE", help="continue a recorded long video: its sidecar "
+                   "(NAME.m141) or its MP4 (NAME.mp4, NAME_partial.mp4). Windows before --from are reused bit for "
+                   "bit; the size, prior and settings are the recorded ones; a new MP4 and sidecar are written")
+    p.add_argument("--from", dest="from_window", type=int, metavar="K", help="with --resume: re-roll from window K "
+                   "(1-based; default: the first unfinished window) with --seed / --prompt / --prompts if given")
+    p.add_argument("--prompt", help="with --resume: window K's new prompt (the later windows keep theirs)")
     _video_args(p, "magic141_long.mp4", long_video=True)
     p.set_defaults(func=cmd_long)
 
@@ -157,7 +170,9 @@ PARALLEL_COMMANDS = ("generate", "long")
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
+    args.given = {a.split("=")[0] for a in argv if a.startswith("--")}  # flags given (`long --resume` checks them)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     level = logging.INFO if args.verbose else logging.WARNING if rank == 0 else logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if world == 1 else

@@ -41,7 +41,12 @@ RATIOS = {
                        "encoder peak pre-quantized / int8 linear bytes": "RAM peak loading an int8 LLaVA file"},
     "fp8_memory.py": {"peak loading scaled fp8 as bf16 / bf16 weight bytes": "RAM peak loading an fp8 file as bf16",
                       "peak loading official fp8 as int8 / int8 weight bytes":
-                          "RAM peak loading the official fp8 .pt + map as int8"},
+                          "RAM peak loading the official fp8 .pt + map as int8",
+                      "scaled fp8 kept in fp8 / bf16: weight bytes": "weight memory of an fp8 file kept in fp8",
+                      "scaled fp8 kept in fp8 / bf16: peak RAM of the load":
+                          "RAM peak loading an fp8 file kept in fp8 vs bf16 (<= 0.55 asked)",
+                      "scaled fp8 kept in fp8 / bf16: peak RAM of load + forward":
+                          "the same with one forward (its working set is the same for both)"},
     "vae_memory.py": {"streaming peak 41 / 5 latent frames": "VAE streaming decode memory, long vs short",
                       "streaming time / untiled time": "VAE streaming decode time vs untiled"},
     "parallel.py": {"step bound 1 / 8 GPUs": "H100 step-time bound, 1 vs 8 GPUs (estimate, not measured)",
@@ -65,6 +70,13 @@ RATIOS = {
                                                        "anchor",
         "colour drift after 60 windows, previous anchor": "the same, matched to the previous window",
         "colour drift after 60 windows, no colour match": "the same without colour matching"},
+    "long_video_resume.py": {
+        "re-roll from window 8 of 12 / full render": "re-roll cost with the sidecar reads (5/12 = 0.417: rendering)",
+        "re-roll from window 8 of 12 / those 5 windows in the full render": "what a re-roll adds to rendering its "
+                                                                            "windows (1.0: nothing)",
+        "resumed after Cancel in window 5: frames equal to the uninterrupted run": "bit-exact resume (1.0)",
+        "sidecar MB per window, 540p": "sidecar disk per 81-frame window: its MP4 + 5 hand-over frames (uint8)",
+        "sidecar read and check seconds per window, 540p": "reading one window back (SHA-256 checked)"},
 }
 
 

@@ -100,55 +100,80 @@ def load_start_clip(path: Path, size, fit: str, keep: int | None) -> tuple[torch
     return torch.stack(list(kept)), first, count
 
 
-def run_video(args, count_windows, prompts: str, asked: str | None = None):
+def run_video(args, count_windows, prompts: str, continued=None, asked: str | None = None):
     """Render the clip (or long video) to args.out.
 
     count_windows(frames, start_frames) -> the windows asked for at `frames` per window when extending a clip of
-    `start_frames` frames (0: from the image); None: a single clip. asked: the duration asked for, as said back
-    ("60 s"). The size policy (`start_image_size`: auto, draft, buckets, WIDTHxHEIGHT) sets the frame size,
-    args.frames and the windows (a draft: the first of the windows asked at args.frames, shorter), and says what it
-    chose on stdout (a long video: its length in seconds). Returns (path or None on ranks other than 0, the
-    `WindowPlan` made)."""
+    `start_frames` frames (0: from the image); None: a single clip. The size policy (`start_image_size`: auto,
+    draft, buckets, WIDTHxHEIGHT) sets the frame size, args.frames and the windows, and says what it chose on
+    stdout (a long video: its length in seconds and, where a draft cut it, why; `asked`: the duration asked for, as
+    said back, "60 s"). A long video is written with its sidecar (`video.resume.LongVideoFile`); `continued` (`cli.long
+    .Continued`): a recorded long video to continue, whose size, prior and settings are used. Returns (path or None
+    on ranks other than 0, the `WindowPlan` made)."""
     from ..sampling.sampler import latent_frames, latent_shape
     from ..text import TemplateEncoders
     from ..video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video
     from ..video.mp4 import Mp4Writer, mp4_size
-    from ..video.windows import WindowPlan, window_prompts
+    from ..video.windows import WindowPlan, storyboard
 
-    latent_frames(args.frames)  # validates 4k+1 before anything loads
-    long_video = count_windows is not None
-    extra = dict(color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation,
-                 context_frames=args.context_frames, color_anchor=args.color_anchor,
-                 include_start=args.include_start) if long_video else dict(context_frames=1)
-    settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance, seed=args.seed,
-                                 cfg=args.cfg, fps=args.fps, quality=args.crf,
-                                 **extra)  # every value checked before anything loads
-    start_video = getattr(args, "start_video", None)
-    if settings.include_start and start_video is None:
-        raise ValueError("--include-start writes the frames of --start-video first; give --start-video")
-    args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
     sp = getattr(args, "parallel", None)  # torchrun: every rank runs this; rank 0 alone encodes, writes and reports
     rank_zero = sp is None or sp.is_main
-    clip_size = mp4_size(start_video) if start_video is not None else None
-    size = start_image_size(args.image, args.resolution, args.frames, args.device, long_video=long_video,
-                            dimensions=None if args.image is not None else clip_size)
-    start_clip, start_frames = None, 0
-    if start_video is not None:
-        start_clip, first, start_frames = load_start_clip(start_video, size, args.fit,
-                                                          None if settings.include_start else settings.context_frames)
-    if long_video:  # the windows asked, counted at the window length asked; a draft renders the first few, shorter
-        size = size.with_windows(count_windows(args.frames, start_frames))
-    args.frames, windows = size.frames, size.windows or 1
-    try:
-        plan = WindowPlan(windows, args.frames, settings.context_frames, start_frames, settings.include_start)
-    except ValueError as e:  # e.g. context frames the draft's shorter windows cannot hold: say which size
-        raise ValueError(f"{e} ({size.describe()})") from None
-    if rank_zero:  # stdout, like "wrote": stderr is for the bar and errors
-        print(f"size: {size.describe(args.fps if long_video else None, asked, plan.total)}", flush=True)
-        if clip_size is not None and clip_size != (size.width, size.height):
-            print(f"start video: {clip_size[0]}x{clip_size[1]}, fitted ({args.fit}) to {size.width}x{size.height} "
-                  "like the start image", flush=True)
-    prior = load_start_image(args.image, args.resolution, args.fit, size) if args.image is not None else first
+    long_video = count_windows is not None
+    if continued is not None:
+        settings, prior, board, start_clip = continued.settings, continued.prior, continued.board, None
+        args.out = new_output(args.out, args.default_out, ".mp4")
+        args.frames, windows = continued.old.record.window_frames, len(board)
+        plan = continued.old.record.plan(windows, frozenset(k for k, p in enumerate(board) if p.cut))
+        if rank_zero:
+            print(f"size: {prior.shape[2]}x{prior.shape[1]}, {windows} windows of {args.frames} frames (as recorded)",
+                  flush=True)
+    else:
+        latent_frames(args.frames)  # validates 4k+1 before anything loads
+        extra = dict(color_match=not args.no_color_match, noise_augmentation=args.noise_augmentation,
+                     context_frames=args.context_frames, color_anchor=args.color_anchor,
+                     include_start=args.include_start) if long_video else dict(context_frames=1)
+        settings = LongVideoSettings(steps=args.steps, shift=args.shift, guidance=args.guidance, seed=args.seed,
+                                     cfg=args.cfg, fps=args.fps, quality=args.crf,
+                                     **extra)  # every value checked before loading
+        start_video = getattr(args, "start_video", None)
+        if settings.include_start and start_video is None:
+            raise ValueError("--include-start writes the frames of --start-video first; give --start-video")
+        args.out = new_output(args.out, args.default_out, ".mp4")  # checked before the models load
+        clip_size = mp4_size(start_video) if start_video is not None else None
+        size = start_image_size(args.image, args.resolution, args.frames, args.device, long_video=long_video,
+                                dimensions=None if args.image is not None else clip_size)
+        start_clip, start_frames = None, 0
+        if start_video is not None:
+            start_clip, first, start_frames = load_start_clip(
+                start_video, size, args.fit, None if settings.include_start else settings.context_frames)
+        if long_video:  # the windows asked, counted at the window length asked; a draft renders the first few
+            size = size.with_windows(count_windows(args.frames, start_frames))
+        args.frames, windows = size.frames, size.windows or 1
+        board = storyboard(prompts, windows)
+        try:
+            plan = WindowPlan(windows, args.frames, settings.context_frames, start_frames, settings.include_start,
+                              frozenset(k for k, p in enumerate(board) if p.cut))
+        except ValueError as e:  # e.g. context frames the draft's shorter windows cannot hold: say which size
+            raise ValueError(f"{e} ({size.describe()})") from None
+        if rank_zero:  # stdout, like "wrote": stderr is for the bar and errors
+            print(f"size: {size.describe(args.fps if long_video else None, asked, plan.total)}", flush=True)
+            if clip_size is not None and clip_size != (size.width, size.height):
+                print(f"start video: {clip_size[0]}x{clip_size[1]}, fitted ({args.fit}) to {size.width}x{size.height} "
+                      "like the start image", flush=True)
+        prior = load_start_image(args.image, args.resolution, args.fit, size) if args.image is not None else first
+    shots, sources, first_window = {}, {}, 0 if continued is None else continued.first
+    if plan.cuts:  # rank 0 retrieves the shots' priors, every rank renders from them
+        from ..video.resume import known_shots
+        from ..video.shots import shot_priors
+
+        def find():
+            known = () if continued is None else known_shots(continued.old, board)
+            if not [k for k in plan.cuts if k >= first_window and k not in known]:
+                return {}, {}  # every cut to render is recorded: no folder to index
+            return shot_priors(board, prior.shape[2], prior.shape[1], folder=args.shot_folder(), first=first_window,
+                               known=known)
+
+        shots, sources = find() if sp is None else sp.from_rank_zero(find)
     profile = args.stage_profile = StageProfile(args.device, enabled=getattr(args, "profile", False) and rank_zero)
     with profile.stage("load"):
         paths = resolve_models(args) if sp is None else sp.from_rank_zero(lambda: resolve_models(args))
@@ -162,8 +187,8 @@ def run_video(args, count_windows, prompts: str, asked: str | None = None):
     frame_vae = CoreFrameVAE(vae)
     # each window's decode chunks, planned now so the bar's total is known before it starts (under torchrun the
     # decode is split by ranks and reports no chunks)
-    chunks = frame_vae.plan_decode(latent_shape(args.frames, size.height, size.width)) if sp is None else 0
-    bar = StageBar(windows, args.steps, chunks, disable=not rank_zero)
+    chunks = frame_vae.plan_decode(latent_shape(args.frames, prior.shape[1], prior.shape[2])) if sp is None else 0
+    bar = StageBar(windows, args.steps, chunks, disable=not rank_zero, first=first_window)
     frame_vae.progress = bar.decoded
     profile.instrument(dit=dit, encoders=encoders, vae=frame_vae)
     if encoders is not None:  # every window's prompt in the prompt template of the model's family
@@ -173,18 +198,41 @@ def run_video(args, count_windows, prompts: str, asked: str | None = None):
 
         sp.attach(dit)
         encoders, frame_vae = RankZeroEncoders(sp, encoders), ParallelFrameVAE(sp, frame_vae)
-    metadata = {"magic141": {"prompts": prompts, "seed": args.seed, "steps": args.steps, "windows": windows,
+    metadata = {"magic141": {"prompts": prompts, "seed": settings.seed, "steps": settings.steps, "windows": windows,
                              "models": {k: str(v) for k, v in paths.items() if v is not None}}}
-    sink = (Mp4Writer(args.out, settings.fps, settings.quality, metadata, keep_partial=windows > 1) if rank_zero
-            else nullcontext(_NoWriter()))
+    hooks = {}
+    if not rank_zero:
+        sink = nullcontext(_NoWriter())
+    elif long_video:
+        sink = long_file(args.out, settings, board, prior, args.frames, start_clip, shots, sources, dit, vae,
+                         metadata, continued)
+        shots = sink.shots
+        hooks = dict(plan=sink.plan, resume=sink.handover, on_window=sink.window_done)
+    else:
+        sink = Mp4Writer(args.out, settings.fps, settings.quality, metadata)
     try:
         with profile.wrap_exit("MP4 write", sink) as writer:  # the write of each window, and the file's finishing
-            generate_long_video(dit, encoders, frame_vae, prior, window_prompts(prompts, windows), args.frames,
+            generate_long_video(dit, encoders, frame_vae, prior, [p.text for p in board], args.frames,
                                 profile.wrap("MP4 write", writer.write), settings, start_clip=start_clip,
-                                on_step=bar.sampled, on_stage=bar.staged)
+                                shots=shots, on_step=bar.sampled, on_stage=bar.staged, **hooks)
     finally:
         bar.close()  # also on an error (a full disk while writing): its message then starts on a line of its own
     return (Path(args.out) if rank_zero else None), plan
+
+
+def long_file(out, settings, board, prior, window_frames, start_clip, shots, sources, dit, vae, metadata, continued):
+    """The long video's `LongVideoFile`: a new video with its sidecar, or the continuation of a recorded one (its
+    models checked against the ones loaded)."""
+    from ..video.resume import LongVideoFile, check_models
+    from ..video.sidecar import fingerprint
+
+    models = {"transformer": fingerprint(dit), "VAE": fingerprint(vae)}
+    if continued is None:
+        return LongVideoFile.create(out, settings, board, prior, window_frames, start_clip=start_clip, shots=shots,
+                                    shot_sources=sources, models=models, metadata=metadata)
+    check_models(continued.old, models)
+    return LongVideoFile.resume(out, continued.old, continued.first, settings, board, shots=shots,
+                                shot_sources=sources, models=models, metadata=metadata)
 
 
 class StageBar:
@@ -195,13 +243,13 @@ class StageBar:
 
     NEXT = {"text encode": "VAE encode", "VAE encode": "sampling", "write": "text encode"}
 
-    def __init__(self, windows: int, steps: int, decode_chunks: int, disable: bool = False):
-        self.windows, self.steps, self.window = windows, steps, 0
+    def __init__(self, windows: int, steps: int, decode_chunks: int, disable: bool = False, first: int = 0):
+        self.windows, self.steps, self.window = windows, steps, first
         route_library_logs()
         self._logs_above = logging_redirect_tqdm()  # the root logger's console handler writes through tqdm
         self._logs_above.__enter__()
-        self.bar = tqdm(total=windows * (steps + 3 + decode_chunks), unit="step", disable=disable)
-        self._describe(0, "text encode")
+        self.bar = tqdm(total=(windows - first) * (steps + 3 + decode_chunks), unit="step", disable=disable)
+        self._describe(first, "text encode")
 
     def _describe(self, window: int, stage: str) -> None:
         self.window = window
@@ -249,30 +297,6 @@ def cmd_generate(args):
         print(f"wrote {out}")
         if args.profile:
             print(args.stage_profile.table())
-
-
-def cmd_long(args):
-    from ..runtime.text_file import MAX_PROMPT_BYTES, read_text
-    from ..video.windows import count_windows
-
-    if args.image is None and args.start_video is None:
-        raise ValueError("give --image (the start image) or --start-video (a clip to extend), or both")
-    duration, unit = (args.windows, "windows") if args.windows is not None else (args.seconds, "seconds")
-    count_windows(duration, unit, args.fps, args.frames, args.context_frames)  # refused before any file is read
-    prompts = read_text(args.prompts[1:], MAX_PROMPT_BYTES, "the prompts file") if args.prompts.startswith("@") \
-        else args.prompts
-    out, plan = run_video(args, lambda frames, start: count_windows(duration, unit, args.fps, frames,
-                                                                    args.context_frames, start), prompts,
-                          f"{duration:g} s" if unit == "seconds" else None)
-    if out is None:  # not rank 0
-        return
-    print(f"wrote {out} ({plan.windows} windows)")
-    if args.report:
-        from ..video.mp4 import iter_mp4
-        from ..video.seams import measure_seams
-
-        frames, _ = iter_mp4(out)
-        print(measure_seams(frames, plan.seams()).summary())
 
 
 def cmd_quantize(args):

@@ -35,8 +35,12 @@ def sequence_shard(shard) -> Iterator[None]:
         _SHARD.reset(token)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """q, k, v: [B, H, L, Dh]; key_mask: [B, 1, 1, L] bool (True = attend) or None -> [B, L, H*Dh]."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+              transformer_options: dict | None = None) -> torch.Tensor:
+    """q, k, v: [B, H, L, Dh]; key_mask: [B, 1, 1, L] bool (True = attend) or None -> [B, L, H*Dh].
+
+    `transformer_options` (the host's per-forward options) is not read here: a host that routes attention through
+    its own entry point passes that function as its layer factory's `attention` (`dit.layers.CoreOps`)."""
     shard = _SHARD.get()
     if shard is not None:  # sequence parallel: L is this rank's video tokens + all text tokens
         return shard.attention(q, k, v, key_mask)

@@ -33,6 +33,7 @@ from ..weights.limits import block_count, check_count
 from ..weights.random_init import randomize_
 from .config import BLOCK_PREFIXES, DiTConfig
 from .family import AUTO, FAMILY_METADATA_KEY, diffusers_image_condition, resolve_family
+from .layers import CoreOps
 from .model import Magic141DiT
 
 CONFIG_METADATA_KEY = "magic141_dit_config"
@@ -43,8 +44,10 @@ _REQUIRED = ("img_in.proj.weight", "double_blocks.0.img_attn_qkv.weight", "final
 def open_dit_weights(path: str | os.PathLike) -> Iterator[Mapping[str, torch.Tensor]]:
     """The official-named tensors of a DiT file in any supported layout, read lazily (valid inside `with`).
 
-    fp8 files come back dequantized (fp32 per tensor, `weights.fp8`); an official fp8 `.pt` takes its scales
-    from `<name>_map.pt` beside it, and one whose map is missing is refused naming that file (`CheckpointError`)."""
+    fp8 tensors come back dequantized (fp32 per tensor, `weights.fp8`), or as stored through `sd.fp8(key)` (official
+    and ComfyUI names; diffusers' split q / k / v are joined, so they are always dequantized); an official fp8 `.pt`
+    takes its scales from `<name>_map.pt` beside it, and one whose map is missing is refused naming that file
+    (`CheckpointError`)."""
     path = Path(path)
     with open_state_dict(path) as raw:
         sd = fp8_view(raw, path)  # fp8 weights (plain, ComfyUI scaled, official + *_map.pt) dequantized on read
@@ -89,13 +92,18 @@ def load_dit(
     apply_text_guidance: bool = False,
     int8: bool = False,
     family: str = AUTO,
+    operations=CoreOps,
+    keep_fp8: bool = True,
 ) -> Magic141DiT:
     """Load a DiT checkpoint of any image-to-video family (`dit/family.py`).
 
     dtype: storage dtype of float weights (None keeps the file's; fp8 weights are dequantized to fp32 then). fp8
-    files of every kind load into every mode: their weights are dequantized layer by layer into `dtype`, or into
-    int8 with `int8=True`. int8: quantize on load (qint8 weights); ignored for a pre-quantized file, which is always
-    loaded as int8. apply_text_guidance: see `Magic141DiT`. family: "auto" (read from the file: stored metadata, a
+    files of every kind (plain, ComfyUI scaled, official + map) load into every mode: with `keep_fp8` (the default)
+    the linears keep their fp8 weights in memory and cast them per layer at use (about half the memory of bf16; the
+    other tensors take `dtype`); with `keep_fp8=False` every weight is dequantized layer by layer into `dtype`; with
+    `int8=True` into int8. int8: quantize on load (qint8 weights); ignored for a pre-quantized file, which is always
+    loaded as int8. operations: the layer factory (`dit.layers.CoreOps`; ComfyUI's ops inside ComfyUI).
+    apply_text_guidance: see `Magic141DiT`. family: "auto" (read from the file: stored metadata, a
     diffusers config.json beside it, the input channels, for 16 channels the file name) or a family's title / key /
     short name; the model's `family` and `family_reason` say what was found and why. Raises CheckpointError for a
     file that is not a transformer, or an official fp8 file without its `*_map.pt`; ValueError for a family that
@@ -118,12 +126,13 @@ def load_dit(
                                        pack_written=stored is not None)
         config = dataclasses.replace(config, image_condition=found.image_condition)
         with torch.device("meta"):
-            model = Magic141DiT(config)
+            model = Magic141DiT(config, operations)
         if qmap is not None:
             from ..weights.int8 import prepare_quantized_
 
             prepare_quantized_(model, qmap, name, sd)
-        fill_(model, sd, dtype, name, "the transformer", quantize=_every_linear if int8 and qmap is None else None)
+        fill_(model, sd, dtype, name, "the transformer", quantize=_every_linear if int8 and qmap is None else None,
+              keep_fp8=keep_fp8 and not int8)
     model.apply_text_guidance = apply_text_guidance
     model.family, model.family_reason = found, reason
     model.source_path = Path(path)  # lets an int8 copy be made by re-reading, never by copying the float model

@@ -23,7 +23,8 @@ from .attention import rope_table, sequence_shard, text_key_mask
 from .blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock
 from .config import LATENT_CHANNELS, DiTConfig
 from .family import default_family
-from .layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
+from .hooks import add_control, check_options, run_double, run_single
+from .layers import CoreOps, MLPEmbedder, PatchEmbed, TimestepEmbedder
 from .refiner import TokenRefiner
 
 
@@ -40,29 +41,32 @@ class Magic141DiT(nn.Module):
     bf16 where the device has it natively, else in fp32 (`runtime.device.RANGE_SAFE`, as ComfyUI runs HunyuanVideo).
     `parallel`: a `parallel.SequenceParallel` (set by its `attach`) splits the video tokens across ranks; None on one
     process.
+
+    `operations`: the layer factory every weight layer is built from (`layers.CoreOps`, plain torch, by default;
+    inside ComfyUI the host passes `comfy.ops` classes, so ComfyUI's partial loading and casting reach each layer).
     """
 
-    def __init__(self, config: DiTConfig):
+    def __init__(self, config: DiTConfig, operations=CoreOps):
         super().__init__()
         self.config = config
         self.apply_text_guidance = False
         self.compute_dtype: torch.dtype | None = None
         self.parallel = None
         self.family = default_family(config)
-        d = config.hidden_size
-        self.img_in = PatchEmbed(config.patch_size, config.in_channels, d)
-        self.txt_in = TokenRefiner(config.text_dim, d, config.num_heads, config.refiner_blocks, config.mlp_ratio)
-        self.time_in = TimestepEmbedder(d)
-        self.vector_in = MLPEmbedder(config.pooled_dim, d)
-        self.guidance_in = TimestepEmbedder(d) if config.guidance_embed else None
-        self.text_guidance_in = TimestepEmbedder(d) if config.text_guidance_embed else None
+        d, ops = config.hidden_size, operations
+        self.img_in = PatchEmbed(config.patch_size, config.in_channels, d, ops)
+        self.txt_in = TokenRefiner(config.text_dim, d, config.num_heads, config.refiner_blocks, config.mlp_ratio, ops)
+        self.time_in = TimestepEmbedder(d, operations=ops)
+        self.vector_in = MLPEmbedder(config.pooled_dim, d, ops)
+        self.guidance_in = TimestepEmbedder(d, operations=ops) if config.guidance_embed else None
+        self.text_guidance_in = TimestepEmbedder(d, operations=ops) if config.text_guidance_embed else None
         self.double_blocks = nn.ModuleList(
-            DoubleStreamBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.double_blocks)
+            DoubleStreamBlock(d, config.num_heads, config.mlp_ratio, ops) for _ in range(config.double_blocks)
         )
         self.single_blocks = nn.ModuleList(
-            SingleStreamBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.single_blocks)
+            SingleStreamBlock(d, config.num_heads, config.mlp_ratio, ops) for _ in range(config.single_blocks)
         )
-        self.final_layer = FinalLayer(d, math.prod(config.patch_size), config.out_channels)
+        self.final_layer = FinalLayer(d, math.prod(config.patch_size), config.out_channels, ops)
 
     @property
     def activation_dtype(self) -> torch.dtype:
@@ -88,6 +92,8 @@ class Magic141DiT(nn.Module):
         pooled: torch.Tensor,
         reference: torch.Tensor | None = None,
         guidance: torch.Tensor | None = None,
+        control: dict | None = None,
+        transformer_options: dict | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity.
 
@@ -102,12 +108,18 @@ class Magic141DiT(nn.Module):
                 it in the first T_ref frames of the extra channels; token replace makes those frames of x the
                 reference itself.
             guidance: [B] guidance scale, embedded as scale x 1000 when the model has a guidance embedder.
+            control: a ControlNet's residuals {"input": per double block, "output": per single block} ([B, Li, D]
+                each, added to the video tokens), as ComfyUI passes them; None: none.
+            transformer_options: a host's per-forward options (ComfyUI's dict: block replacements, attention-output
+                patches, what an attention override reads); see `dit.hooks`. None or {}: the plain forward.
         Returns:
             velocity [B, 16, T, H, W] in the compute dtype (`activation_dtype`); under token replace the first T_ref
             frames' velocity is 0 (they stay the clean reference, as the references step only the other frames).
-        Raises ValueError naming a shape or input problem.
+        Raises ValueError naming a shape or input problem, or an option this DiT cannot apply (`hooks.check_options`).
         """
         cfg = self.config
+        options = dict(transformer_options or {})  # a copy: the per-block entries below are this forward's
+        replace = check_options(options, len(self.double_blocks), len(self.single_blocks))
         dtype = self.activation_dtype
         x = self._input(x, reference).to(dtype)
         _, _, T, H, W = x.shape
@@ -138,7 +150,7 @@ class Magic141DiT(nn.Module):
 
         # 3. Tokens: video patches [B, Li, D]; text refined to D [B, Lt, D]
         img = self.img_in(x)
-        txt = self.txt_in(txt, t, txt_mask, text_key_mask(num_valid, 0, txt_len))
+        txt = self.txt_in(txt, t, txt_mask, text_key_mask(num_valid, 0, txt_len), options)
         img_len = img.shape[1]
         first = replaced // cfg.patch_size[0] * grid[1] * grid[2]  # leading video tokens of the reference frames
         key_mask = text_key_mask(num_valid, img_len, txt_len)  # [B, 1, 1, Li + Lt] or None
@@ -148,16 +160,25 @@ class Magic141DiT(nn.Module):
             shard = self.parallel.shard(img_len, txt_len, cfg.num_heads)
             img, rope, key_mask = shard.split(img), shard.split_rope(rope), shard.key_mask(num_valid)
             img_len, first = img.shape[1], shard.leading(first)  # [B, Li/N, D]; this rank's share of `first`
+            if control is not None:
+                raise ValueError("ControlNet residuals cannot be added under sequence parallelism; run on one process")
 
-        # 4. Dual-stream blocks, then single-stream blocks on the joint sequence
+        # 4. Dual-stream blocks, then single-stream blocks on the joint sequence (block replacements, per-block
+        #    options and ControlNet residuals where ComfyUI's HunyuanVideo applies them: `dit.hooks`)
         with sequence_shard(shard):  # under sequence parallel, attention() runs the Ulysses all-to-alls
-            for block in self.double_blocks:
+            options.update(total_blocks=len(self.double_blocks), block_type="double")
+            for i, block in enumerate(self.double_blocks):
                 check_interrupt()  # a cancel lands between blocks (and inside CPU attention), not only between steps
-                img, txt = block(img, txt, block_vec, rope, key_mask, first)
+                options["block_index"] = i
+                img, txt = run_double(block, replace, img, txt, block_vec, rope, key_mask, first, options)
+                img = add_control(img, control, "input", i)
             joint = torch.cat([img, txt], dim=1)  # [B, Li + Lt, D]
-            for block in self.single_blocks:
+            options.update(total_blocks=len(self.single_blocks), block_type="single", img_slice=[0, img_len])
+            for i, block in enumerate(self.single_blocks):
                 check_interrupt()
-                joint = block(joint, block_vec, rope, key_mask, first)
+                options["block_index"] = i
+                joint = run_single(block, replace, joint, block_vec, rope, key_mask, first, options)
+                joint = add_control(joint, control, "output", i)
 
         # 5. Output projection and unpatchify
         out = self.final_layer(joint[:, :img_len], vec)  # [B, Li, pt*ph*pw*16]

@@ -17,10 +17,14 @@ window's frames: legitimate colour changes (a pan into a darker room) carry on, 
 Random draws: window k's initial noise, the posterior sample of its reference and its noise augmentation each come
 from their own stream (seed, purpose, k) of `sampling.noise`.
 
+Shots: a window in `plan.cuts` starts from its own prior image (`shots`) instead of the video's last frames, like
+window 0 of an image start; that image is also the identity anchor (and the "start" colour anchor) of its shot.
+
 Cost is linear in the number of windows and memory is flat: each window is sampled, decoded, and appended to the
 video file as soon as it is done; only the `Handover` (the last N frames and six colour statistics) is carried
-over. On an interrupt (raised from `callback`) the caller gets the file of the finished windows: see
-`Mp4Writer(keep_partial=True)`, which names it `*_partial.mp4`.
+over. It is all a later window needs, so a run can start at any window from a saved hand-over (`resume`:
+`video.resume` keeps one per window beside the file). On an interrupt (raised from `callback`) the caller gets the
+file of the finished windows: see `Mp4Writer(keep_partial=True)`, which names it `*_partial.mp4`.
 """
 
 from __future__ import annotations
@@ -114,6 +118,9 @@ class CoreFrameVAE:
     def compute_dtype(self) -> torch.dtype:
         return self.vae.activation_dtype
 
+    def parameters(self):
+        return self.vae.parameters()
+
     def encode_frames(self, frames, seed):
         pixels = frames.movedim(-1, 0).unsqueeze(0).to(self.vae.device) * 2 - 1  # [1, 3, F, H, W] in [-1, 1]
         return self.vae.encode(pixels, memory_budget=self.memory_budget).sample(seed)
@@ -177,6 +184,11 @@ class Handover:
         return Handover(0, context, color_stats(context), plan.start_frames * plan.include_start,
                         start_clip is not None)
 
+    def cut(self, image: torch.Tensor) -> Handover:
+        """This window's hand-over when it starts a new shot from `image` [1, H, W, 3]: the image is its context and
+        its colour anchor, as for window 0 of an image start."""
+        return Handover(self.window, image, color_stats(image), self.frames_written, False)
+
     def after(self, new: torch.Tensor, plan: WindowPlan, settings: LongVideoSettings) -> Handover:
         """The handover to the next window, once this one wrote its `new` frames [f, H, W, 3] uint8."""
         frames = new.float() / 255
@@ -212,6 +224,9 @@ class WindowDone:
 def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, prompts: list[str], window_frames: int,
                         write: Callable[[torch.Tensor], None], settings: LongVideoSettings = LongVideoSettings(), *,
                         start_clip: torch.Tensor | None = None,
+                        shots: dict[int, torch.Tensor] | None = None,
+                        plan: WindowPlan | None = None,
+                        resume: Handover | None = None,
                         on_step: Callable[[int, Step], None] | None = None,
                         on_window: Callable[[WindowDone], None] | None = None,
                         on_stage: Callable[[int, str], None] | None = None) -> int:
@@ -221,29 +236,51 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
     prior: [1, H, W, 3] float 0..1 at the video size: the identity anchor (the VLM's image) and, without
     `start_clip`, the start image. start_clip: [S, H, W, 3] float 0..1 or uint8 at the video size, a clip to continue
     from its last frames: the whole clip with `settings.include_start` (written first, bit for bit as uint8), else at
-    least its last `context_frames` frames. `on_step(window, step)` runs after every denoising
-    step (raise from it to stop); `on_stage(window, name)` after the other stages of a window: "text encode", "VAE
-    encode", "write" (the VAE's decode reports its own chunks). A window whose latent or frames hold NaN / inf raises
+    least its last `context_frames` frames. shots: {window: image [1, H, W, 3] float 0..1} for the windows that start
+    a new shot (cuts, k >= 1): each starts from its image, which is the identity anchor of its shot. plan: the
+    `WindowPlan` (default: made from the arguments, with the shots' windows as cuts). resume: the hand-over of the
+    window to start at (`Handover.window`); the windows before it are not rendered (their frames are in the video
+    already) and the start clip is not written again (only its length, in `plan`, matters then).
+    `on_step(window, step)` runs after every denoising step (raise from it to stop); `on_window` after each window is
+    written; `on_stage(window, name)` after the other stages of a window: "text encode", "VAE encode", "write" (the
+    VAE's decode reports its own chunks). A window whose latent or frames hold NaN / inf raises
     `runtime.finite.NonFiniteOutput` before any of its frames is written. ValueError (before any work) for a bad
-    plan (`windows.WindowPlan`) or a start clip that is empty or not of the prior's size."""
+    plan (`windows.WindowPlan`), a start clip that is empty or not of the prior's size, shots that are not the
+    plan's cuts or not of the prior's size."""
     if start_clip is not None and (start_clip.ndim != 4 or not len(start_clip)
                                    or start_clip.shape[1:] != prior.shape[1:]):
         raise ValueError(f"the start clip must be frames [S >= 1, H, W, 3] of the prior's size "
                          f"{tuple(prior.shape[1:])}, got {tuple(start_clip.shape)}")
-    plan = WindowPlan(len(prompts), window_frames, settings.context_frames,
-                      0 if start_clip is None else len(start_clip), settings.include_start)
+    shots = dict(shots or {})
+    if plan is None:
+        plan = WindowPlan(len(prompts), window_frames, settings.context_frames,
+                          0 if start_clip is None else len(start_clip), settings.include_start, frozenset(shots))
+    if (plan.windows, plan.window_frames, plan.context_frames) != (len(prompts), window_frames,
+                                                                   settings.context_frames):
+        raise ValueError(f"the plan ({plan.windows} windows of {plan.window_frames} frames, context "
+                         f"{plan.context_frames}) does not match the {len(prompts)} prompts, {window_frames} frames "
+                         f"and context {settings.context_frames} asked")
+    if set(shots) != set(plan.cuts) or any(image.shape != prior.shape for image in shots.values()):
+        raise ValueError(f"shots must give one image of the prior's shape {tuple(prior.shape)} for each cut "
+                         f"{sorted(plan.cuts)}; got windows {sorted(shots)}")
     _, height, width, _ = prior.shape
     shape = latent_shape(window_frames, height, width)
-    handover = Handover.start(prior, start_clip, plan)
-    if plan.include_start:
-        write(to_uint8(start_clip))
-    for k, prompt in enumerate(prompts):
+    if resume is None:
+        handover = Handover.start(prior, start_clip, plan)
+        if plan.include_start:
+            write(to_uint8(start_clip))
+    else:
+        handover = resume
+    for k in range(handover.window, plan.windows):
         def done(name, k=k):
             if on_stage is not None:
                 on_stage(k, name)
 
+        if k in shots:
+            handover = handover.cut(shots[k])
+        shot = shots.get(max((c for c in shots if c <= k), default=-1), prior)  # this shot's identity anchor
         context = handover.model_context(settings)
-        cond = encoders.encode(prompt, prior if settings.anchor == "prior" else context[-1:],
+        cond = encoders.encode(prompts[k], shot if settings.anchor == "prior" else context[-1:],
                                negative=settings.guidance != 1.0 or settings.cfg != 1.0)
         done("text encode")
         reference = handover.reference(vae, context, settings)
@@ -254,7 +291,7 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
                                cfg=settings.cfg,
                                callback=None if on_step is None else (lambda step, k=k: on_step(k, step)))
         # the whole window as uint8 (a quarter of float32), then written at once: a stop never splits a window
-        stage = f"long-video window {k + 1} of {len(prompts)} (VAE decode)"
+        stage = f"long-video window {k + 1} of {plan.windows} (VAE decode)"
         with oom_advice(f"decoding window {k + 1}"):  # checked before uint8: a NaN would become a black pixel
             frames = torch.cat([to_uint8(check_finite(chunk, stage, getattr(vae, "compute_dtype", chunk.dtype),
                                                       VAE_ADVICE))
@@ -264,5 +301,5 @@ def generate_long_video(model, encoders, vae: FrameVAE, prior: torch.Tensor, pro
         done("write")
         handover = handover.after(new, plan, settings)
         if on_window is not None:
-            on_window(WindowDone(k, len(prompts), handover.frames_written, handover))
+            on_window(WindowDone(k, plan.windows, handover.frames_written, handover))
     return handover.frames_written

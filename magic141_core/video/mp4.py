@@ -58,6 +58,16 @@ def _ffmetadata(metadata: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ffmpeg_failure(error: str, what: str, path: Path, tmp: Path) -> Exception:
+    """Why ffmpeg failed writing `path` (through the temporary file `tmp`), from its error output: a full disk or a
+    write refused becomes `write_error` (the folder, the bytes free and written); anything else a RuntimeError
+    quoting ffmpeg."""
+    for text, number in _FFMPEG_ERRNOS.items():
+        if text in error:
+            return write_error(number, path, written=tmp.stat().st_size if tmp.exists() else None)
+    return RuntimeError(f"ffmpeg {what} {path.name}: {error[-500:]}")
+
+
 FRAMES_STAGE = "the frames to be written"  # a NaN would be written as a black pixel: refused, never converted
 
 
@@ -154,15 +164,9 @@ class Mp4Writer:
         self.frames_written += len(frames)
 
     def _failure(self, what: str) -> Exception:
-        """Why ffmpeg failed: a full disk or a write refused becomes `write_error` (the folder, the bytes free and
-        written); anything else a RuntimeError quoting ffmpeg."""
         if self._error is None:
             self._error = self._proc.stderr.read().decode(errors="replace").strip()
-        for text, number in _FFMPEG_ERRNOS.items():
-            if text in self._error:
-                written = self._tmp.stat().st_size if self._tmp.exists() else None
-                return write_error(number, self.path, written=written)
-        return RuntimeError(f"ffmpeg {what} {self.path.name}: {self._error[-500:]}")
+        return ffmpeg_failure(self._error, what, self.path, self._tmp)
 
     def _finish_ffmpeg(self) -> bool:
         if self._proc is None:
@@ -228,6 +232,49 @@ def write_mp4(path, frames, fps: float, crf: int = 19, metadata: dict | None = N
     with Mp4Writer(path, fps, crf, metadata) as writer:
         writer.write(frames)
     return Path(path)
+
+
+def _ffconcat(parts) -> str:
+    """An ffmpeg concat-demuxer script naming `parts` by absolute path (a ' inside a path written as '\\'')."""
+    quoted = (str(Path(part).absolute()).replace("'", "'\\''") for part in parts)
+    return "ffconcat version 1.0\n" + "".join(f"file '{name}'\n" for name in quoted)
+
+
+def _temp_text(text: str, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(suffix=suffix)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(name)
+
+
+def join_mp4(parts: list[Path], path, metadata: dict | None = None) -> Path:
+    """Join MP4 files written by `Mp4Writer` with the same size, rate and settings (a long video's windows) into a
+    new file `path`, packet for packet (ffmpeg's concat demuxer, no re-encoding: every part decodes to the same frames
+    in the joined file), with `metadata` as tags. Published atomically: an existing `path` raises FileExistsError
+    before anything is done, a failure leaves no file (a full disk or a refused write: `runtime.atomic.write_error`)."""
+    path = Path(path)
+    if not parts:
+        raise ValueError(f"no video to join into {path.name}")
+    refuse_existing(path, "video")
+    tmp, files = make_temp_beside(path, ".partial.mp4"), []
+    try:
+        files = [_temp_text(_ffconcat(parts), ".ffconcat"), _temp_text(_ffmetadata(metadata or {}), ".ffmeta")]
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
+               "-i", str(files[0]), "-f", "ffmetadata", "-i", str(files[1]), "-map", "0:v", "-map_metadata", "1",
+               "-c", "copy", "-movflags", "+faststart+use_metadata_tags", "-f", "mp4", str(tmp)]
+        result = subprocess.run(cmd, capture_output=True)
+        if result.returncode:
+            raise ffmpeg_failure(result.stderr.decode(errors="replace").strip(), "could not join", path, tmp)
+        try:
+            return publish(tmp, path)
+        except OSError as e:
+            if (number := write_errno(e)) is None:
+                raise
+            raise write_error(number, path) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        for name in files:
+            name.unlink(missing_ok=True)
 
 
 def iter_mp4(path) -> tuple[Iterator[np.ndarray], float]:

@@ -88,6 +88,11 @@ class ComfyView(Mapping):
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._sd[self._sources[key]]
 
+    def fp8(self, key: str):
+        """The stored fp8 tensor and its scale (`weights.fp8.Fp8View.fp8`) under its official name, or None."""
+        fp8 = getattr(self._sd, "fp8", None)
+        return None if fp8 is None else fp8(self._sources[key])
+
     def __iter__(self):
         return iter(self._sources)
 

@@ -21,6 +21,7 @@ from ..runtime.device import release_freed_memory
 from ..runtime.finite import is_finite
 from ..runtime.interrupt import check_interrupt
 from .files import CheckpointError, converted
+from .fp8 import fp8_is_finite
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules that hold tensors themselves (linears, norms, convs, embeddings): the loading granularity."""
@@ -99,12 +100,34 @@ def _read_finite(sd: Mapping[str, torch.Tensor], key: str, dtype: torch.dtype | 
                           "Choose another file")
 
 
+def _read_fp8(sd, layer: nn.Module, prefix: str, keys: list[str], name: str) -> dict[str, torch.Tensor] | None:
+    """A linear's tensors with its weight kept as stored in fp8 and its scale as `weight_scale` (fp32), when `sd`
+    (a `weights.fp8.Fp8View`) holds that weight in fp8; else None. A `weight_scale` buffer is registered on the layer
+    so that it loads with the weight (`dit.layers.cast_weight` and the host read it)."""
+    key = f"{prefix}.weight" if prefix else "weight"
+    stored = sd.fp8(key) if hasattr(sd, "fp8") and hasattr(layer, "in_features") and key in keys else None
+    if stored is None:
+        return None
+    weight, scale = stored
+    if not fp8_is_finite(weight) or (scale is not None and not is_finite(torch.as_tensor(scale).float())):
+        raise CheckpointError(f"{name}: tensor '{key}' (fp8) or its scale holds NaN or infinite values; the file is "
+                              "damaged. Refused: it would give a black or noisy video. Choose another file")
+    part = {key: weight}
+    if scale is not None:
+        scale = torch.as_tensor(scale, dtype=torch.float32)
+        layer.register_buffer("weight_scale", torch.empty(scale.shape, device="meta"))
+        part[f"{key}_scale"] = scale
+    return part
+
+
 def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None, name: str, what: str,
-          quantize: Callable[[str], bool] | None = None) -> nn.Module:
+          quantize: Callable[[str], bool] | None = None, keep_fp8: bool = False) -> nn.Module:
     """Assign every tensor of `sd` to `model` (built on meta) layer by layer, strictly.
 
-    `quantize(layer name)`: which float linears become int8 right after loading (None: none). `what` names the
-    model in errors ("the transformer"). Raises CheckpointError, before reading any tensor, for names or header
+    `quantize(layer name)`: which float linears become int8 right after loading (None: none). `keep_fp8`: linears
+    whose weight `sd` (a `weights.fp8.Fp8View`) holds in fp8 keep it in fp8, with a `weight_scale` buffer when it is
+    scaled (other tensors take `dtype`); else fp8 weights are dequantized into `dtype` like any other. `what` names
+    the model in errors ("the transformer"). Raises CheckpointError, before reading any tensor, for names or header
     shapes that do not fit; while loading, for a tensor holding NaN / inf (naming the first). The host's interrupt
     is checked between layers. Returns the model in eval mode without gradients."""
     by_layer: dict[str, list[str]] = {}
@@ -119,8 +142,11 @@ def fill_(model: nn.Module, sd: Mapping[str, torch.Tensor], dtype: torch.dtype |
         check_interrupt()
         layer = model.get_submodule(prefix)
         keys = by_layer.get(prefix, [])
+        kept = _read_fp8(sd, layer, prefix, keys, name) if keep_fp8 else None
         # an int8 layer's scales keep their dtype (bf16): they must match the int8 kernel's activations
-        part = {k: _read_finite(sd, k, None if k.endswith("._scale") else dtype, name) for k in keys}
+        part = {k: _read_finite(sd, k, None if k.endswith("._scale") else dtype, name) for k in keys
+                if kept is None or k not in kept}
+        part.update(kept or {})
         _check_kinds(layer, prefix, part, name, what)
         _assign_own(layer, prefix, part, name, what)
         consumed.update(keys)

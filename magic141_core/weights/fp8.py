@@ -9,11 +9,14 @@ The formats in the wild, all read through `Fp8View`:
   holds the block linears as fp8 w / (amax / 448), and their per-layer scales sit beside it in
   `mp_rank_00_model_states_fp8_map.pt` ({module name: scale}; the official code finds it by replacing `.pt` with
   `_map.pt`). weight = fp8 x scale.
-Input scales only serve fp8 activation matmuls; weights are dequantized here, so they are not needed.
+Input scales only serve fp8 activation matmuls; weights are computed in bf16 / fp32 here, so they are not needed.
 
-Memory: weights are dequantized while loading, layer by layer, into the dtype the loader asks for (bf16 / fp16 /
-fp32), or quantized on to int8 right away (`fill_(..., quantize=...)`), so the model in memory is the float or int8
-model and never holds fp8 weights (see docs/precision.md for the measurement).
+Two ways to load (`weights.fill_`): fp8 stays fp8 (`keep_fp8`, the DiT's default): each linear keeps its fp8 weight in
+memory, with its scale as a `weight_scale` buffer, and casts (and scales) it per layer as it is used
+(`dit.layers.cast_weight`; inside ComfyUI the host turns it into ComfyUI's own fp8 tensor), about half the memory of
+bf16; other fp8 tensors (norms, the patch embedding) are dequantized. Or every weight is dequantized while loading,
+layer by layer, into the dtype the loader asks for (bf16 / fp16 / fp32), or quantized on to int8 right away
+(`fill_(..., quantize=...)`); the text encoders always load this way (see docs/precision.md for the measurements).
 """
 
 from __future__ import annotations
@@ -60,6 +63,17 @@ def quantize_scaled(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (weight.float() / scale).to(torch.float8_e4m3fn), scale
 
 
+def fp8_is_finite(tensor: torch.Tensor) -> bool:
+    """False when an fp8 tensor holds NaN (e4m3fn: all exponent and mantissa bits set) or inf / NaN (e5m2: all
+    exponent bits set). Reads the bits: no float copy."""
+    bits = tensor.view(torch.uint8)
+    if tensor.dtype == torch.float8_e5m2:
+        return not bool((bits & 0x7C).eq(0x7C).any())
+    if tensor.dtype == torch.float8_e4m3fn:
+        return not bool((bits & 0x7F).eq(0x7F).any())
+    return bool(torch.isfinite(tensor.float()).all())  # the fnuz variants: rare, a float copy is fine
+
+
 def fills_e4m3_range(tensor: torch.Tensor) -> bool:
     """True when a float8_e4m3fn tensor holds +-448, its largest value: the mark of a weight stored as w / scale
     (amax / scale = 448 exactly), never reached by plain fp8 weights (|w| < 1). Reads the bits: no float copy."""
@@ -97,18 +111,28 @@ class Fp8View(Mapping):
         self._keys = [k for k in sd if k not in self._hidden]
 
     def __getitem__(self, key: str) -> torch.Tensor:
+        stored = self.fp8(key)
+        return self._sd[key] if stored is None else dequantize(*stored)
+
+    def fp8(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(the fp8 tensor as stored, its scale or None) for an fp8 tensor; None for any other. The same checks as
+        reading it dequantized (a weight stored as w / scale without its scale is refused)."""
         if key in self._hidden:
             raise KeyError(key)
         tensor = self._sd[key]
         if not is_fp8(tensor) or tensor.numel() == 0:
-            return tensor
+            return None
         module = key.rpartition(".")[0]
         scale = next((self._sd[f"{module}.{s}"] for s in WEIGHT_SCALES if f"{module}.{s}" in self._sd), None)
         if scale is None:
             scale = self._scales.get(module)
         if scale is None and fills_e4m3_range(tensor):
             self._refuse_unscaled(key)
-        return dequantize(tensor, scale)
+        if scale is not None and torch.as_tensor(scale).numel() not in (1, tensor.shape[0]):
+            raise CheckpointError(f"{self.name}: the fp8 scale of {key} has {torch.as_tensor(scale).numel()} values "
+                                  f"for a weight of shape {tuple(tensor.shape)}; expected one, or one per output "
+                                  "channel")
+        return tensor, scale
 
     def _refuse_unscaled(self, key: str):
         where = self._needed_map or map_path(self.name)

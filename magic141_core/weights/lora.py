@@ -11,8 +11,8 @@ apply (`comfy.lora.calculate_weight`, checked against it in tests/test_lora.py).
   (and the single blocks' MLP input) update their rows of the fused official linear, and `norm_out.linear` its
   swapped halves (see `weights.diffusers_keys`).
 
-Float linears get the update merged into their weight. int8 (quanto) linears keep their int8 weight and get a float
-low-rank branch instead, y = int8(x) + strength x scale x (x A^T) B^T, so LoRA + int8 never re-quantizes.
+Float linears get the update merged into their weight. int8 (quanto) and fp8 linears keep their weight and get a
+float low-rank branch instead, y = W(x) + strength x scale x (x A^T) B^T, so LoRA never re-quantizes them.
 
 A LoRA file is untrusted input (SECURITY.md, "Budgets"). Before any tensor is read, every pair's shapes (from the
 file header) must be A [r, in] / B [out, r] (trailing 1s of conv-style LoRAs allowed) for the linear it names, with
@@ -39,6 +39,7 @@ from . import CheckpointError
 from .comfy_keys import comfy_to_official
 from .diffusers_keys import diffusers_targets
 from .files import open_state_dict, shape_of
+from .fp8 import is_fp8
 
 log = logging.getLogger("magic141")
 
@@ -199,6 +200,11 @@ def read_lora(path: str | os.PathLike, model: nn.Module) -> list[LoraDelta]:
     return deltas
 
 
+def _keeps_weight(linear: nn.Module) -> bool:
+    """int8 (quanto: a weight qtype) and fp8 layers keep their weight; their LoRA runs as a float branch."""
+    return getattr(linear, "weight_qtype", None) is not None or is_fp8(linear.weight)
+
+
 def _branch_hook(module, inputs, output):
     x = inputs[0]
     for delta, strength in module.magic141_lora:
@@ -221,7 +227,7 @@ def _check_merge(linears: dict[str, nn.Module], deltas: list[LoraDelta], strengt
     for delta in deltas:
         linear = linears[delta.module]
         update = strength * delta.matrix(linear.out_features)
-        quantized = getattr(linear, "weight_qtype", None) is not None
+        quantized = _keeps_weight(linear)
         merged = update.to(torch.bfloat16) if quantized else \
             (linear.weight.float() + update.to(linear.weight.device)).to(linear.weight.dtype)
         if not is_finite(merged):
@@ -246,7 +252,7 @@ def apply_lora_(model: nn.Module, deltas: list[LoraDelta], strength: float = 1.0
     for delta in deltas:
         linear = linears[delta.module]
         weight = linear.weight
-        if getattr(linear, "weight_qtype", None) is None:  # a float layer (quanto layers have a weight qtype)
+        if not _keeps_weight(linear):  # a float layer
             update = strength * delta.matrix(linear.out_features)
             weight.copy_((weight.float() + update.to(weight.device)).to(weight.dtype))
         else:  # quantized: keep the int8 weight, add the low-rank branch

@@ -16,6 +16,10 @@ class NativeFrameVAE:
     def __init__(self, vae, tile: int = 256, overlap: int = 64):
         self.vae, self.tile, self.overlap = vae, tile, overlap
 
+    def parameters(self):
+        """The VAE's weights (for `video.sidecar.fingerprint`)."""
+        return self.vae.first_stage_model.parameters()
+
     @property
     def compute_dtype(self):
         """The dtype ComfyUI runs the VAE in (named in a non-finite-output error)."""

@@ -20,18 +20,40 @@ def intermediate_device():
     return mm.intermediate_device()
 
 
-def managed(module, size: int | None = None, text_encoder: bool = False) -> comfy.model_patcher.ModelPatcher:
+class WholeModelPatcher(comfy.model_patcher.ModelPatcher):
+    """A patcher that always loads its model whole, never partially: for a model ComfyUI cannot stream layer by
+    layer (quanto int8 layers are not ComfyUI ops: a partial load would leave some on the CPU) or one that streams
+    itself (block swap)."""
+
+    def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
+        return super().load(device_to, lowvram_model_memory, force_patch_weights, full_load=True)
+
+
+def streams_itself(module) -> bool:
+    """True for a DiT that ComfyUI must load whole: block swap installed, or quanto (int8) layers."""
+    return getattr(module, "block_swap", None) is not None or any(
+        getattr(m, "weight_qtype", None) is not None for m in module.modules())
+
+
+def managed(module, size: int | None = None, text_encoder: bool = False, whole: bool = False,
+            dynamic: bool = True) -> comfy.model_patcher.ModelPatcher:
     """Hand a model to ComfyUI's memory management: it loads to the compute device on use and offloads on demand.
 
     The patcher is the kind native loaders use: `CoreModelPatcher` where the host has it (ComfyUI swaps in its
-    Dynamic VRAM patcher there on NVIDIA), else `ModelPatcher`. Text encoders take ComfyUI's text-encoder devices
-    (which --lowvram and friends may point at the CPU), everything else the diffusion model's."""
-    size = size or sum(p.numel() * p.element_size() for p in module.parameters())
+    Dynamic VRAM patcher there on NVIDIA), else `ModelPatcher`; `whole`: a `WholeModelPatcher` (see there). Text
+    encoders take ComfyUI's text-encoder devices (which --lowvram and friends may point at the CPU), everything else
+    the diffusion model's. `size`: bytes on the device (default: ComfyUI's count of the state dict). `dynamic`
+    False: never the Dynamic VRAM patcher (what ComfyUI asks of a loader's `cached_patcher_init`)."""
+    size = size or mm.module_size(module)
     if text_encoder:
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
     else:
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
     patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)  # read at call time
+    if whole:
+        patcher = WholeModelPatcher
+    elif not dynamic:
+        patcher = comfy.model_patcher.ModelPatcher
     return patcher(module, load_device=load_device, offload_device=offload_device, size=size)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import comfy.model_base
+import comfy.patcher_extension
 import comfy.supported_models
 import torch
 
@@ -16,6 +17,7 @@ from ...magic141_core.dit.family import HUNYUAN_I2V_V1, HUNYUAN_I2V_V2, SKYREELS
 from ...magic141_core.dit.model import image_to_video_input
 from ...magic141_core.runtime.finite import DIT_ADVICE, NonFiniteOutput, lora_advice
 from .memory import load
+from .patches import WithOptions, check_own_sampling, per_forward_options
 
 log = logging.getLogger("magic141")
 MAGIC141_SHIFT = 5.0  # the official sampler's shift: native "simple" sigmas at 4 steps = ours
@@ -23,7 +25,9 @@ NATIVE_MODES = {"concat": "v1 (concat)", "token_replace": "v2 (replace)"}  # Hun
 
 
 class _CoreDiTModel:
-    """What our DiT needs from ComfyUI's model class: the forward call with our argument names."""
+    """What our DiT needs from ComfyUI's model class: the forward call with our argument names, inside ComfyUI's
+    diffusion-model wrappers, with the MODEL's transformer options and ControlNet residuals handed to the DiT, which
+    applies them where ComfyUI's own HunyuanVideo does (`magic141_core/dit/hooks.py`)."""
 
     def get_dtype(self):
         return self.diffusion_model.img_in.proj.weight.dtype
@@ -37,7 +41,7 @@ class _CoreDiTModel:
         mask = kwargs.get("attention_mask")
         if mask is None:
             mask = torch.ones(c_crossattn.shape[:2], dtype=torch.long, device=c_crossattn.device)
-        dit = self.diffusion_model
+        dit = self.diffusion_model  # TorchCompileModel's compiled module while its wrapper runs
         guidance = kwargs.get("guidance") if dit.guidance_embedder is not None else None
         if guidance is not None:
             guidance = guidance.float().reshape(-1).expand(x.shape[0]) if guidance.numel() == 1 else guidance
@@ -50,7 +54,19 @@ class _CoreDiTModel:
                 f"KSampler: the model is {dit.family.describe()}; its conditioning must carry the start image as "
                 "HunyuanImageToVideo 'v2 (replace)' sets it (and its latent into KSampler), or come from Magic141 "
                 "Image To Video with the model connected to Magic141 Encode")
-        v = dit(xc, timestep, c_crossattn, mask.to(xc.device), kwargs["y"], reference=reference, guidance=guidance)
+        options = transformer_options
+
+        def forward(x, timestep, context, y, attention_mask, reference, guidance, control, transformer_options):
+            return dit(x, timestep, context, attention_mask, y, reference=reference, guidance=guidance,
+                       control=control, transformer_options=transformer_options)
+
+        # as ComfyUI's HunyuanVideo.forward: DIFFUSION_MODEL wrappers (EasyCache, ...) around the forward; their
+        # executor's class_obj is the core DiT, the last argument the transformer options
+        wrappers = comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                            options)
+        v = comfy.patcher_extension.WrapperExecutor.new_class_executor(forward, getattr(dit, "_orig_mod", dit),
+                                                                       wrappers).execute(
+            xc, timestep, c_crossattn, kwargs["y"], mask.to(xc.device), reference, guidance, control, options)
         return self.model_sampling.calculate_denoised(sigma, v.float(), x)
 
 
@@ -75,15 +91,19 @@ _CLASSES = {  # image_condition -> (our model class, ComfyUI's supported-model c
 }
 
 
-def native_model(dit) -> comfy.model_base.BaseModel:
+def native_model(dit, weight_dtype: torch.dtype | None = None,
+                 compute_dtype: torch.dtype | None = None) -> comfy.model_base.BaseModel:
     """Put a core `Magic141DiT` behind ComfyUI's HunyuanVideo model class of its family (it becomes
     `diffusion_model`, so the state-dict keys LoRA loaders see are `diffusion_model.<official key>`). Sampling shift
-    5 (Magic141's)."""
+    5 (Magic141's). `weight_dtype` / `compute_dtype`: the storage and compute dtypes, which ComfyUI's memory
+    estimates and casting read (`manual_cast_dtype` when they differ)."""
     model_class, config_class = _CLASSES[dit.config.image_condition]
     unet_config = {"image_model": "hunyuan_video", "in_channels": dit.config.in_channels,
                    "disable_unet_model_creation": True}
     config = config_class(unet_config)
     config.sampling_settings["shift"] = MAGIC141_SHIFT
+    if weight_dtype is not None:
+        config.set_inference_dtype(weight_dtype, None if compute_dtype in (None, weight_dtype) else compute_dtype)
     model = model_class(config, device=dit.img_in.proj.weight.device)
     model.diffusion_model = dit
     return model
@@ -143,8 +163,9 @@ class NativeHunyuanDiT:
                 raise ValueError("the text mask must be right-padded (ones, then zeros)")
             g = None if guidance is None or self.guidance_embedder is None else guidance[rows].to(dtype)
             frame = torch.zeros(len(rows), device=x.device) if replaced else None
+            options = {**self.options, "sigmas": t[rows].float() / 1000.0}
             v = self.dit(xc[rows].to(dtype), t[rows].float(), txt[rows, :n].to(dtype), y=pooled[rows].to(dtype),
-                         guidance=g, attention_mask=None, guiding_frame_index=frame, transformer_options=self.options)
+                         guidance=g, attention_mask=None, guiding_frame_index=frame, transformer_options=options)
             out[rows] = v.float()
         out[:, :, :replaced] = 0  # the reference frames are held, not denoised
         return out
@@ -176,12 +197,17 @@ def family_of(patcher):
     return None if found is None else found[1]
 
 
+def image_condition_of(model) -> str:
+    """How the start image enters `model` (a core DiT or `NativeHunyuanDiT`): "concat_mask", "concat" or
+    "token_replace" (see `magic141_core.dit.family`)."""
+    return getattr(model, "image_condition", None) or model.config.image_condition
+
+
 def check_family(model, image_condition: str | None, node: str) -> None:
     """Refuse conditioning prepared for another family than `model`'s (a core DiT or `NativeHunyuanDiT`), naming
     both and the fix. image_condition: what the conditioning's start image was made for (native "concat" = v1,
     "token_replace" = v2; None: Magic141's own, which serves every image-to-video family)."""
-    family = model.family
-    condition = getattr(model, "image_condition", None) or model.config.image_condition
+    family, condition = model.family, image_condition_of(model)
     if not family.is_i2v:
         raise ValueError(
             f"{node} got {family.describe()}: it has no image path. If the file is HunyuanVideo-I2V v2 (token "
@@ -198,9 +224,11 @@ def check_family(model, image_condition: str | None, node: str) -> None:
 
 def velocity_model(patcher, node: str, image_condition: str | None = None):
     """Load a MODEL for our sampler and return what `sample_latent` drives: our core DiT (Magic141 Model Loader) or
-    a `NativeHunyuanDiT` (ComfyUI's own HunyuanVideo image-to-video model of any family). image_condition: what
-    the conditioning was prepared for (see `check_family`). A model of another family, or a text-to-video one, gets
-    a ValueError naming what it is and what is needed."""
+    a `NativeHunyuanDiT` (ComfyUI's own HunyuanVideo image-to-video model of any family), with the MODEL's
+    per-forward transformer options (`patches.py`). image_condition: what the conditioning was prepared for (see
+    `check_family`). A model of another family, or a text-to-video one, gets a ValueError naming what it is and what
+    is needed; so does a MODEL carrying patches that only ComfyUI's own sampling runs."""
+    check_own_sampling(patcher, node)
     dit = core_dit(patcher)
     model = getattr(patcher, "model", None)
     if dit is None:
@@ -216,6 +244,8 @@ def velocity_model(patcher, node: str, image_condition: str | None = None):
                 "channels) checkpoint, or HunyuanVideo-I2V v2 (16 channels) with HunyuanImageToVideo 'v2 (replace)' "
                 "conditioning")
         dit = NativeHunyuanDiT(patcher, *found)
+    elif per_forward_options(patcher):
+        dit = WithOptions(dit, per_forward_options(patcher))
     check_family(dit, image_condition, node)
     load(patcher)
     return dit

@@ -112,6 +112,28 @@ def output_file(filename_prefix: str, extension: str, width: int = 0, height: in
     return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
 
 
+def output_dir() -> Path:
+    return Path(folder_paths.get_output_directory())
+
+
+def output_entry(relative: str, what: str) -> Path:
+    """A file or folder named by its path inside the output folder (as the nodes' filename and sidecar outputs give
+    it): ValueError naming `what` for an absolute path, '..', or a path (a link) that resolves outside the output
+    folder; nothing outside it is ever opened."""
+    text = str(relative).strip().replace("\\", "/")
+    if not text or Path(text).is_absolute() or ".." in Path(text).parts:
+        raise ValueError(f"{what} {relative!r} must be a path inside the output folder, as Long Video's sidecar or "
+                         "filename output gives it (e.g. Magic141/long_00001_.m141)")
+    path = output_dir() / text
+    _inside_output(output_dir(), path, f"{what} {relative!r}")
+    return path
+
+
+def output_relative(path: Path) -> str:
+    """`path` (inside the output folder) as the nodes name it: relative, with forward slashes."""
+    return Path(path).resolve().relative_to(output_dir().resolve()).as_posix()
+
+
 PREFIX_RULE = ("a file name, optionally after sub-folders of the output folder (e.g. 'Magic141/clip'): not empty, "
                "not starting with '.', without control characters")
 
@@ -152,6 +174,18 @@ def video_frames(video, what: str):
     if images.ndim != 4 or not len(images):
         raise ValueError(f"{what} has no frames (an empty video); connect a video with at least one frame")
     return images
+
+
+def iter_video_frames(video, what: str):
+    """The frames of a native VIDEO one at a time ([H, W, 3]): streamed from its file when it is an untrimmed
+    VideoFromFile on disk (a long clip is never held whole), else from ComfyUI's own decode (`video_frames`)."""
+    from ...magic141_core.video.mp4 import iter_mp4
+
+    source = video.get_stream_source() if hasattr(video, "get_stream_source") else None
+    trim = video.get_active_trim_window() if hasattr(video, "get_active_trim_window") else (0.0, 0.0)
+    if isinstance(source, str) and os.path.isfile(source) and tuple(trim) == (0.0, 0.0):
+        return iter_mp4(source)[0]
+    return iter(video_frames(video, what))
 
 
 def metadata_enabled() -> bool:
