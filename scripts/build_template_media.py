@@ -95,7 +95,7 @@ def result_frames(server: str, history: dict, key: str) -> list[Image.Image]:
         path = Path(tmp) / "clip.mp4"
         path.write_bytes(view(server, record))
         frames, _ = read_mp4(path)
-    picks = [0, len(frames) // 2, len(frames) - 1] if key == "long_video" else [len(frames) - 1]
+    picks = [0, len(frames) // 2, len(frames) - 1] if key.startswith("long_video") else [len(frames) - 1]
     return [Image.fromarray(frames[i]) for i in picks]
 
 

@@ -324,12 +324,11 @@ def long_video_storyboard() -> dict:
          {"id": 3, "type": "Magic141ModelLoader", "widgets": [DEMO["dit"], "bf16", False, "off", 0]}],
         [{"id": 4, "type": "Magic141EncoderLoader", "size": [360, 0],
           "widgets": [DEMO["llava"], DEMO["vision"], DEMO["clip_l"], "auto", "off"]}],
-        [{**long_video_node(5, {"model": (3, 0), "encoders": (4, 0), "vae": (2, 0), "prior": (1, 0),
-                                "shot_priors": (1, 3)},
-                            "The boats rock gently in the harbour at dawn.\nThe camera drifts along the pier.\n"
-                            "[cut] a lighthouse on a cliff above the sea at dusk\nThe beam sweeps over the water.",
-                            4.0, [4, 5.0, 1.0, 39, "fixed"], "Magic141/storyboard", unit="windows"),
-          "size": [420, 940]}],
+        [long_video_node(5, {"model": (3, 0), "encoders": (4, 0), "vae": (2, 0), "prior": (1, 0),
+                             "shot_priors": (1, 3)},
+                         "The boats rock gently in the harbour at dawn.\nThe camera drifts along the pier.\n"
+                         "[cut] a lighthouse on a cliff above the sea at dusk\nThe beam sweeps over the water.",
+                         4.0, [4, 5.0, 1.0, 39, "fixed"], "Magic141/storyboard", unit="windows")],
         [{"id": 6, "type": "Magic141LongVideoReport", "size": [340, 0], "inputs": {"video": (5, 2), "sidecar": (5, 4)},
           "widgets": [81, DEFAULT_CONTEXT_FRAMES]},
          {"id": 7, "type": "PreviewImage", "size": [340, 260], "inputs": {"images": (6, 1)}}],

@@ -54,7 +54,8 @@ OUTPUTS = {
 # a run (Image To Video's size, Long Video's length, Retrieve Prior's choice, Encode's prompt template, Model
 # Loader's family), by 42-50 whatever its length). Added on top of a node's given or smallest size.
 ROOM_AFTER_RUN = {"Magic141Sampler": 240, "KSampler": 240, "Magic141ImageToVideo": 60, "Magic141LongVideo": 60,
-                  "Magic141RetrievePrior": 60, "Magic141Encode": 60, "Magic141ModelLoader": 60}
+                  "Magic141RetrievePrior": 60, "Magic141Encode": 60, "Magic141ModelLoader": 60,
+                  "Magic141LongVideoReport": 260}  # its verdict and the worst seam's strip: grew it by ~246
 TITLE, GAP, WIDTH = 30, 20, 320  # LiteGraph draws a node's title bar above `pos`; space between nodes; default width
 
 
