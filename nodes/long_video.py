@@ -12,7 +12,8 @@ from ..magic141_core.video import shots as video_shots
 from ..magic141_core.video.resume import LongVideoFile, check_continues, check_models, continued_board, first_window, \
     known_shots
 from ..magic141_core.video.sidecar import SidecarReader, fingerprint, locate_sidecar
-from ..magic141_core.video.start_image import fit_clip
+from ..magic141_core.video.start_image import DRAFT_WINDOW_FRAMES, DRAFT_WINDOWS, EARLIER_DRAFT_LONG, fit_clip, \
+    size_choices
 from ..magic141_core.video.windows import CONTEXT_FRAMES, CUT, DEFAULT_CONTEXT_FRAMES, MAX_WINDOWS, WindowPlan, \
     WindowPrompt, count_windows, storyboard
 from . import inputs
@@ -39,7 +40,9 @@ class Magic141LongVideo:
         "that line). If you stop the run, the finished windows are kept as <name>_partial.mp4. Every window is "
         "remembered in a sidecar beside the MP4 (<name>.m141): give it as resume to finish a stopped run, or with "
         "from_window to re-roll one window and those after it (the windows before it are reused bit for bit). A "
-        "progress bar shows while it renders; the finished video plays in the node."
+        "progress bar shows while it renders; the finished video plays in the node. The node states the length it "
+        f"renders, in seconds: on a CPU (auto: the draft) the windows asked, up to {DRAFT_WINDOWS}, of at most "
+        f"{DRAFT_WINDOW_FRAMES} frames."
     )
     CATEGORY = CATEGORY
     # outputs are only ever appended (saved workflows link them by index); without the VIDEO type (an old host)
@@ -72,8 +75,11 @@ class Magic141LongVideo:
                 "duration": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 3600.0, "step": 1.0, "round": 1.0,
                                        "tooltip": "Length in whole seconds, or a number of windows (see unit)."}),
                 "unit": (["seconds", "windows"], {"default": "seconds", "tooltip": "What duration counts."}),
-                "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4, "advanced": True,
-                                          "tooltip": "Frames per window, 4k+1; 81 is the model's native length."}),
+                "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4,
+                                          "tooltip": "Frames per window, 4k+1; 81 is the model's native length. "
+                                                     "The draft (auto on a CPU) makes the windows asked, up to "
+                                                     f"{DRAFT_WINDOWS}, of at most {DRAFT_WINDOW_FRAMES} frames; "
+                                                     "540p, 720p and custom make them all at this length."}),
                 **LONG_VIDEO_SIZE,
                 **SAMPLING,
                 "color_match": ("BOOLEAN", {"default": True, "tooltip": "Match each new start frame's colours "
@@ -138,6 +144,13 @@ class Magic141LongVideo:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, resolution):
+        """The resolution combo's entries, and the draft entry of earlier versions (saved workflows keep running)."""
+        choices = size_choices(long_video=True)
+        return resolution in choices or resolution in EARLIER_DRAFT_LONG or \
+            f"resolution must be one of {', '.join(choices)}; got {resolution!r}"
+
     def render(self, model, vae, prior, prompts, filename_prefix, encoders=None, conditioning=None, negative=None,
                frames_limit_mb=FRAMES_LIMIT_MB, start_video=None, resume="", from_window=0, shot_images=None,
                shot_priors=None, prompt=None, extra_pnginfo=None, unique_id=None, **widgets):
@@ -167,7 +180,7 @@ class Magic141LongVideo:
         # the size policy (auto / draft / buckets / custom) is the core's; draft also caps the windows
         start, size = fit_start_image(prior[:1], length["resolution"], length["width"], length["height"],
                                       window_length, name="prior", long_video=True, node=NODE)
-        window_length, notes, clip_length = size.frames, [size.describe()], 0 if clip is None else len(clip)
+        notes, clip_length = [], 0 if clip is None else len(clip)
         if clip is not None:  # fitted like the prior: every frame when it is written first, else the context only
             if tuple(clip.shape[1:3]) != tuple(start.shape[1:3]):
                 notes.append(f"start clip {clip.shape[2]}x{clip.shape[1]} cropped to {start.shape[2]}x{start.shape[1]}"
@@ -175,11 +188,16 @@ class Magic141LongVideo:
             clip = fit_clip(clip, start.shape[2], start.shape[1],
                             keep=None if settings.include_start else settings.context_frames)
         try:
-            windows = size.with_windows(count_windows(length["duration"], length["unit"], settings.fps, window_length,
-                                                      settings.context_frames, clip_length)).windows
-            WindowPlan(windows, window_length, settings.context_frames, clip_length, settings.include_start)
+            # the windows asked are counted at the window length asked (what the node shows); a draft renders the
+            # first few of them, shorter, and says so in seconds
+            size = size.with_windows(count_windows(length["duration"], length["unit"], settings.fps, window_length,
+                                                   settings.context_frames, clip_length))
+            window_length, windows = size.frames, size.windows
+            plan = WindowPlan(windows, window_length, settings.context_frames, clip_length, settings.include_start)
         except ValueError as e:
             raise ValueError(f"{e} ({size.describe()})") from None
+        asked = f"{length['duration']:g} s" if length["unit"] == "seconds" else None
+        notes.insert(0, size.describe(settings.fps, asked, plan.total))
         fixed = None
         if conditioning is not None:  # the prompts text is not used: no lines, no cuts
             fixed = magic141_conditioning(conditioning, negative)

@@ -27,7 +27,7 @@ class Magic141RetrievePrior:
     DESCRIPTION = (
         "Picks the start image by retrieval: the image in a folder whose CLIP embedding is nearest the prompt (the "
         "Magic141 paper's retrieval prior). The folder is indexed once and re-indexed only where files changed. "
-        "Step through the candidates with 'pick'."
+        "Step through the candidates with 'pick'. The node shows the file it chose, its score and the runner-up."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "STRING", "FLOAT", "MAGIC141_PRIOR_FOLDER")
@@ -51,9 +51,10 @@ class Magic141RetrievePrior:
                 "pick": ("INT", {"default": 0, "min": 0, "max": 255,
                                  "tooltip": "Which of the ranked matches to use: 0 is the best."}),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def retrieve(self, clip_model, prompt, folder, k, pick):
+    def retrieve(self, clip_model, prompt, folder, k, pick, unique_id=None):
         if not prompt.strip():
             raise ValueError("the prompt is empty; describe the image to retrieve")
         if folder not in paths.image_folders():
@@ -68,6 +69,7 @@ class Magic141RetrievePrior:
             raise ValueError(f"pick {pick} is past the {len(matches)} matches found; use 0..{len(matches) - 1}")
         match = matches[pick]
         path = file_inside(match.path, [root])  # checked again right before reading
+        progress.show_text(unique_id, choice_text(matches, pick, images))
         return (load_image(path), match.path.relative_to(images).as_posix(), match.score,
                 FolderPrior(index, embedder))
 
@@ -82,6 +84,24 @@ class Magic141RetrievePrior:
             return folder_fingerprint(resolve_inside(*entry))
         except (OSError, ValueError):
             return float("nan")
+
+
+def choice_text(matches, pick: int, folder) -> str:
+    """What the node shows: the file chosen (rank `pick` of `matches`, best first) with its score, and the runner-up
+    (or, for a later pick, the best match)."""
+    def name(match):
+        return f"{match.path.relative_to(folder).as_posix()} (score {match.score:.2f})"
+
+    text = f"chose {name(matches[pick])}"
+    if pick:
+        text += f", match {pick + 1}; the best: {name(matches[0])}"
+    elif len(matches) > 1:
+        text += f"; runner-up: {name(matches[1])}"
+    else:
+        text += "; no runner-up (k is 1, or the folder holds one image)"
+    if all(m.score == 0 for m in matches):
+        text += ". Every score is 0: the CLIP model knows no word of this prompt"
+    return text
 
 
 PRIORS = ("generated", "retrieved", "uploaded")

@@ -33,10 +33,8 @@ COMFYUI = HOST / "ComfyUI"
 
 
 def prepare_base(base: Path) -> None:
-    import numpy as np
-    from PIL import Image
-
     from magic141_core.demo.models import write_demo_models
+    from magic141_core.demo.retrieval import write_demo_priors
 
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
     link = base / "custom_nodes" / "Magic141"
@@ -45,17 +43,11 @@ def prepare_base(base: Path) -> None:
     tokenizers = COMFYUI / "comfy" / "text_encoders" / "llama_tokenizer", COMFYUI / "comfy" / "sd1_tokenizer"
     if not (base / "models" / "vae").is_dir():
         print("generating the built-in demo models (first run only, ~1 GB) ...", flush=True)
-    write_demo_models(base / "models", *tokenizers, include_image_model=True)  # every file the templates name
-    priors = base / "input" / "magic141_priors"
-    priors.mkdir(parents=True, exist_ok=True)
+    write_demo_models(base / "models", *tokenizers, include_image_model=True)  # every file the demo templates name
     if not (base / "input" / "example.png").exists():
+        (base / "input").mkdir(parents=True, exist_ok=True)
         shutil.copy(COMFYUI / "input" / "example.png", base / "input" / "example.png")
-    y, x = np.mgrid[0:272, 0:480] / np.array([272.0, 480.0])[:, None, None]
-    for i, (name, hue) in enumerate([("dawn_harbour", (0.9, 0.6, 0.4)), ("forest_path", (0.3, 0.7, 0.3)),
-                                     ("night_city", (0.2, 0.2, 0.6))]):
-        if not (priors / f"{name}.png").exists():
-            rgb = np.stack([np.clip(h * (0.5 + 0.5 * np.sin(6 * x + 4 * y + i)), 0, 1) for h in hue], -1)
-            Image.fromarray((rgb * 255).astype(np.uint8)).save(priors / f"{name}.png")
+    write_demo_priors(base / "input" / "magic141_priors")  # the retrieval demo's candidates (demo/retrieval.py)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

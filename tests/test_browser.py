@@ -1,7 +1,8 @@
 """The templates in a real browser: Debian's chromium, driven by Playwright's Python package (no Playwright browser
-download), opens the real ComfyUI frontend, and every template is opened the way a user does it, through the
-Templates browser: its thumbnail loads, no missing-node dialog appears, no console error, every node is there, and
-no two nodes overlap as the frontend draws them (title bars included).
+download), opens the real ComfyUI frontend in a 1600x1000 window, and every template is opened the way a user does
+it, through the Templates browser: its thumbnail loads, no missing-node dialog appears, no console error, every node
+is there, no two nodes overlap as the frontend draws them (title bars included), and it opens readable: at >= 70 %
+zoom with every node on screen, under no panel. After a run, no preview covers another node.
 
 Console noise that is not the pack's: the frontend's attempts to reach api.comfy.org are blocked by ComfyUI's own
 Content-Security-Policy (no network at run time), and are ignored here; every other console error fails the test."""
@@ -21,6 +22,20 @@ from comfyui_env import COMFYUI, PACK_NAME, REPO
 from scripts.build_workflows import TEMPLATES as TEMPLATE_KEYS
 
 CHROMIUM = Path("/usr/bin/chromium")
+WINDOW = {"width": 1600, "height": 1000}
+# Each node's screen rectangle (the canvas scale and offset applied) and whether its corners, its centre and the
+# middle of its title bar are drawn unobstructed: the element there belongs to the graph canvas (the canvas or a
+# node's own text box or image), not to a panel, the side bar, the tab bar or the minimap.
+ON_SCREEN = """() => { const ds = window.app.canvas.ds, inset = 4;
+  return window.app.graph._nodes.filter(n => n.type !== 'Reroute').map(n => {
+    const [x, y, w, h] = n.getBounding();
+    const r = [(x + ds.offset[0]) * ds.scale, (y + ds.offset[1]) * ds.scale, w * ds.scale, h * ds.scale];
+    const points = [[r[0] + inset, r[1] + inset], [r[0] + r[2] - inset, r[1] + inset], [r[0] + r[2] / 2, r[1] + 10],
+                    [r[0] + inset, r[1] + r[3] - inset], [r[0] + r[2] - inset, r[1] + r[3] - inset],
+                    [r[0] + r[2] / 2, r[1] + r[3] / 2]];
+    const hidden = points.filter(([px, py]) => { const e = document.elementFromPoint(px, py);
+      return !e || !e.closest('.graph-canvas-container'); });
+    return {type: n.type, id: n.id, rect: r.map(Math.round), hidden: hidden.map(p => p.map(Math.round))}; }); }"""
 TEMPLATES = sorted((REPO / "example_workflows").glob("*.json"))
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
@@ -43,7 +58,7 @@ def open_frontend(server: ComfyServer):
         pytest.fail("Debian's chromium is missing: apt-get install chromium (scripts/setup_browser.sh does it)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page = browser.new_page(viewport=WINDOW)
         page.problems = []
         page.on("console", lambda m: page.problems.append(("console", m.text)) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.problems.append(("pageerror", str(e))))
@@ -85,6 +100,10 @@ def test_template_opens_from_the_templates_browser_cleanly(page, path):
     time.sleep(1)
     nodes = page.evaluate("() => window.app.graph._nodes.map(n => ({type: n.type, box: Array.from(n.getBounding())}))")
     assert sorted(n["type"] for n in nodes) == sorted(n["type"] for n in expected)
+    scale = page.evaluate("() => window.app.canvas.ds.scale")
+    assert scale >= 0.7, f"{name} opens at {scale:.0%} zoom: nodes are drawn as blank boxes below about 60 %"
+    covered = [n for n in page.evaluate(ON_SCREEN) if n["hidden"]]
+    assert not covered, (name, covered)  # every node on screen, none under a panel
     assert page.locator("[role=dialog]").count() == 0, page.locator("[role=dialog]").all_inner_texts()  # no missing nodes
     problems = [p for p in page.problems if not _not_ours(p)]
     assert not problems, problems
@@ -100,7 +119,7 @@ def test_image_to_video_runs_from_the_run_button_and_shows_its_video(page, demo_
     """The image_to_video template as shipped ("auto": the labelled draft size on this CPU), opened through the
     Templates menu and run with the Run button on the demo models: the prompt finishes, the Save MP4 node shows the
     clip in a <video> element, and its file loads (HTTP 200; the player's own range requests 206) and plays at the
-    draft's frame size."""
+    draft's frame size; no node has grown into another (the sampler's preview stays in its node)."""
     import urllib.request
 
     from magic141_core.demo.models import DEMO_FILES
@@ -139,3 +158,11 @@ def test_image_to_video_runs_from_the_run_button_and_shows_its_video(page, demo_
     assert videos and all(status in (200, 206) for status, _ in videos), videos  # the player's range requests
     problems = [p for p in page.problems if not _not_ours(p)]
     assert not problems, problems
+    # after the run: the sampler's latent preview, the size text and the video sit in the room the template left
+    time.sleep(2)
+    boxes = page.evaluate("() => window.app.graph._nodes.map(n => [n.type, ...Array.from(n.getBounding())])")
+    for i, (a, ax, ay, aw, ah) in enumerate(boxes):
+        for b, bx, by, bw, bh in boxes[i + 1:]:
+            assert not (ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah), (a, b)
+    covered = [n for n in page.evaluate(ON_SCREEN) if n["hidden"]]
+    assert not covered, covered

@@ -76,3 +76,48 @@ def test_the_demo_image_model_has_comfyuis_sd15_layout(comfy_base):
     theirs = {f"model.diffusion_model.{k}": tuple(v.shape) for k, v in unet.state_dict().items()}
     theirs |= {f"first_stage_model.{k}": tuple(v.shape) for k, v in vae.state_dict().items()}
     assert sd15_demo_shapes() == theirs
+
+
+@pytest.mark.parametrize("strength", [0.8, 1.0])
+def test_the_demo_lora_swaps_red_and_blue_at_its_strength(tmp_path, strength):
+    """The demo LoRA file, read by the core's LoRA reader (the same checks as any user's LoRA) and merged into the
+    passthrough DiT: every frame lands on the reference with its latent channels 0 (red) and 2 (blue) mixed as
+    (1 - s) x own + s x the other's, the rest unchanged. The reference is the start latent itself, permuted."""
+    from magic141_core.demo.passthrough import red_blue_swap_lora
+    from magic141_core.weights import save_safetensors
+    from magic141_core.weights.lora import load_loras_
+
+    config = demo_dit_config()
+    save_safetensors(red_blue_swap_lora(config), tmp_path / "lora.safetensors")
+    dit = load_loras_(passthrough_dit(config), [(tmp_path / "lora.safetensors", strength)])
+    reference = torch.randn(1, 16, 1, 6, 8, generator=torch.Generator().manual_seed(0))
+    cond = Conditioning(make_text(length=7, dim=DEMO_LLM_DIM, pooled_dim=64), reference=reference)
+    latent = sample_latent(dit, cond, (1, 16, 5, 6, 8), seed=3)
+    want = reference.clone()
+    want[:, [0, 2]] = (1 - strength) * reference[:, [0, 2]] + strength * reference[:, [2, 0]]
+    assert (latent - want).abs().max() < 0.03  # every frame; measured 0.012 (as without the LoRA)
+    assert (latent - reference).abs().max() > 0.5  # and the change is large: the LoRA is visible
+
+
+def test_the_demo_clip_retrieves_the_prior_a_prompt_names(tmp_path):
+    """The hand-set retrieval CLIP and the three demo priors (what ./run.sh puts in input/magic141_priors): a prompt
+    naming a prior's theme or its colour ranks that prior first, by a wide margin; a prompt with no word the demo
+    knows scores 0 against every image (it says nothing, rather than something random)."""
+    from comfyui_env import COMFYUI
+
+    from magic141_core.demo.retrieval import write_demo_priors, write_demo_retrieval_clip
+    from magic141_core.priors import ClipEmbedder, ImageIndex
+
+    write_demo_retrieval_clip(tmp_path / "clip", COMFYUI / "comfy" / "sd1_tokenizer")
+    write_demo_priors(tmp_path / "priors")
+    embedder = ClipEmbedder(tmp_path / "clip")
+    index = ImageIndex(tmp_path / "priors")
+    index.update(embedder)
+    expected = {"a quiet harbour at dawn with fishing boats": "dawn_harbour.png", "an orange sky": "dawn_harbour.png",
+                "the camera glides along a forest path": "forest_path.png", "a green meadow": "forest_path.png",
+                "neon city streets at night": "night_city.png", "a blue car": "night_city.png"}
+    for prompt, name in expected.items():
+        best, runner_up, _ = index.query(embedder.embed_text([prompt])[0], 3)
+        assert best.path.name == name and best.score > 0.9 and best.score - runner_up.score > 0.5, (prompt, best)
+    scores = [m.score for m in index.query(embedder.embed_text(["a cat on a sofa"])[0], 3)]
+    assert scores == [0.0, 0.0, 0.0]

@@ -331,7 +331,7 @@ def test_image_to_video_auto_on_the_cpu_makes_the_draft_and_says_so(pack, tiny_c
     assert choices[:2] == [AUTO, DRAFT] and options["default"] == AUTO and {"540p", "720p", "custom"} <= set(choices)
     kind, long_options = pack.NODE_CLASS_MAPPINGS["Magic141LongVideo"].INPUT_TYPES()["required"]["resolution"]
     assert long_options["options"] == size_choices(long_video=True) and long_options["default"] == AUTO
-    assert "at most 2 windows of at most 9 frames" in long_options["tooltip"] and "16:9 -> 160x80" in options["tooltip"]
+    assert "at most 4 windows of at most 9 frames" in long_options["tooltip"] and "16:9 -> 160x80" in options["tooltip"]
     image = torch.rand(1, 1080, 1920, 3)
     for resolution in (AUTO, DRAFT):
         vae = StubVAE()

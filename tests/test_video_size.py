@@ -18,6 +18,7 @@ from magic141_core.video.start_image import (
     DRAFT_LONG,
     DRAFT_WINDOW_FRAMES,
     DRAFT_WINDOWS,
+    EARLIER_DRAFT_LONG,
     draft_bucket,
     size_choices,
     size_mode,
@@ -77,11 +78,44 @@ def test_draft_caps_frames_and_windows_and_says_so():
     size = video_size(DRAFT, 512, 512, 81)
     assert size.describe() == "draft: 112x112, 17 frames (81 asked, the draft's cap)"
     assert video_size(DRAFT, 512, 512, 9).frames == 9  # shorter clips stay as asked
-    long = video_size(DRAFT_LONG, 512, 512, 81, long_video=True).with_windows(90)
-    assert (long.frames, long.windows) == (9, 2)  # 17 frames in all, like a draft clip
-    assert long.describe().endswith("9 frames (81 asked, the draft's cap), 2 windows (90 asked, the draft's cap)")
-    assert video_size(DRAFT_LONG, 512, 512, 5, long_video=True).with_windows(1).describe() == \
-        "draft: 112x112, 5 frames, 1 window"
+    assert video_size(DRAFT_LONG, 512, 512, 5, long_video=True).with_windows(1).describe(24) == \
+        "draft: 112x112, 1 window of 5 frames = 5 frames = 0.2 s at 24 fps"
+
+
+@pytest.mark.parametrize("asked, made", [(1, 1), (3, 3), (4, 4), (19, 4), (90, 4)])
+def test_a_long_video_draft_renders_the_windows_asked_up_to_its_cap(asked, made):
+    """Windows are counted at the window length asked (what the node shows); the draft renders the first ones, up to
+    DRAFT_WINDOWS, each shortened to DRAFT_WINDOW_FRAMES; 540p renders them all."""
+    long = video_size(AUTO, 1920, 1080, 81, "cpu", long_video=True).with_windows(asked)
+    assert (long.frames, long.windows, long.mode) == (DRAFT_WINDOW_FRAMES, made, "draft") and DRAFT_WINDOWS == 4
+    assert video_size(AUTO, 1920, 1080, 81, "cuda", long_video=True).with_windows(asked).windows == asked
+
+
+def test_a_long_video_says_its_length_in_seconds_and_why_it_is_short():
+    from magic141_core.video.windows import WindowPlan, windows_for
+
+    asked = windows_for(60, 24.0, 81)  # 18: 18 x 80 + 1 = 1441 frames
+    long = video_size(AUTO, 1920, 1080, 81, "cpu", long_video=True).with_windows(asked)
+    assert long.describe(24.0, "60 s") == (
+        "auto on cpu -> draft: 160x80, 4 windows of 9 frames = 33 frames = 1.4 s at 24 fps (60 s asked = 18 windows "
+        "of 81 frames; a draft renders at most 4 windows of at most 9 frames: for all of it choose resolution 540p, "
+        "or custom, whose window_length applies)")
+    assert video_size(CUSTOM, 1920, 1080, 5, custom=(64, 48), long_video=True).with_windows(3).describe(24.0) == \
+        "custom: 64x48, 3 windows of 5 frames = 13 frames = 0.5 s at 24 fps"  # nothing cut: nothing to explain
+    gpu = video_size(AUTO, 1920, 1080, 81, "cuda", long_video=True).with_windows(asked).describe(24.0, "60 s")
+    assert gpu == "auto on cuda -> 540p: 960x544, 18 windows of 81 frames = 1441 frames = 60.0 s at 24 fps"
+    # with motion context (5 frames, the default) each later window adds F - 5 frames: the plan's total is said
+    asked = windows_for(60, 24.0, 81, 5)  # 19: 81 + 18 x 76 = 1449 frames
+    long = video_size(AUTO, 1920, 1080, 81, "cpu", long_video=True).with_windows(asked)
+    assert long.describe(24.0, "60 s", WindowPlan(long.windows, long.frames, 5).total).startswith(
+        "auto on cpu -> draft: 160x80, 4 windows of 9 frames = 21 frames = 0.9 s at 24 fps (60 s asked = 19 windows "
+        "of 81 frames; ")
+
+
+def test_the_earlier_long_video_draft_entry_still_means_two_windows():
+    (entry,) = EARLIER_DRAFT_LONG  # saved by workflows before the cap was 4: it says 2, it renders 2
+    assert "<=2 windows" in entry and entry not in size_choices(long_video=True)
+    assert video_size(entry, 512, 512, 81, long_video=True).with_windows(19).windows == 2
 
 
 def test_bad_entries_and_lengths_are_refused_before_any_cap():

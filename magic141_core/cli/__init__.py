@@ -177,6 +177,7 @@ def main(argv=None) -> int:
     level = logging.INFO if args.verbose else logging.WARNING if rank == 0 else logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if world == 1 else
                         f"%(levelname)s (rank {rank}): %(message)s")
+    logging.captureWarnings(True)  # Python warnings are log records too: printed above a progress bar, not into it
     args.parallel, joined = None, False
     try:
         if world > 1:

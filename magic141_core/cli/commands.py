@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..runtime.profile import StageProfile
 from .models import REPO, load_dit_and_vae, load_encoders, resolve_models
@@ -99,16 +100,17 @@ def load_start_clip(path: Path, size, fit: str, keep: int | None) -> tuple[torch
     return torch.stack(list(kept)), first, count
 
 
-def run_video(args, count_windows, prompts: str, continued=None):
+def run_video(args, count_windows, prompts: str, continued=None, asked: str | None = None):
     """Render the clip (or long video) to args.out.
 
     count_windows(frames, start_frames) -> the windows asked for at `frames` per window when extending a clip of
     `start_frames` frames (0: from the image); None: a single clip. The size policy (`start_image_size`: auto,
     draft, buckets, WIDTHxHEIGHT) sets the frame size, args.frames and the windows, and says what it chose on
-    stdout. A long video is written with its sidecar (`video.resume.LongVideoFile`); `continued` (`cli.long
+    stdout (a long video: its length in seconds and, where a draft cut it, why; `asked`: the duration asked for, as
+    said back, "60 s"). A long video is written with its sidecar (`video.resume.LongVideoFile`); `continued` (`cli.long
     .Continued`): a recorded long video to continue, whose size, prior and settings are used. Returns (path or None
     on ranks other than 0, the `WindowPlan` made)."""
-    from ..sampling.sampler import latent_frames
+    from ..sampling.sampler import latent_frames, latent_shape
     from ..text import TemplateEncoders
     from ..video.long_video import CoreFrameVAE, LongVideoSettings, generate_long_video
     from ..video.mp4 import Mp4Writer, mp4_size
@@ -144,20 +146,20 @@ def run_video(args, count_windows, prompts: str, continued=None):
         if start_video is not None:
             start_clip, first, start_frames = load_start_clip(
                 start_video, size, args.fit, None if settings.include_start else settings.context_frames)
-        if long_video:
-            try:
-                size = size.with_windows(count_windows(size.frames, start_frames))
-            except ValueError as e:  # e.g. context frames the draft's shorter windows cannot hold: say which size
-                raise ValueError(f"{e} ({size.describe()})") from None
+        if long_video:  # the windows asked, counted at the window length asked; a draft renders the first few
+            size = size.with_windows(count_windows(args.frames, start_frames))
         args.frames, windows = size.frames, size.windows or 1
-        if rank_zero:
-            print(f"size: {size.describe()}", flush=True)  # stdout, like "wrote": stderr is for the bar and errors
+        board = storyboard(prompts, windows)
+        try:
+            plan = WindowPlan(windows, args.frames, settings.context_frames, start_frames, settings.include_start,
+                              frozenset(k for k, p in enumerate(board) if p.cut))
+        except ValueError as e:  # e.g. context frames the draft's shorter windows cannot hold: say which size
+            raise ValueError(f"{e} ({size.describe()})") from None
+        if rank_zero:  # stdout, like "wrote": stderr is for the bar and errors
+            print(f"size: {size.describe(args.fps if long_video else None, asked, plan.total)}", flush=True)
             if clip_size is not None and clip_size != (size.width, size.height):
                 print(f"start video: {clip_size[0]}x{clip_size[1]}, fitted ({args.fit}) to {size.width}x{size.height} "
                       "like the start image", flush=True)
-        board = storyboard(prompts, windows)
-        plan = WindowPlan(windows, args.frames, settings.context_frames, start_frames, settings.include_start,
-                          frozenset(k for k, p in enumerate(board) if p.cut))
         prior = load_start_image(args.image, args.resolution, args.fit, size) if args.image is not None else first
     shots, sources, first_window = {}, {}, 0 if continued is None else continued.first
     if plan.cuts:  # rank 0 retrieves the shots' priors, every rank renders from them
@@ -182,8 +184,12 @@ def run_video(args, count_windows, prompts: str, continued=None):
             print(f"model: {family.describe()}: {dit.family_reason}; {family.recommendation()}", flush=True)
         if profile.enabled:
             encoders.load()  # loading, not the first encode, pays for reading the encoders' files
-    bar = StageBar(windows, args.steps, disable=not rank_zero, first=first_window)
-    frame_vae = CoreFrameVAE(vae, progress=bar.decoded)
+    frame_vae = CoreFrameVAE(vae)
+    # each window's decode chunks, planned now so the bar's total is known before it starts (under torchrun the
+    # decode is split by ranks and reports no chunks)
+    chunks = frame_vae.plan_decode(latent_shape(args.frames, prior.shape[1], prior.shape[2])) if sp is None else 0
+    bar = StageBar(windows, args.steps, chunks, disable=not rank_zero, first=first_window)
+    frame_vae.progress = bar.decoded
     profile.instrument(dit=dit, encoders=encoders, vae=frame_vae)
     if encoders is not None:  # every window's prompt in the prompt template of the model's family
         encoders = TemplateEncoders(encoders, dit.family.template, dit.family.image_interleave)
@@ -231,14 +237,18 @@ def long_file(out, settings, board, prior, window_frames, start_clip, shots, sou
 
 class StageBar:
     """One tqdm bar over every stage of every window, each a step: text encode, VAE encode, each sampler step, each
-    VAE decode chunk (counted into the total when the decode has planned them), the MP4 write. Its description
-    names the window and the stage running now."""
+    VAE decode chunk (`decode_chunks` per window, planned before the bar starts, so its total never changes), the
+    MP4 write. Its description names the window and the stage running now. While it shows, log records (ours,
+    transformers' and Python warnings) print above it, never into it."""
 
     NEXT = {"text encode": "VAE encode", "VAE encode": "sampling", "write": "text encode"}
 
-    def __init__(self, windows: int, steps: int, disable: bool = False, first: int = 0):
+    def __init__(self, windows: int, steps: int, decode_chunks: int, disable: bool = False, first: int = 0):
         self.windows, self.steps, self.window = windows, steps, first
-        self.bar = tqdm(total=(windows - first) * (steps + 3), unit="step", disable=disable)
+        route_library_logs()
+        self._logs_above = logging_redirect_tqdm()  # the root logger's console handler writes through tqdm
+        self._logs_above.__enter__()
+        self.bar = tqdm(total=(windows - first) * (steps + 3 + decode_chunks), unit="step", disable=disable)
         self._describe(first, "text encode")
 
     def _describe(self, window: int, stage: str) -> None:
@@ -257,13 +267,21 @@ class StageBar:
         self.bar.update(1)
 
     def decoded(self, done: int, total: int) -> None:
-        if done == 1:
-            self.bar.total += total
         self._describe(self.window, "write" if done == total else "VAE decode")
         self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
+        self._logs_above.__exit__(None, None, None)
+
+
+def route_library_logs() -> None:
+    """Send transformers' log records (it prints them with its own stderr handler) to the root logger, whose console
+    handler the CLI controls (above the progress bar, in its format)."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
 
 
 class _NoWriter:

@@ -99,7 +99,8 @@ def cmd_long(args):
         duration, unit = (args.windows, "windows") if args.windows is not None else (args.seconds, "seconds")
         count_windows(duration, unit, args.fps, args.frames, args.context_frames)  # refused before any file is read
         out, plan = run_video(args, lambda frames, start: count_windows(duration, unit, args.fps, frames,
-                                                                        args.context_frames, start), prompts)
+                                                                        args.context_frames, start), prompts,
+                              asked=f"{duration:g} s" if unit == "seconds" else None)
     if out is None:  # not rank 0
         return
     print(f"wrote {out} ({plan.windows} windows; sidecar {out.with_suffix('.m141')})")

@@ -16,14 +16,18 @@ from ..weights.random_init import randomize_
 # ---------------------------------------------------------------------------------- the built-in demo model files
 # Small models with the real architectures, written in the layouts ComfyUI users keep, so every loader, node and
 # example workflow runs without a download. The transformer and VAE pass the start image through (a still video,
-# whatever the prompt and seed); the encoders are random. An architecture demo, not a trained model.
+# whatever the prompt and seed); the encoders are random; the retrieval CLIP and the LoRA are hand-set too
+# (`retrieval.py`, `passthrough.py`). An architecture demo, not a trained model.
 DEMO_FILES = {  # role -> (ComfyUI model folder, file name)
     "dit": ("diffusion_models", "magic141_DEMO_passthrough_dit.safetensors"),
     "llava": ("text_encoders", "magic141_DEMO_untrained_llava_llama3.safetensors"),
     "vision": ("clip_vision", "magic141_DEMO_untrained_llava_vision.safetensors"),
     "clip_l": ("text_encoders", "magic141_DEMO_untrained_clip_l.safetensors"),
     "vae": ("vae", "magic141_DEMO_passthrough_hunyuan_video_vae.safetensors"),
-    "retrieval_clip": ("clip_vision", "magic141_DEMO_untrained_clip"),  # a Hugging Face CLIPModel folder
+    # a Hugging Face CLIPModel folder whose hand-set weights match a prompt's colour words to an image's colours
+    "retrieval_clip": ("clip_vision", "magic141_DEMO_handset_colour_clip"),
+    # a LoRA for the demo transformer (official layout) whose hand-set weights swap the clip's red and blue
+    "lora": ("loras", "magic141_DEMO_handset_lora_red_blue_swap.safetensors"),
     # the text-to-image prior of the text_to_image / prior_switch templates: an untrained SD1.5-format checkpoint
     "image_model": ("checkpoints", "sd15_image_model.safetensors"),
 }
@@ -65,33 +69,6 @@ def _demo_clip_text(clip_tokenizer: Path, seed: int):
     return randomize_(CLIPTextModel(config), seed).eval()
 
 
-def _write_demo_retrieval_clip(folder: Path, clip_tokenizer: Path, seed: int):
-    """A small CLIPModel (text + vision + projections) in Hugging Face layout, with the real CLIP tokenizer."""
-    import shutil
-
-    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
-
-    from ..text.images import clip_image_processor_class
-
-    tokenizer = AutoTokenizer.from_pretrained(str(clip_tokenizer), local_files_only=True)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=1, max_position_embeddings=77, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
-                           image_size=224, patch_size=32),
-        projection_dim=64,
-    )
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    randomize_(CLIPModel(config), seed).save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    clip_image_processor_class()(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
-                                 ).save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # the folder appears complete or not at all
-
-
 def comfy_llava_files(llava) -> tuple[dict, dict]:
     """A transformers LLaVA as ComfyUI's two files: the Llama-3 text encoder and the vision tower + projector."""
     from ..text.comfy_keys import tower_file_tensors
@@ -114,7 +91,8 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
     from ..dit.loading import save_dit
     from ..text.comfy_keys import tower_file_tensors
     from ..weights import save_safetensors
-    from .passthrough import passthrough_dit, passthrough_vae
+    from .passthrough import passthrough_dit, passthrough_vae, red_blue_swap_lora
+    from .retrieval import write_demo_retrieval_clip
     from .sd15 import write_demo_sd15
 
     paths = {role: Path(models_dir) / folder / name for role, (folder, name) in DEMO_FILES.items()}
@@ -130,7 +108,9 @@ def write_demo_models(models_dir: str | Path, llama_tokenizer: str | Path, clip_
         clip_tensors = tower_file_tensors(clip, "text_model.")
         save_safetensors({k: v.to(torch.bfloat16) for k, v in clip_tensors.items()}, paths["clip_l"])
     if not (paths["retrieval_clip"] / "config.json").is_file():
-        _write_demo_retrieval_clip(paths["retrieval_clip"], Path(clip_tokenizer), seed + 4)
+        write_demo_retrieval_clip(paths["retrieval_clip"], Path(clip_tokenizer))
+    if not paths["lora"].is_file():
+        save_safetensors(red_blue_swap_lora(demo_dit_config()), paths["lora"])
     if include_image_model and not paths["image_model"].is_file():
         write_demo_sd15(paths["image_model"], seed + 5)
     if include_vae and not paths["vae"].is_file():

@@ -159,3 +159,29 @@ def passthrough_dit(config):
     final.weight[:, _X:_X + 64] = FINAL_GAIN * sigma * torch.eye(64)
     final.weight[:, _P:_P + 64] = -FINAL_GAIN * sigma * torch.eye(64)
     return dit
+
+
+# -- the demo LoRA: a colour grade the passthrough DiT's final layer can carry -------------------------------------
+# The final layer reads P (the start image's latent, channel c of each 2x2 patch at hidden _P + 4c + k) with weight
+# -FINAL_GAIN * sigma, and the last Euler step lands every frame on exactly what it subtracts. Adding
+# -FINAL_GAIN * sigma * (M - I) on those columns lands it on M P instead: with M swapping latent channels 0 and 2 (red
+# and blue; the demo VAE's latent is 2 x colour in [-1, 1], so the swap is the same on the pixels), the clip's red
+# and blue trade places. M - I = u v^T with u = (1, 0, -1), v = (-1, 0, 1): rank 1 per patch position, 4 in all.
+SWAP_U, SWAP_V = (1.0, 0.0, -1.0), (-1.0, 0.0, 1.0)
+
+
+@torch.no_grad()
+def red_blue_swap_lora(config) -> dict[str, torch.Tensor]:
+    """A LoRA for `passthrough_dit(config)` in the official (diffusion-pipe) layout, rank 4, alpha 4: at strength s
+    every frame becomes (1 - s) x the start image + s x the start image with red and blue swapped (s = 1: swapped)."""
+    d, patch = config.hidden_size, math.prod(config.patch_size)  # patch: latent values per channel in a token (4)
+    sigma = DIT_ANCHOR * math.sqrt(2 / d)  # what the final LayerNorm divides by (see passthrough_dit)
+    down = torch.zeros(patch, d)  # A [r, in]
+    up = torch.zeros(patch * config.out_channels, patch)  # B [out, r]
+    for k in range(patch):
+        for c in range(3):
+            down[k, _P + patch * c + k] = SWAP_V[c]
+            up[patch * c + k, k] = -FINAL_GAIN * sigma * SWAP_U[c]
+    prefix = "diffusion_model.final_layer.linear"
+    alpha = torch.tensor(float(patch))  # = rank: the update is B A itself
+    return {f"{prefix}.lora_A.weight": down, f"{prefix}.lora_B.weight": up, f"{prefix}.alpha": alpha}

@@ -102,6 +102,17 @@ class CoreFrameVAE:
 
     def __init__(self, vae, memory_budget: int | None = None, progress: Callable[[int, int], None] | None = None):
         self.vae, self.memory_budget, self.progress = vae, memory_budget, progress
+        self.tiling = None  # planned per decode from the memory budget, unless `plan_decode` fixed it
+
+    def plan_decode(self, latent_shape) -> int:
+        """Fix the decode's tiling for window latents of `latent_shape` [B, 16, T, h, w], planned now from the memory
+        budget as each decode would, and return its number of chunks: each window's decode progress total, known
+        before the first window (the CLI's bar)."""
+        from ..vae.streaming import resolve_tiling
+        from ..vae.tiling import chunk_spans
+
+        self.tiling = resolve_tiling(self.vae, latent_shape, None, self.memory_budget, decoder=True, stream=True)
+        return len(chunk_spans(latent_shape[2], self.tiling.chunk_frames))
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -115,7 +126,7 @@ class CoreFrameVAE:
         return self.vae.encode(pixels, memory_budget=self.memory_budget).sample(seed)
 
     def decode_frames(self, latent):
-        for chunk in self.vae.decode_stream(latent.to(self.vae.device), memory_budget=self.memory_budget,
+        for chunk in self.vae.decode_stream(latent.to(self.vae.device), self.tiling, memory_budget=self.memory_budget,
                                             callback=self.progress, output_device="cpu"):
             yield chunk[0].movedim(0, -1)  # [f, H, W, 3]
 

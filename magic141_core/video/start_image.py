@@ -9,9 +9,10 @@ bars through the clip (crop them from the video afterwards). Images here are flo
 (ComfyUI's IMAGE layout).
 
 The video size policy (`video_size`) serves every caller (Image To Video, Long Video, the CLI): an official bucket,
-a custom size, "draft" (the 540p bucket at 1/6 of each side, at most 17 frames per clip, or 2 windows of 9 frames
-per long video: a 2-core CPU finishes a template in under 2 minutes) or "auto" (540p on a GPU, draft on a CPU). The
-choice is a visible combo entry whose label says what it does, and the size chosen is reported (`VideoSize.describe`).
+a custom size, "draft" (the 540p bucket at 1/6 of each side, at most 17 frames per clip, or up to 4 windows of 9
+frames per long video: a 2-core CPU finishes a template in a minute or two) or "auto" (540p on a GPU, draft on a
+CPU). The choice is a visible combo entry whose label says what it does, and the size chosen is reported, a long
+video's length in seconds and why (`VideoSize.describe`).
 """
 
 from __future__ import annotations
@@ -44,17 +45,21 @@ def nearest_bucket(width: int, height: int, resolution: str = "540p") -> tuple[i
 # ------------------------------------------------------------------------------------------ the video size policy
 # Measured (scripts/first_run_times.py, docs/performance.md): on a 2-core CPU the full-size HunyuanVideo VAE's decode
 # is nearly all of a draft's time (~20 MFLOP per output pixel): image_to_video at 1/4 size x 17 frames ran 216 s,
-# at 1/6 size 82 s (71 s of it decoding), under load; so the draft is 1/6 size, and a long video's draft decodes
-# no more frames than a clip's.
+# at 1/6 size 82 s (71 s of it decoding), under load; so the draft is 1/6 size, and a long video's draft windows
+# are short.
 DRAFT_DIVISOR = 6  # draft frame: each side of the 540p bucket / 6, rounded down to a multiple of 16
 DRAFT_FRAMES = 17  # draft clip: at most 17 frames (4k+1)
 DRAFT_WINDOW_FRAMES = 9  # draft long video: windows of at most 9 frames ...
-DRAFT_WINDOWS = 2  # ... and at most 2 of them (the seam still shows): 17 frames in all, like a draft clip
+DRAFT_WINDOWS = 4  # ... the windows asked, up to 4 (three seams to judge): 21 frames, 0.9 s at 24 fps with the
+# default motion context (5 frames: each later window adds 4), 33 frames with one seam frame
 # The combo entries (their text is stored in saved workflows: never change a shipped one, add a new one). Each says
 # what it does; `size_mode` reads any entry starting with "auto" / "draft" (the CLI's short names too).
 AUTO = "auto (540p on a GPU, draft on CPU)"
 DRAFT = "draft (1/6 size, <=17 frames)"  # literal text (saved in workflows); a test checks it against the numbers
-DRAFT_LONG = "draft (1/6 size, <=2 windows of <=9 frames)"
+DRAFT_LONG = "draft (1/6 size, <=4 windows of <=9 frames)"
+# Long Video's draft entry of the versions that capped it at 2 windows: accepted from saved workflows, and still
+# meaning what it says (entry -> its window cap)
+EARLIER_DRAFT_LONG = {"draft (1/6 size, <=2 windows of <=9 frames)": 2}
 CUSTOM = "custom"
 
 
@@ -102,23 +107,40 @@ class VideoSize:
     windows: int | None = None
     asked_windows: int | None = None
 
-    def with_windows(self, asked: int) -> VideoSize:
-        """This size for a long video of `asked` windows (counted at `frames` per window): draft keeps at most
-        DRAFT_WINDOWS, every other mode all of them."""
-        return replace(self, windows=min(asked, DRAFT_WINDOWS) if self.mode == "draft" else asked,
-                       asked_windows=asked)
+    @property
+    def window_cap(self) -> int | None:
+        """The most windows this size renders (None: no cap): DRAFT_WINDOWS for a draft (an earlier draft entry: its
+        own)."""
+        return EARLIER_DRAFT_LONG.get(self.requested, DRAFT_WINDOWS) if self.mode == "draft" else None
 
-    def describe(self) -> str:
-        """One line for the log and the node, e.g. "auto on cpu -> draft: 176x176, 17 frames (81 asked, the
-        draft's cap)"."""
+    def with_windows(self, asked: int) -> VideoSize:
+        """This size for a long video of `asked` windows (counted at `asked_frames`, the window length asked for):
+        a draft renders the first `window_cap` of them, every other mode all of them."""
+        cap = self.window_cap
+        return replace(self, windows=asked if cap is None else min(asked, cap), asked_windows=asked)
+
+    def describe(self, fps: float | None = None, asked: str | None = None, total_frames: int | None = None) -> str:
+        """One line for the log, the node and the CLI: what is made and, where the draft cut it, why and how to get
+        the rest. A clip: "auto on cpu -> draft: 112x112, 17 frames (81 asked, the draft's cap)". A long video (after
+        `with_windows`), with `fps` and the duration `asked` ("60 s"): "auto on cpu -> draft: 160x80, 4 windows of 9
+        frames = 33 frames = 1.4 s at 24 fps (60 s asked = 18 windows of 81 frames; a draft renders at most 4
+        windows of at most 9 frames: for all of it choose resolution 540p, or custom, whose window_length applies)".
+        total_frames: the video's frames (`windows.WindowPlan.total`) when windows share more than their seam frame
+        (default windows x (frames - 1) + 1)."""
         how = f"auto on {self.device} -> {self.mode}" if self.requested.startswith("auto") else self.mode
-        text = f"{how}: {self.width}x{self.height}, {self.frames} frames"
-        if self.frames != self.asked_frames:
-            text += f" ({self.asked_frames} asked, the draft's cap)"
-        if self.windows is not None:
-            text += f", {self.windows} window{'s' * (self.windows != 1)}"
-            if self.windows != self.asked_windows:
-                text += f" ({self.asked_windows} asked, the draft's cap)"
+        if self.windows is None:
+            text = f"{how}: {self.width}x{self.height}, {self.frames} frames"
+            return text + (f" ({self.asked_frames} asked, the draft's cap)" if self.frames != self.asked_frames else "")
+        total = total_frames or self.windows * (self.frames - 1) + 1
+        windows = f"{self.windows} window{'s' * (self.windows != 1)}"
+        text = f"{how}: {self.width}x{self.height}, {windows} of {self.frames} frames = {total} frames"
+        if fps:
+            text += f" = {total / fps:.1f} s at {fps:g} fps"
+        if (self.windows, self.frames) != (self.asked_windows, self.asked_frames):
+            windows = f"{self.asked_windows} window{'s' * (self.asked_windows != 1)} of {self.asked_frames} frames"
+            text += f" ({f'{asked} asked = ' if asked else ''}{windows}{'' if asked else ' asked'}; a draft renders " \
+                    f"at most {self.window_cap} windows of at most {DRAFT_WINDOW_FRAMES} frames: for all of it " \
+                    "choose resolution 540p, or custom, whose window_length applies)"
         return text
 
 
