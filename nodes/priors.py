@@ -7,6 +7,7 @@ from ..magic141_core.priors import ClipEmbedder, FolderPrior, ImageIndex, file_i
 from ..magic141_core.video.image_files import load_image
 from .common import CATEGORY
 from .host import memory, paths, progress
+from .host.schema import PRIOR_FOLDER, choice, io
 
 _EMBEDDERS: dict[str, tuple[ClipEmbedder, memory.ManagedPlacement]] = {}  # one CLIP per model folder, reused
 
@@ -23,38 +24,42 @@ def _embedder(folder: str) -> ClipEmbedder:
     return embedder
 
 
-class Magic141RetrievePrior:
-    DESCRIPTION = (
-        "Picks the start image by retrieval: the image in a folder whose CLIP embedding is nearest the prompt (the "
-        "Magic141 paper's retrieval prior). The folder is indexed once and re-indexed only where files changed. "
-        "Step through the candidates with 'pick'. The node shows the file it chose, its score and the runner-up."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING", "FLOAT", "MAGIC141_PRIOR_FOLDER")
-    RETURN_NAMES = ("image", "filename", "score", "prior_folder")
-    OUTPUT_TOOLTIPS = ("The retrieved image.", "Its path inside the folder.", "Cosine similarity to the prompt.",
-                       "The indexed folder and its CLIP model, for Long Video's shot_priors: each [cut] line of a "
-                       "storyboard starts from the image nearest its prompt.")
-    FUNCTION = "retrieve"
+class Magic141RetrievePrior(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Magic141RetrievePrior",
+            display_name="Magic141 Retrieve Prior",
+            category=CATEGORY,
+            description=(
+                "Picks the start image by retrieval: the image in a folder whose CLIP embedding is nearest the prompt "
+                "(the Magic141 paper's retrieval prior). The folder is indexed once and re-indexed only where files "
+                "changed. Step through the candidates with 'pick'. The node shows the file it chose, its score and "
+                "the runner-up."),
+            inputs=[
+                io.Combo.Input("clip_model", options=paths.model_folders("clip_vision"), tooltip=(
+                    "A Hugging Face CLIP model folder (e.g. clip-vit-large-patch14) in models/clip_vision.")),
+                io.String.Input("prompt", multiline=True, tooltip="What the start image should show."),
+                io.Combo.Input("folder", options=list(paths.image_folders()), tooltip=(
+                    "A sub-folder of ComfyUI's input folder (or of a magic141_priors folder set in "
+                    "extra_model_paths.yaml) holding the candidate images.")),
+                io.Int.Input("k", default=8, min=1, max=256, tooltip="How many best matches to rank."),
+                io.Int.Input("pick", default=0, min=0, max=255,
+                             tooltip="Which of the ranked matches to use: 0 is the best."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The retrieved image."),
+                io.String.Output(display_name="filename", tooltip="Its path inside the folder."),
+                io.Float.Output(display_name="score", tooltip="Cosine similarity to the prompt."),
+                PRIOR_FOLDER.Output(display_name="prior_folder", tooltip=(
+                    "The indexed folder and its CLIP model, for Long Video's shot_priors: each [cut] line of a "
+                    "storyboard starts from the image nearest its prompt.")),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "clip_model": (paths.model_folders("clip_vision"), {
-                    "tooltip": "A Hugging Face CLIP model folder (e.g. clip-vit-large-patch14) in models/clip_vision."}),
-                "prompt": ("STRING", {"multiline": True, "tooltip": "What the start image should show."}),
-                "folder": (list(paths.image_folders()), {
-                    "tooltip": "A sub-folder of ComfyUI's input folder (or of a magic141_priors folder set in "
-                               "extra_model_paths.yaml) holding the candidate images."}),
-                "k": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "How many best matches to rank."}),
-                "pick": ("INT", {"default": 0, "min": 0, "max": 255,
-                                 "tooltip": "Which of the ranked matches to use: 0 is the best."}),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
-
-    def retrieve(self, clip_model, prompt, folder, k, pick, unique_id=None):
+    def execute(cls, clip_model, prompt, folder, k, pick) -> io.NodeOutput:
         if not prompt.strip():
             raise ValueError("the prompt is empty; describe the image to retrieve")
         if folder not in paths.image_folders():
@@ -69,12 +74,12 @@ class Magic141RetrievePrior:
             raise ValueError(f"pick {pick} is past the {len(matches)} matches found; use 0..{len(matches) - 1}")
         match = matches[pick]
         path = file_inside(match.path, [root])  # checked again right before reading
-        progress.show_text(unique_id, choice_text(matches, pick, images))
-        return (load_image(path), match.path.relative_to(images).as_posix(), match.score,
-                FolderPrior(index, embedder))
+        progress.show_text(cls.hidden.unique_id, choice_text(matches, pick, images))
+        return io.NodeOutput(load_image(path), match.path.relative_to(images).as_posix(), match.score,
+                             FolderPrior(index, embedder))
 
     @classmethod
-    def IS_CHANGED(cls, folder, **_):
+    def fingerprint_inputs(cls, folder, **_):
         """Re-run when the folder's images change (added, removed, renamed, edited), and only then: ComfyUI compares
         this value (with the inputs) to the last run's. An unknown folder returns NaN (never equal: run and report)."""
         entry = paths.image_folders().get(folder)
@@ -107,33 +112,34 @@ def choice_text(matches, pick: int, folder) -> str:
 PRIORS = ("generated", "retrieved", "uploaded")
 
 
-class Magic141PriorSwitch:
-    DESCRIPTION = (
-        "Chooses the prior image from up to three sources with one click. Inputs are lazy: only the chosen branch "
-        "runs, and switching re-runs only the nodes after this one (the encoders' cache makes a repeated image free)."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("The chosen prior image.",)
-    FUNCTION = "switch"
+class Magic141PriorSwitch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Magic141PriorSwitch",
+            display_name="Magic141 Prior Switch",
+            category=CATEGORY,
+            description=(
+                "Chooses the prior image from up to three sources with one click. Inputs are lazy: only the chosen "
+                "branch runs, and switching re-runs only the nodes after this one (the encoders' cache makes a "
+                "repeated image free)."),
+            inputs=[io.Combo.Input("use", options=list(PRIORS), default="generated",
+                                   tooltip="Which input becomes the prior."),
+                    *(io.Image.Input(name, optional=True, lazy=True, tooltip="A prior image source (optional).")
+                      for name in PRIORS)],
+            outputs=[io.Image.Output(tooltip="The chosen prior image.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        image = ("IMAGE", {"lazy": True, "tooltip": "A prior image source (optional)."})
-        return {
-            "required": {"use": (list(PRIORS), {"default": "generated", "tooltip": "Which input becomes the prior."})},
-            "optional": dict.fromkeys(PRIORS, image),
-        }
+    def check_lazy_status(cls, use, **inputs):
+        return [use] if use in PRIORS and inputs.get(use) is None else []
 
-    def check_lazy_status(self, use, **inputs):
-        return [use] if inputs.get(use) is None else []
-
-    def switch(self, use, **inputs):
+    @classmethod
+    def execute(cls, use, **inputs) -> io.NodeOutput:
+        use = choice(use, PRIORS, "use", "Magic141 Prior Switch")
         if inputs.get(use) is None:
             raise ValueError(f"the '{use}' input is not connected; connect an image to it or choose another prior")
-        return (inputs[use],)
+        return io.NodeOutput(inputs[use])
 
 
-NODE_CLASS_MAPPINGS = {"Magic141RetrievePrior": Magic141RetrievePrior, "Magic141PriorSwitch": Magic141PriorSwitch}
-NODE_DISPLAY_NAME_MAPPINGS = {"Magic141RetrievePrior": "Magic141 Retrieve Prior",
-                              "Magic141PriorSwitch": "Magic141 Prior Switch"}
+NODES = [Magic141RetrievePrior, Magic141PriorSwitch]

@@ -58,7 +58,7 @@ def test_every_node_declares_what_the_release_before_v3_declared(pack):
 def test_converted_nodes_are_v3_and_each_module_registers_one_way(pack):
     from comfy_api.internal import _ComfyNodeInternal
 
-    converted = {"decode", "encode", "loaders", "report", "sample", "save"}
+    converted = {"decode", "encode", "loaders", "priors", "report", "sample", "save"}
     for module in pack.nodes.MODULES:
         short = module.__name__.rsplit(".", 1)[-1]
         assert hasattr(module, "NODES") != hasattr(module, "NODE_CLASS_MAPPINGS"), short

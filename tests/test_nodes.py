@@ -250,7 +250,7 @@ def test_retrieve_prior_is_changed_follows_the_folders_content(pack, comfy_base)
     folder = comfy_base / "input" / "fingerprinted"
     folder.mkdir()
     Image.new("RGB", (8, 8), "red").save(folder / "a.png")
-    fingerprint = lambda: node.IS_CHANGED(clip_model="clip/", prompt="x", folder="input/fingerprinted", k=1, pick=0)
+    fingerprint = lambda: node.fingerprint_inputs(clip_model="clip/", prompt="x", folder="input/fingerprinted", k=1, pick=0)
     first = fingerprint()
     (folder / "notes.txt").write_text("not an image")  # not an image: no reason to re-run
     assert fingerprint() == first
@@ -263,7 +263,7 @@ def test_retrieve_prior_is_changed_follows_the_folders_content(pack, comfy_base)
     assert edited not in (first, added)
     (folder / "b.png").unlink()
     assert fingerprint() == first  # back to the same content
-    unknown = node.IS_CHANGED(clip_model="clip/", prompt="x", folder="input/missing", k=1, pick=0)
+    unknown = node.fingerprint_inputs(clip_model="clip/", prompt="x", folder="input/missing", k=1, pick=0)
     assert unknown != unknown  # NaN: an unknown folder always runs (and reports the problem)
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-__all__ = ["advanced", "ComfyExtension", "ENCODERS", "CONDITIONING", "choice", "io", "legacy_inputs"]
+__all__ = ["advanced", "ComfyExtension", "ENCODERS", "CONDITIONING", "PRIOR_FOLDER", "choice", "io", "legacy_inputs"]
 
 
 ENCODERS = io.Custom("MAGIC141_ENCODERS")  # Magic141Encoders: LLaVA-Llama-3 + CLIP-L, from the Encoder Loader
 CONDITIONING = io.Custom("MAGIC141_CONDITIONING")  # magic141_core Conditioning: text + image tokens (+ reference)
+PRIOR_FOLDER = io.Custom("MAGIC141_PRIOR_FOLDER")  # magic141_core.priors.FolderPrior: an indexed folder + its CLIP
 
 
 def advanced(item):
