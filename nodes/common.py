@@ -21,7 +21,7 @@ from ..magic141_core.video.start_image import (
 )
 from . import inputs
 from .host import memory
-from .host.schema import advanced, io, legacy_inputs
+from .host.schema import advanced, io
 
 CATEGORY = "Magic141"
 
@@ -74,10 +74,6 @@ CFG_INPUTS = [advanced(io.Float.Input(
     "cfg", default=1.0, min=0.0, max=30.0, step=0.1, optional=True,
     tooltip="Classifier-free guidance on top of an embedded guidance, with the negative prompt (twice the "
             "compute). 1: none. SkyReels-V1 samples at 6 with guidance 1."))]
-
-# The same groups as V1 INPUT_TYPES entries, for the modules not yet converted (long_video); drop with the last one
-LONG_VIDEO_SIZE, SAMPLING, CFG = (legacy_inputs(group) for group in (LONG_VIDEO_SIZE_INPUTS, SAMPLING_INPUTS,
-                                                                       CFG_INPUTS))
 
 
 def fit_start_image(image, resolution: str, width: int, height: int, frames: int, fit: str = "crop",

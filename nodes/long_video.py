@@ -17,149 +17,149 @@ from ..magic141_core.video.start_image import DRAFT_WINDOW_FRAMES, DRAFT_WINDOWS
 from ..magic141_core.video.windows import CONTEXT_FRAMES, CUT, DEFAULT_CONTEXT_FRAMES, MAX_WINDOWS, WindowPlan, \
     WindowPrompt, count_windows, storyboard
 from . import inputs
-from .common import CATEGORY, CFG, LONG_VIDEO_SIZE, SAMPLING, fit_start_image, output_linked
+from .common import CATEGORY, CFG_INPUTS, LONG_VIDEO_SIZE_INPUTS, SAMPLING_INPUTS, fit_start_image, output_linked
 from .host import frame_vae, native_model, paths, progress
+from .host.schema import ENCODERS, PRIOR_FOLDER, advanced, choice, io
 from .native import FixedEncoders, check_template, check_widths, magic141_conditioning
 
 FRAMES_LIMIT_MB = 2048  # the frames output's default memory limit: 81 frames at 720p take 854 MB
 LENGTH_WIDGETS = ("duration", "unit", "window_length", "resolution", "width", "height")
 ANCHORS = {"prior": "prior", "new frame": "frame"}  # the anchor widget's choices -> LongVideoSettings.anchor
 COLOR_ANCHORS = {"start": "start", "previous window": "previous"}  # color_anchor's choices -> the settings' value
+UNITS = ["seconds", "windows"]  # what duration counts
 
 NODE = "Magic141 Long Video"
 
 
-class Magic141LongVideo:
-    DESCRIPTION = (
-        "Renders a long shot as a chain of windows: each window continues the last frames of the video so far "
-        "(context_frames, colour-matched to the start, re-encoded), so motion keeps its speed across the seams; the "
-        "prior's image tokens stay the identity anchor, and the repeated context frames are dropped. It can also "
-        "extend a clip (start_video, or an image batch as prior). Each window is appended to the MP4 as soon as it "
-        "is done, so memory stays flat. One prompt per line directs the windows in order (the last line repeats); "
-        f"a line starting with {CUT} starts a new shot from a new prior (shot_images, or shot_priors: retrieved for "
-        "that line). If you stop the run, the finished windows are kept as <name>_partial.mp4. Every window is "
-        "remembered in a sidecar beside the MP4 (<name>.m141): give it as resume to finish a stopped run, or with "
-        "from_window to re-roll one window and those after it (the windows before it are reused bit for bit). A "
-        "progress bar shows while it renders; the finished video plays in the node. The node states the length it "
-        f"renders, in seconds: on a CPU (auto: the draft) the windows asked, up to {DRAFT_WINDOWS}, of at most "
-        f"{DRAFT_WINDOW_FRAMES} frames."
-    )
-    CATEGORY = CATEGORY
-    # outputs are only ever appended (saved workflows link them by index); without the VIDEO type (an old host)
-    # the whole-clip frames take its place
-    RETURN_TYPES = ("IMAGE", "STRING") + paths.VIDEO_OUTPUT + ("IMAGE", "STRING")
-    RETURN_NAMES = ("last_window", "filename") + (("video",) if paths.VIDEO_OUTPUT else ()) + ("frames", "sidecar")
-    OUTPUT_TOOLTIPS = ("The frames of the last window (a preview).", "The video file, relative to the output folder.") \
-        + (("The whole video as ComfyUI's VIDEO type, read from the file on disk when used (never held in memory): "
-            "for Get Video Components, Save Video and video nodes.",) if paths.VIDEO_OUTPUT else ()) \
-        + ("Every frame of the whole video as IMAGE (for upscaling, interpolation, video-combine nodes), held in "
-           "memory: refused before rendering when larger than frames_limit_mb; unconnected, nothing is held.",
-           "The sidecar folder beside the MP4 (relative to the output folder): for resume, and for Long Video "
-           "Report's layout of windows and cuts.")
-    FUNCTION = "render"
-    OUTPUT_NODE = True
+DESCRIPTION = (
+    "Renders a long shot as a chain of windows: each window continues the last frames of the video so far "
+    "(context_frames, colour-matched to the start, re-encoded), so motion keeps its speed across the seams; the "
+    "prior's image tokens stay the identity anchor, and the repeated context frames are dropped. It can also "
+    "extend a clip (start_video, or an image batch as prior). Each window is appended to the MP4 as soon as it "
+    "is done, so memory stays flat. One prompt per line directs the windows in order (the last line repeats); "
+    f"a line starting with {CUT} starts a new shot from a new prior (shot_images, or shot_priors: retrieved for "
+    "that line). If you stop the run, the finished windows are kept as <name>_partial.mp4. Every window is "
+    "remembered in a sidecar beside the MP4 (<name>.m141): give it as resume to finish a stopped run, or with "
+    "from_window to re-roll one window and those after it (the windows before it are reused bit for bit). A "
+    "progress bar shows while it renders; the finished video plays in the node. The node states the length it "
+    f"renders, in seconds: on a CPU (auto: the draft) the windows asked, up to {DRAFT_WINDOWS}, of at most "
+    f"{DRAFT_WINDOW_FRAMES} frames."
+)
+
+INPUTS = [
+    io.Model.Input("model", tooltip="From Magic141 Model Loader (any family), or a native HunyuanVideo image-to-video "
+                                    "model from Load Diffusion Model."),
+    io.Vae.Input("vae", tooltip="The HunyuanVideo VAE (native Load VAE)."),
+    io.Image.Input("prior", tooltip="The image the shot starts from; or a clip to extend, as an image batch (its first "
+                                    "frame is then the identity anchor)."),
+    io.String.Input("prompts", multiline=True, tooltip="One prompt per line, one line per window in order; the last "
+                                                       "line repeats for the remaining windows."),
+    # whole steps: the frontend shows "3" windows / "60" seconds, not "3.0" (the clip grows in whole windows, ~3.3 s
+    # at 24 fps); min stays 0.1 and values stay floats, so older workflows keep meaning
+    io.Float.Input("duration", default=10.0, min=0.1, max=3600.0, step=1.0, round=1.0,
+                   tooltip="Length in whole seconds, or a number of windows (see unit)."),
+    io.Combo.Input("unit", options=UNITS, default="seconds", tooltip="What duration counts."),
+    io.Int.Input("window_length", default=81, min=5, max=257, step=4, tooltip=(
+        "Frames per window, 4k+1; 81 is the model's native length. The draft (auto on a CPU) makes the windows "
+        f"asked, up to {DRAFT_WINDOWS}, of at most {DRAFT_WINDOW_FRAMES} frames; 540p, 720p and custom make them all "
+        "at this length.")),
+    *LONG_VIDEO_SIZE_INPUTS,
+    *SAMPLING_INPUTS,
+    io.Boolean.Input("color_match", default=True, tooltip="Match each new start frame's colours (L*a*b* mean/std) to "
+                                                          "the prior, against colour drift."),
+    advanced(io.Float.Input("noise_augmentation", default=0.02, min=0.0, max=1.0, step=0.005, tooltip=(
+        "Noise added to each re-encoded start latent, against compounding artefacts."))),
+    advanced(io.Combo.Input("anchor", options=list(ANCHORS), default="prior", tooltip=(
+        "Image tokens from the original prior (identity anchor) or from each window's start frame."))),
+    io.Float.Input("fps", default=24.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate."),
+    io.Int.Input("quality", default=19, min=0, max=51, tooltip="x264 CRF: lower is better."),
+    io.String.Input("filename_prefix", default="Magic141/long", tooltip="Name inside the output folder."),
+    ENCODERS.Input("encoders", optional=True, tooltip=(
+        "From Magic141 Encoder Loader: each window's prompt line is encoded with the prior's image tokens, in the "
+        "prompt template of the model's family.")),
+    io.Conditioning.Input("conditioning", optional=True, tooltip=(
+        "Instead of encoders: native CONDITIONING (e.g. TextEncodeHunyuanVideo_ImageToVideo) used for every window; "
+        "the prompts text is then ignored.")),
+    io.Conditioning.Input("negative", optional=True, tooltip="Native negative CONDITIONING, for guidance > 1 only."),
+    io.Int.Input("frames_limit_mb", default=FRAMES_LIMIT_MB, min=0, max=1 << 20, step=256, optional=True, tooltip=(
+        "The most memory (MB) the frames output may take as IMAGE (width x height x 3 x 4 bytes per frame). When "
+        "frames is connected and the clip is larger, the run stops before rendering and says the size needed; use "
+        "the video output for long clips (it streams from the file).")),
+    io.Int.Input("context_frames", default=DEFAULT_CONTEXT_FRAMES, min=CONTEXT_FRAMES[0], max=CONTEXT_FRAMES[-1],
+                 step=4, optional=True, tooltip=(
+        "Motion context: each window continues the last N frames of the video so far (1, 5, 9 or 13: 1 to 4 latent "
+        "frames), so a pan or a walk keeps its speed across seams. 1: one seam frame, as before. Must be shorter "
+        "than the window.")),
+    advanced(io.Combo.Input("color_anchor", options=list(COLOR_ANCHORS), default="start", optional=True, tooltip=(
+        "What color_match matches each window's context to: the start (the prior, or the start clip's last frames: "
+        "no drift) or the previous window (follows colour changes, and drift)."))),
+    io.Boolean.Input("include_start", default=False, optional=True, tooltip=(
+        "Extending a clip: write its frames first, so the MP4 is the whole extended clip (unchanged, bit for bit as "
+        "8-bit frames).")),
+    io.Video.Input("start_video", optional=True, tooltip=(
+        "A clip to extend (e.g. Load Video): the video continues from its last frames, fitted to the video size "
+        "like the prior; the prior is then the identity anchor only.")),
+    *CFG_INPUTS,  # (issue 28) before issue 30's inputs: saved workflows keep their widget order
+    io.String.Input("resume", default="", optional=True, tooltip=(
+        "Continue a recorded long video: its sidecar (<name>.m141, the sidecar output) or its MP4 (<name>.mp4 or "
+        "<name>_partial.mp4), inside the output folder. A new MP4 and sidecar are written; the old ones stay. "
+        "Empty: a new video.")),
+    io.Int.Input("from_window", default=0, min=0, max=MAX_WINDOWS, optional=True, tooltip=(
+        "With resume: 0 renders the first unfinished window on; k re-rolls window k and those after it with this "
+        "node's prompts and seed (windows before k are reused bit for bit, not rendered).")),
+    io.Image.Input("shot_images", optional=True, tooltip=(
+        f"Priors of the shots: the prompt lines starting with {CUT} take these images in order (fitted like the "
+        "prior).")),
+    PRIOR_FOLDER.Input("shot_priors", optional=True, tooltip=(
+        f"From Retrieve Prior's prior_folder: each line starting with {CUT} starts from the folder's image nearest "
+        "that line's prompt (CLIP).")),
+]
+
+# outputs are only ever appended (saved workflows link them by index); without the VIDEO type (an old host) the
+# whole-clip frames take its place
+OUTPUTS = [
+    io.Image.Output(display_name="last_window", tooltip="The frames of the last window (a preview)."),
+    io.String.Output(display_name="filename", tooltip="The video file, relative to the output folder."),
+    *([io.Video.Output(display_name="video", tooltip=(
+        "The whole video as ComfyUI's VIDEO type, read from the file on disk when used (never held in memory): for "
+        "Get Video Components, Save Video and video nodes."))] if paths.VIDEO_OUTPUT else []),
+    io.Image.Output(display_name="frames", tooltip=(
+        "Every frame of the whole video as IMAGE (for upscaling, interpolation, video-combine nodes), held in "
+        "memory: refused before rendering when larger than frames_limit_mb; unconnected, nothing is held.")),
+    io.String.Output(display_name="sidecar", tooltip=(
+        "The sidecar folder beside the MP4 (relative to the output folder): for resume, and for Long Video Report's "
+        "layout of windows and cuts.")),
+]
+FRAMES_OUTPUT = 2 + len(paths.VIDEO_OUTPUT)  # the frames output's slot (held only when linked)
+
+
+class Magic141LongVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="Magic141LongVideo", display_name=NODE, category=CATEGORY, description=DESCRIPTION,
+                         inputs=INPUTS, outputs=OUTPUTS, is_output_node=True,
+                         hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo, io.Hidden.unique_id])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "From Magic141 Model Loader (any family), or a native HunyuanVideo "
-                                            "image-to-video model from Load Diffusion Model."}),
-                "vae": ("VAE", {"tooltip": "The HunyuanVideo VAE (native Load VAE)."}),
-                "prior": ("IMAGE", {"tooltip": "The image the shot starts from; or a clip to extend, as an image "
-                                              "batch (its first frame is then the identity anchor)."}),
-                "prompts": ("STRING", {"multiline": True, "tooltip": "One prompt per line, one line per window in "
-                                       "order; the last line repeats for the remaining windows."}),
-                # whole steps: the frontend shows "3" windows / "60" seconds, not "3.0" (the clip grows in whole
-                # windows, ~3.3 s at 24 fps); min stays 0.1 and values stay floats, so older workflows keep meaning
-                "duration": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 3600.0, "step": 1.0, "round": 1.0,
-                                       "tooltip": "Length in whole seconds, or a number of windows (see unit)."}),
-                "unit": (["seconds", "windows"], {"default": "seconds", "tooltip": "What duration counts."}),
-                "window_length": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4,
-                                          "tooltip": "Frames per window, 4k+1; 81 is the model's native length. "
-                                                     "The draft (auto on a CPU) makes the windows asked, up to "
-                                                     f"{DRAFT_WINDOWS}, of at most {DRAFT_WINDOW_FRAMES} frames; "
-                                                     "540p, 720p and custom make them all at this length."}),
-                **LONG_VIDEO_SIZE,
-                **SAMPLING,
-                "color_match": ("BOOLEAN", {"default": True, "tooltip": "Match each new start frame's colours "
-                                            "(L*a*b* mean/std) to the prior, against colour drift."}),
-                "noise_augmentation": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.005,
-                                                 "advanced": True, "tooltip": "Noise added to each re-encoded start "
-                                                 "latent, against compounding artefacts."}),
-                "anchor": (list(ANCHORS), {"default": "prior", "advanced": True,
-                                                    "tooltip": "Image tokens from the original prior (identity "
-                                                               "anchor) or from each window's start frame."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frame rate."}),
-                "quality": ("INT", {"default": 19, "min": 0, "max": 51, "tooltip": "x264 CRF: lower is better."}),
-                "filename_prefix": ("STRING", {"default": "Magic141/long", "tooltip": "Name inside the output "
-                                                                                      "folder."}),
-            },
-            "optional": {
-                "encoders": ("MAGIC141_ENCODERS", {"tooltip": "From Magic141 Encoder Loader: each window's prompt "
-                                                              "line is encoded with the prior's image tokens, in the "
-                                                              "prompt template of the model's family."}),
-                "conditioning": ("CONDITIONING", {"tooltip": "Instead of encoders: native CONDITIONING (e.g. "
-                                                             "TextEncodeHunyuanVideo_ImageToVideo) used for every "
-                                                             "window; the prompts text is then ignored."}),
-                "negative": ("CONDITIONING", {"tooltip": "Native negative CONDITIONING, for guidance > 1 only."}),
-                "frames_limit_mb": ("INT", {"default": FRAMES_LIMIT_MB, "min": 0, "max": 1 << 20, "step": 256,
-                                            "tooltip": "The most memory (MB) the frames output may take as IMAGE "
-                                                       "(width x height x 3 x 4 bytes per frame). When frames is "
-                                                       "connected and the clip is larger, the run stops before "
-                                                       "rendering and says the size needed; use the video output "
-                                                       "for long clips (it streams from the file)."}),
-                "context_frames": ("INT", {"default": DEFAULT_CONTEXT_FRAMES, "min": CONTEXT_FRAMES[0],
-                                           "max": CONTEXT_FRAMES[-1], "step": 4,
-                                           "tooltip": "Motion context: each window continues the last N frames of "
-                                                      "the video so far (1, 5, 9 or 13: 1 to 4 latent frames), so a "
-                                                      "pan or a walk keeps its speed across seams. 1: one seam "
-                                                      "frame, as before. Must be shorter than the window."}),
-                "color_anchor": (list(COLOR_ANCHORS), {"default": "start", "advanced": True,
-                                                       "tooltip": "What color_match matches each window's context "
-                                                                  "to: the start (the prior, or the start clip's "
-                                                                  "last frames: no drift) or the previous window "
-                                                                  "(follows colour changes, and drift)."}),
-                "include_start": ("BOOLEAN", {"default": False, "tooltip": "Extending a clip: write its frames "
-                                              "first, so the MP4 is the whole extended clip (unchanged, bit for "
-                                              "bit as 8-bit frames)."}),
-                "start_video": ("VIDEO", {"tooltip": "A clip to extend (e.g. Load Video): the video continues "
-                                                     "from its last frames, fitted to the video size like the "
-                                                     "prior; the prior is then the identity anchor only."}),
-                **CFG,  # (issue 28) before this issue's inputs: saved workflows keep their widget order
-                "resume": ("STRING", {"default": "", "tooltip": "Continue a recorded long video: its sidecar "
-                                      "(<name>.m141, the sidecar output) or its MP4 (<name>.mp4 or "
-                                      "<name>_partial.mp4), inside the output folder. A new MP4 and sidecar are "
-                                      "written; the old ones stay. Empty: a new video."}),
-                "from_window": ("INT", {"default": 0, "min": 0, "max": MAX_WINDOWS, "tooltip": "With resume: 0 "
-                                        "renders the first unfinished window on; k re-rolls window k and those after "
-                                        "it with this node's prompts and seed (windows before k are reused bit for "
-                                        "bit, not rendered)."}),
-                "shot_images": ("IMAGE", {"tooltip": f"Priors of the shots: the prompt lines starting with {CUT} "
-                                                     "take these images in order (fitted like the prior)."}),
-                "shot_priors": ("MAGIC141_PRIOR_FOLDER", {"tooltip": f"From Retrieve Prior's prior_folder: each "
-                                                          f"line starting with {CUT} starts from the folder's image "
-                                                          "nearest that line's prompt (CLIP)."}),
-            },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, resolution):
+    def validate_inputs(cls, resolution):
         """The resolution combo's entries, and the draft entry of earlier versions (saved workflows keep running)."""
         choices = size_choices(long_video=True)
         return resolution in choices or resolution in EARLIER_DRAFT_LONG or \
             f"resolution must be one of {', '.join(choices)}; got {resolution!r}"
 
-    def render(self, model, vae, prior, prompts, filename_prefix, encoders=None, conditioning=None, negative=None,
-               frames_limit_mb=FRAMES_LIMIT_MB, start_video=None, resume="", from_window=0, shot_images=None,
-               shot_priors=None, prompt=None, extra_pnginfo=None, unique_id=None, **widgets):
+    @classmethod
+    def execute(cls, model, vae, prior, prompts, filename_prefix, encoders=None, conditioning=None, negative=None,
+                frames_limit_mb=FRAMES_LIMIT_MB, start_video=None, resume="", from_window=0, shot_images=None,
+                shot_priors=None, **widgets) -> io.NodeOutput:
         """`widgets`: the length and size (`LENGTH_WIDGETS`) and the fields of the core's `LongVideoSettings`, which
         the CLI's `long` builds the same way (absent optional ones take its defaults)."""
+        prompt, extra_pnginfo, unique_id = cls.hidden.prompt, cls.hidden.extra_pnginfo, cls.hidden.unique_id
         length = {name: widgets.pop(name) for name in LENGTH_WIDGETS}
-        widgets["anchor"] = ANCHORS[widgets["anchor"]]
+        choice(length["unit"], UNITS, "unit", NODE)
+        widgets["anchor"] = ANCHORS[choice(widgets["anchor"], ANCHORS, "anchor", NODE)]
         if "color_anchor" in widgets:
-            widgets["color_anchor"] = COLOR_ANCHORS[widgets["color_anchor"]]
+            anchor = choice(widgets["color_anchor"], COLOR_ANCHORS, "color_anchor", NODE)
+            widgets["color_anchor"] = COLOR_ANCHORS[anchor]
         settings = LongVideoSettings(**widgets)  # every value checked
         window_length = length["window_length"]
         latent_frames(window_length)  # validates 4k+1
@@ -234,7 +234,7 @@ class Magic141LongVideo:
             video = LongVideoFile.resume(path, old, first, settings, board, shots=shots, shot_sources=sources,
                                          models=models, metadata=metadata)
         whole = None  # unconnected, the whole clip is not held
-        if output_linked(prompt, unique_id, self.RETURN_NAMES.index("frames")):  # refused before rendering if large
+        if output_linked(prompt, unique_id, FRAMES_OUTPUT):  # refused before rendering if large
             whole = ClipFrames(video.plan.total, start.shape[1], start.shape[2], frames_limit_mb << 20,
                                "frames_limit_mb", "the frames output")
             for frame in video.reused_frames():  # as the file holds them
@@ -272,8 +272,8 @@ class Magic141LongVideo:
         name = f"{record['subfolder']}/{record['filename']}" if record["subfolder"] else record["filename"]
         last = last_window[0].float() / 255
         sidecar = paths.output_relative(video.folder)
-        return {"ui": {"images": [record], "animated": (True,)},  # frames unconnected: the last window, not held
-                "result": (last, name, *paths.video_output(path), last if whole is None else whole.image(), sidecar)}
+        return io.NodeOutput(last, name, *paths.video_output(path), last if whole is None else whole.image(), sidecar,
+                             ui={"images": [record], "animated": (True,)})  # frames unconnected: the last window
 
 
 def read_sidecar(resume: str, from_window: int) -> SidecarReader | None:
@@ -286,5 +286,4 @@ def read_sidecar(resume: str, from_window: int) -> SidecarReader | None:
     return SidecarReader.read(locate_sidecar(paths.output_entry(resume, "resume")), roots=[paths.output_dir()])
 
 
-NODE_CLASS_MAPPINGS = {"Magic141LongVideo": Magic141LongVideo}
-NODE_DISPLAY_NAME_MAPPINGS = {"Magic141LongVideo": "Magic141 Long Video"}
+NODES = [Magic141LongVideo]

@@ -22,6 +22,7 @@ import dataclasses
 
 import torch
 
+from ..magic141_core.dit.family import FAMILIES
 from ..magic141_core.sampling.conditioning import Conditioning, TextConditioning
 from ..magic141_core.text.prompts import TEMPLATES
 from ..magic141_core.vae import scale_latent, unscale_latent
@@ -164,6 +165,14 @@ class FixedEncoders:
 
     def encode(self, prompt, image, negative: bool = False, **_):
         return dataclasses.replace(self.cond, negative=self.cond.negative if negative else None, reference=None)
+
+
+def token_replace(conditioning) -> bool:
+    """Whether `conditioning` (ours, or None) is for a token-replace model (HunyuanVideo-I2V v2): made by native
+    HunyuanImageToVideo 'v2 (replace)', or by Magic141 Image To Video for a v2 model; its LATENT then carries a
+    noise_mask keeping the start frames (see `native_latent`)."""
+    family = FAMILIES.get(getattr(conditioning, "family", None))
+    return "token_replace" in (getattr(conditioning, "image_condition", None), family and family.image_condition)
 
 
 def magic141_conditioning(positive, negative=None, latent: dict | None = None) -> Conditioning:

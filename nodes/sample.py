@@ -9,7 +9,7 @@ from . import inputs
 from .common import CATEGORY, CFG_INPUTS, SAMPLING_INPUTS
 from .host import memory, native_model, progress
 from .host.schema import CONDITIONING, io
-from .native import V2_LATENT, check_template, check_widths, magic141_conditioning
+from .native import V2_LATENT, check_template, check_widths, magic141_conditioning, token_replace
 
 NODE = "Magic141 Sampler"
 
@@ -49,10 +49,9 @@ class Magic141Sampler(io.ComfyNode):
         shape = tuple(inputs.video_latent(latent, NODE, "use Magic141 Image To Video's latent (or "
                                           "EmptyHunyuanLatentVideo)", noise_mask_ok=True).shape)
         conditioning = magic141_conditioning(conditioning, negative, latent)
-        dit = native_model.velocity_model(model, NODE, conditioning.image_condition)
-        token_replace = "token_replace" in (conditioning.image_condition, native_model.image_condition_of(dit))
-        if latent.get("noise_mask") is not None and not token_replace:
+        if latent.get("noise_mask") is not None and not token_replace(conditioning):
             inputs.refuse_noise_mask(NODE)  # only a v2 latent's mask (its clean start frames) is read
+        dit = native_model.velocity_model(model, NODE, conditioning.image_condition)
         if conditioning.image_condition == "token_replace" and conditioning.reference is None:
             raise ValueError(f"{NODE}: the conditioning {V2_LATENT}")
         check_widths(dit, conditioning, NODE)

@@ -23,7 +23,7 @@ def server(tmp_path_factory):
 def test_our_nodes_declare_a_video_output(server):
     info = server.get("/object_info")
     assert info["Magic141SaveMP4"]["output"] == ["IMAGE", "VIDEO"]
-    assert info["Magic141LongVideo"]["output"] == ["IMAGE", "STRING", "VIDEO", "IMAGE"]  # frames appended
+    assert info["Magic141LongVideo"]["output"] == ["IMAGE", "STRING", "VIDEO", "IMAGE", "STRING"]  # appended only
     assert info["Magic141LongVideo"]["output_name"][2] == "video"
 
 

@@ -5,7 +5,6 @@ the pack registers one way only."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -55,23 +54,16 @@ def test_every_node_declares_what_the_release_before_v3_declared(pack):
         assert now == was, name
 
 
-def test_converted_nodes_are_v3_and_each_module_registers_one_way(pack):
+def test_every_node_is_v3_and_the_pack_registers_one_way(pack):
     from comfy_api.internal import _ComfyNodeInternal
 
-    converted = {"decode", "encode", "loaders", "priors", "report", "sample", "save"}
     for module in pack.nodes.MODULES:
         short = module.__name__.rsplit(".", 1)[-1]
-        assert hasattr(module, "NODES") != hasattr(module, "NODE_CLASS_MAPPINGS"), short
-        if short in converted:
-            assert module.NODES and all(issubclass(node, _ComfyNodeInternal) for node in module.NODES), short
+        assert not hasattr(module, "NODE_CLASS_MAPPINGS"), short  # no V1 registration left in a node module
+        assert module.NODES and all(issubclass(node, _ComfyNodeInternal) for node in module.NODES), short
     # ComfyUI reads NODE_CLASS_MAPPINGS first and then never calls comfy_entrypoint: the pack offers exactly one
-    assert hasattr(pack, "NODE_CLASS_MAPPINGS") != hasattr(pack, "comfy_entrypoint")
-    if hasattr(pack, "comfy_entrypoint"):  # once every module is V3: the extension lists every node
-        nodes = asyncio.run(pack.comfy_entrypoint().get_node_list())
-        assert {node.GET_SCHEMA().node_id for node in nodes} == set(json.loads(FIXTURE.read_text()))
-    else:  # until then the extension refuses, naming the modules still in V1
-        with pytest.raises(TypeError, match="still declare V1 nodes"):
-            asyncio.run(pack.nodes.Magic141Extension().get_node_list())
+    assert hasattr(pack, "NODE_CLASS_MAPPINGS") and not hasattr(pack, "comfy_entrypoint")
+    assert set(pack.NODE_CLASS_MAPPINGS) == {node.GET_SCHEMA().node_id for m in pack.nodes.MODULES for node in m.NODES}
 
 
 def test_an_unknown_combo_value_is_refused_by_name_on_every_host(pack):

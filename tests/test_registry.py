@@ -55,7 +55,7 @@ def test_registry_fields_are_complete_and_point_at_real_files():
     assert any(c.startswith("Operating System ::") for c in classifiers)
     assert any(c.startswith("Environment :: GPU ::") for c in classifiers)
     folders = {m["location"].split("/")[2] for m in comfy["Models"]}
-    assert folders == {"vae", "text_encoders", "clip_vision"} and all(
+    assert folders == {"diffusion_models", "vae", "text_encoders", "clip_vision"} and all(
         m["model_url"].startswith("https://") for m in comfy["Models"])
     ignored = (REPO / ".comfyignore").read_text().split()
     assert {"tests/", "benchmarks/"} <= set(ignored)

@@ -44,16 +44,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
     shard = _SHARD.get()
     if shard is not None:  # sequence parallel: L is this rank's video tokens + all text tokens
         return shard.attention(q, k, v, key_mask)
+    out = in_query_chunks(lambda rows: F.scaled_dot_product_attention(rows, k, v, attn_mask=key_mask), q, k, dim=2)
+    return rearrange(out, "b h l d -> b l (h d)")
+
+
+def in_query_chunks(attend, q: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+    """`attend(q)` for q [B, H, L, Dh] against keys k [B, H, S, Dh], cancellable: on the CPU with a cancel hook
+    installed, over chunks of query rows (`_query_chunk`), checking for a cancel before each, the results written
+    along `dim` (the query axis of attend's output) into one tensor. Exact: each query row's softmax is independent
+    of the others. Every attention entry point (ours, ComfyUI's in nodes/host/comfy_ops.py) goes through here."""
     rows = _query_chunk(q, k)
     if rows >= q.shape[2]:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-    else:  # cancellable: each query row's softmax is independent, so chunks give the same rows
-        out = torch.empty_like(q)
-        for start in range(0, q.shape[2], rows):
-            check_interrupt()
-            out[:, :, start : start + rows] = F.scaled_dot_product_attention(
-                q[:, :, start : start + rows], k, v, attn_mask=key_mask)
-    return rearrange(out, "b h l d -> b l (h d)")
+        return attend(q)
+    out = None
+    for start in range(0, q.shape[2], rows):
+        check_interrupt()
+        part = attend(q[:, :, start : start + rows])
+        if out is None:
+            out = part.new_empty(part.shape[:dim] + (q.shape[2],) + part.shape[dim + 1:])
+        out.narrow(dim, start, part.shape[dim]).copy_(part)
+    return out
 
 
 CPU_CHUNK_SCORES = 1 << 26  # query x key x head scores per cancellable chunk on the CPU (about 1 s on 2 cores)

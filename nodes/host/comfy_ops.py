@@ -18,6 +18,8 @@ import comfy.quant_ops
 import comfy.utils
 import torch
 
+from ...magic141_core.dit.attention import in_query_chunks
+
 log = logging.getLogger("magic141")
 
 
@@ -25,13 +27,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
               transformer_options: dict | None = None) -> torch.Tensor:
     """The core's attention (q, k, v [B, H, L, Dh], key_mask [B, 1, 1, L] bool or None -> [B, L, H*Dh]) through
     ComfyUI's `optimized_attention`, read at call time (ComfyUI sets it from its launch options). The key mask
-    becomes the additive mask ComfyUI's backends take (-max where a key is hidden)."""
+    becomes the additive mask ComfyUI's backends take (-max where a key is hidden). On the CPU it runs over chunks
+    of query rows, so Cancel lands within about a second (`in_query_chunks`), as on the core path."""
     mask = None
     if key_mask is not None:
         mask = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device)
         mask.masked_fill_(~key_mask.to(q.device), -torch.finfo(q.dtype).max)
-    return comfy_attention.optimized_attention(q, k, v, q.shape[1], mask=mask, skip_reshape=True,
-                                               transformer_options=transformer_options or {})
+    options = transformer_options or {}
+    return in_query_chunks(lambda rows: comfy_attention.optimized_attention(
+        rows, k, v, q.shape[1], mask=mask, skip_reshape=True, transformer_options=options), q, k, dim=1)
 
 
 def operations(weight_dtype: torch.dtype, compute_dtype: torch.dtype):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-__all__ = ["advanced", "ComfyExtension", "ENCODERS", "CONDITIONING", "PRIOR_FOLDER", "choice", "io", "legacy_inputs"]
+__all__ = ["advanced", "ComfyExtension", "ENCODERS", "CONDITIONING", "PRIOR_FOLDER", "choice", "io"]
 
 
 ENCODERS = io.Custom("MAGIC141_ENCODERS")  # Magic141Encoders: LLaVA-Llama-3 + CLIP-L, from the Encoder Loader
@@ -37,15 +37,4 @@ def choice(value: str, options, name: str, node: str) -> str:
     if value not in options:
         raise ValueError(f"{node}: {name} {value!r} is not one of {list(options)}; pick one of them on the node")
     return value
-
-
-def legacy_inputs(inputs: list) -> dict:
-    """{input id: (type, options)}: V1 `INPUT_TYPES` entries of V3 `inputs`, exactly as ComfyUI shows a V3 node to
-    a V1 client (`add_to_dict_v1`), so a module not yet converted shares the input groups of `nodes/common.py`."""
-    entries = {}
-    for item in inputs:
-        options = item.as_dict()
-        options.pop("optional", None)
-        entries[item.id] = (item.get_io_type(), options)
-    return entries
 
