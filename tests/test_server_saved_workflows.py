@@ -22,12 +22,19 @@ SHRUNK = {"Magic141ImageToVideo": CPU_SIZE, "EmptyLatentImage": {"width": 64, "h
           "Magic141LongVideo": {"resolution": "custom", "width": 64, "height": 48, "window_length": 5,
                                 "context_frames": 1, "duration": 2, "unit": "windows"}}
 
+# issue 33 replaced run.sh's untrained demo CLIP (it retrieved at random) by a hand-set one under a new name; a user's
+# own files keep their names, so this is the only value a saved workflow's user has to re-pick
+RENAMED_DEMO_FILES = {"magic141_DEMO_untrained_clip/": "magic141_DEMO_handset_colour_clip/"}
+
 
 def saved_prompt(path: Path, object_info: dict) -> tuple[dict, dict]:
     """The saved workflow as the frontend would queue it on this server: every widget value onto the input the
     server now declares at its position; each node given every required input (a value or a link)."""
     ui = json.loads(path.read_text())
     prompt = ui_to_api(ui, object_info)
+    for node in prompt.values():  # the one demo file renamed since (what a user re-picks in the combo)
+        node["inputs"] = {k: RENAMED_DEMO_FILES.get(v, v) if isinstance(v, str) else v
+                          for k, v in node["inputs"].items()}
     for node in prompt.values():
         required = object_info[node["class_type"]]["input"]["required"]
         missing = set(required) - set(node["inputs"])
