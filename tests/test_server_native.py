@@ -193,20 +193,24 @@ def family_files(server):
     from magic141_core.dit.loading import random_dit
     from scripts.build_workflows import FAMILY_TEMPLATES, HUNYUAN_I2V
 
-    models = server.base / "models"
+    models, made = server.base / "models", []
     for seed, (family_key, *_) in enumerate(FAMILY_TEMPLATES.values(), 40):
         family = FAMILIES[family_key]
         config = dataclasses.replace(demo_dit_config(), in_channels=family.in_channels,
                                      image_condition=family.image_condition,
                                      guidance_embed=family_key != "hunyuan_i2v_v1")  # as the public files
         # tensors only, as a repackaged public file: Model Loader's auto must find the family by itself
-        save_file(random_dit(config, seed=seed).state_dict(), str(models / "diffusion_models" / family.comfy_file))
+        made.append(models / "diffusion_models" / family.comfy_file)
+        save_file(random_dit(config, seed=seed).state_dict(), str(made[-1]))
     for role, folder in (("llava", "text_encoders"), ("vision", "clip_vision"), ("clip_l", "text_encoders"),
                          ("vae", "vae")):
         link = models / folder / HUNYUAN_I2V[role]
         if not link.exists():
             link.symlink_to(models / DEMO_FILES[role][0] / DEMO[role])
-    return FAMILY_TEMPLATES
+            made.append(link)
+    yield FAMILY_TEMPLATES
+    for path in made:  # the session's server is shared: the templates' walk expects these public files missing
+        path.unlink()
 
 
 @pytest.mark.parametrize("key", ["hunyuan_i2v_v1_to_video", "hunyuan_i2v_v2_to_video", "skyreels_to_video"])
