@@ -16,6 +16,7 @@ import torch
 from ...magic141_core.dit.family import HUNYUAN_I2V_V1, HUNYUAN_I2V_V2, SKYREELS_V1
 from ...magic141_core.dit.model import image_to_video_input
 from ...magic141_core.runtime.finite import DIT_ADVICE, NonFiniteOutput, lora_advice
+from ...magic141_core.sampling.sampler import image_condition_of
 from .memory import load
 from .patches import WithOptions, check_own_sampling, per_forward_options
 
@@ -195,12 +196,6 @@ def family_of(patcher):
         return dit.family
     found = native_family(getattr(patcher, "model", None), "token_replace")
     return None if found is None else found[1]
-
-
-def image_condition_of(model) -> str:
-    """How the start image enters `model` (a core DiT or `NativeHunyuanDiT`): "concat_mask", "concat" or
-    "token_replace" (see `magic141_core.dit.family`)."""
-    return getattr(model, "image_condition", None) or model.config.image_condition
 
 
 def check_family(model, image_condition: str | None, node: str) -> None:
